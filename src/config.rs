@@ -1,0 +1,248 @@
+//! Server configuration: the TOML file format, its defaults, and every limit
+//! the server enforces, in one place.
+//!
+//! Each limit has a default and a one-line reason next to it. Parsing rejects
+//! unknown keys and bad values with an error that names the key, so a typo in a
+//! config file stops the server at start-up instead of being silently ignored.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// The configuration used when no file is given.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address every core listens on (SO_REUSEPORT).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Where durable state lives (used by hibernation and room storage).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Number of core threads; default: the machine's available parallelism.
+    #[serde(default)]
+    pub cores: Option<usize>,
+    #[serde(default)]
+    pub limits: Limits,
+    /// Parties served by built-in kinds, by name.
+    #[serde(default)]
+    pub parties: BTreeMap<String, PartyConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartyConfig {
+    /// A built-in kind: `relay` or `echo`.
+    pub kind: String,
+    /// Evict idle room objects to disk (takes effect with the hibernation change).
+    #[serde(default)]
+    pub hibernate: bool,
+    #[serde(default = "default_idle_evict_ms")]
+    pub idle_evict_ms: u64,
+}
+
+/// Every bound the server enforces. Defaults are chosen so that one peer can
+/// cost the server at most a small, known amount of memory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest WebSocket message, reassembled (1 MiB, as PartyKit). Past it: close 1009.
+    pub max_message_bytes: usize,
+    /// Largest HTTP request head (16 KiB). Past it: 431.
+    pub max_head_bytes: usize,
+    /// Largest HTTP request body (1 MiB). Past it: 413.
+    pub max_body_bytes: usize,
+    /// Most request headers (64). Past it: 431.
+    pub max_headers: usize,
+    /// Time for a client to send a complete request head, and the keep-alive
+    /// idle time between requests (10 s): drops slow and silent peers.
+    pub head_timeout_ms: u64,
+    /// Time to wait for the peer's close frame after ours (5 s).
+    pub close_timeout_ms: u64,
+    /// Bytes queued for one socket that it has not read yet (4 MiB). Past it
+    /// the connection is a slow consumer and is closed with 1008.
+    pub max_write_backlog_bytes: usize,
+    /// Open sockets per core (50,000). Past it new connections get 503.
+    pub max_connections_per_core: usize,
+    /// Per-connection state set by the party (2 KiB, as Durable Objects).
+    pub max_state_bytes: usize,
+    /// Room ids longer than this (256 bytes, decoded) are refused with 400.
+    pub max_room_id_bytes: usize,
+    /// Connection ids (`_pk`) longer than this (128 bytes) are refused with 400.
+    pub max_conn_id_bytes: usize,
+    /// Size of one receive buffer in the per-core provided-buffer ring (16 KiB).
+    pub recv_buffer_bytes: usize,
+    /// Receive buffers per core (512, a power of two): 8 MiB per core by
+    /// default, shared by all of that core's sockets.
+    pub recv_buffers_per_core: usize,
+    /// Messages queued between two cores before the sender holds them back (65,536).
+    pub core_channel_capacity: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 1 << 20,
+            max_head_bytes: 16 << 10,
+            max_body_bytes: 1 << 20,
+            max_headers: 64,
+            head_timeout_ms: 10_000,
+            close_timeout_ms: 5_000,
+            max_write_backlog_bytes: 4 << 20,
+            max_connections_per_core: 50_000,
+            max_state_bytes: 2 << 10,
+            max_room_id_bytes: 256,
+            max_conn_id_bytes: 128,
+            recv_buffer_bytes: 16 << 10,
+            recv_buffers_per_core: 512,
+            core_channel_capacity: 65_536,
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    "127.0.0.1:1999".parse().expect("the default listen address is valid")
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./dormouse-data")
+}
+
+fn default_idle_evict_ms() -> u64 {
+    10_000
+}
+
+/// A configuration that could not be used; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Toml(#[from] toml::de::Error),
+    #[error("invalid value for `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+}
+
+impl Config {
+    /// Parses and checks a TOML configuration.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The embedded default configuration.
+    pub fn embedded_default() -> Config {
+        Config::from_toml(DEFAULT_CONFIG_TOML).expect("the embedded default config is valid")
+    }
+
+    pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Config::from_toml(&text)
+    }
+
+    /// The number of core threads to run.
+    pub fn core_count(&self) -> usize {
+        self.cores.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid =
+            |key: &str, reason: &str| Err(ConfigError::Invalid { key: key.to_owned(), reason: reason.to_owned() });
+        if let Some(cores) = self.cores {
+            if cores == 0 || cores > 256 {
+                return invalid("cores", "must be between 1 and 256");
+            }
+        }
+        for (name, party) in &self.parties {
+            if !is_valid_party_name(name) {
+                return invalid(&format!("parties.{name}"), "a party name is 1-64 characters of a-z, 0-9, '-' and '_'");
+            }
+            if !BUILTIN_KINDS.contains(&party.kind.as_str()) {
+                return invalid(
+                    &format!("parties.{name}.kind"),
+                    &format!("unknown kind {:?}; built-in kinds are {BUILTIN_KINDS:?}", party.kind),
+                );
+            }
+        }
+        let l = &self.limits;
+        let positive = [
+            ("limits.max_message_bytes", l.max_message_bytes as u64),
+            ("limits.max_head_bytes", l.max_head_bytes as u64),
+            ("limits.max_headers", l.max_headers as u64),
+            ("limits.head_timeout_ms", l.head_timeout_ms),
+            ("limits.close_timeout_ms", l.close_timeout_ms),
+            ("limits.max_write_backlog_bytes", l.max_write_backlog_bytes as u64),
+            ("limits.max_connections_per_core", l.max_connections_per_core as u64),
+            ("limits.max_room_id_bytes", l.max_room_id_bytes as u64),
+            ("limits.max_conn_id_bytes", l.max_conn_id_bytes as u64),
+            ("limits.core_channel_capacity", l.core_channel_capacity as u64),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return invalid(key, "must be greater than 0");
+            }
+        }
+        if l.max_head_bytes < 512 {
+            return invalid("limits.max_head_bytes", "must be at least 512");
+        }
+        if !(1024..=(1 << 20)).contains(&l.recv_buffer_bytes) {
+            return invalid("limits.recv_buffer_bytes", "must be between 1024 and 1048576");
+        }
+        if !l.recv_buffers_per_core.is_power_of_two() || !(8..=32768).contains(&l.recv_buffers_per_core) {
+            return invalid("limits.recv_buffers_per_core", "must be a power of two between 8 and 32768");
+        }
+        if l.max_connections_per_core > (1 << 24) {
+            return invalid("limits.max_connections_per_core", "must be at most 16777216");
+        }
+        Ok(())
+    }
+}
+
+/// The built-in party kinds the standalone binary can serve from config.
+pub const BUILTIN_KINDS: &[&str] = &["relay", "echo"];
+
+/// Party names appear in URLs and metrics, so they are kept to a plain alphabet.
+pub fn is_valid_party_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_has_a_relay_main_party() {
+        let config = Config::embedded_default();
+        assert_eq!(config.listen, "127.0.0.1:1999".parse().unwrap());
+        assert_eq!(config.parties["main"].kind, "relay");
+        assert_eq!(config.limits.max_message_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml("listen = \"127.0.0.1:1\"\nlisten_port = 3\n").unwrap_err();
+        assert!(err.to_string().contains("listen_port"), "{err}");
+        let err = Config::from_toml("[limits]\nmax_mesage_bytes = 3\n").unwrap_err();
+        assert!(err.to_string().contains("max_mesage_bytes"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = Config::from_toml("listen = \"nowhere\"\n").unwrap_err();
+        assert!(err.to_string().contains("listen"), "{err}");
+        let err = Config::from_toml("[parties.main]\nkind = \"nope\"\n").unwrap_err();
+        assert!(err.to_string().contains("parties.main.kind"), "{err}");
+        let err = Config::from_toml("[limits]\nmax_message_bytes = 0\n").unwrap_err();
+        assert!(err.to_string().contains("limits.max_message_bytes"), "{err}");
+        let err = Config::from_toml("[limits]\nrecv_buffers_per_core = 100\n").unwrap_err();
+        assert!(err.to_string().contains("limits.recv_buffers_per_core"), "{err}");
+        let err = Config::from_toml("[parties.Main]\nkind = \"relay\"\n").unwrap_err();
+        assert!(err.to_string().contains("parties.Main"), "{err}");
+    }
+}

@@ -1,0 +1,35 @@
+//! Party kinds: how the server creates room objects and runs the static
+//! pre-connect and pre-request hooks of a registered [`Party`] type, behind an
+//! object-safe interface so one server can serve many party types.
+
+use crate::http::RequestHead;
+use crate::party::{Lobby, Party, Rejection, Request, Room};
+use std::marker::PhantomData;
+
+pub(crate) trait PartyKind: Send + Sync + 'static {
+    fn create(&self, room: &Room) -> Box<dyn Party>;
+    fn before_connect(&self, request: &mut RequestHead, lobby: &Lobby<'_>) -> Result<(), Rejection>;
+    fn before_request(&self, request: &mut Request, lobby: &Lobby<'_>) -> Result<(), Rejection>;
+}
+
+pub(crate) struct Kind<P>(PhantomData<fn() -> P>);
+
+impl<P> Kind<P> {
+    pub(crate) fn new() -> Self {
+        Kind(PhantomData)
+    }
+}
+
+impl<P: Party> PartyKind for Kind<P> {
+    fn create(&self, room: &Room) -> Box<dyn Party> {
+        Box::new(P::new(room))
+    }
+
+    fn before_connect(&self, request: &mut RequestHead, lobby: &Lobby<'_>) -> Result<(), Rejection> {
+        P::on_before_connect(request, lobby)
+    }
+
+    fn before_request(&self, request: &mut Request, lobby: &Lobby<'_>) -> Result<(), Rejection> {
+        P::on_before_request(request, lobby)
+    }
+}

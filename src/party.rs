@@ -1,0 +1,341 @@
+//! The room programming model: the [`Party`] trait and the handles its
+//! callbacks receive.
+//!
+//! A party is a kind of room; each room is one object implementing [`Party`],
+//! living on its owner core and receiving one event at a time. Callbacks do not
+//! perform I/O: `send`, `broadcast` and `close` record effects on the [`Room`],
+//! and the reactor carries them out after the callback returns. That keeps room
+//! logic testable without sockets and lets later changes hold effects back until
+//! storage has committed.
+
+use crate::http::{RequestHead, Response};
+use bytes::Bytes;
+use smallvec::SmallVec;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+/// A WebSocket message as a room sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Message<'a> {
+    Text(&'a str),
+    Binary(&'a [u8]),
+}
+
+impl<'a> From<&'a str> for Message<'a> {
+    fn from(text: &'a str) -> Self {
+        Message::Text(text)
+    }
+}
+
+impl<'a> From<&'a [u8]> for Message<'a> {
+    fn from(data: &'a [u8]) -> Self {
+        Message::Binary(data)
+    }
+}
+
+impl Message<'_> {
+    /// The message as one unmasked server frame, ready for any number of sockets.
+    pub(crate) fn to_frame(self) -> Bytes {
+        match self {
+            Message::Text(text) => crate::ws::text_frame(text.as_bytes()),
+            Message::Binary(data) => crate::ws::binary_frame(data),
+        }
+    }
+}
+
+/// An HTTP request to a room, head and complete body.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub head: RequestHead,
+    pub body: Bytes,
+}
+
+impl Request {
+    pub fn method(&self) -> &str {
+        &self.head.method
+    }
+    pub fn path(&self) -> &str {
+        self.head.path()
+    }
+    pub fn query(&self) -> &str {
+        self.head.query()
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.header_str(name)
+    }
+}
+
+/// What a pre-connect or pre-request hook knows: the party and room addressed,
+/// without access to the room's state (the hook runs on the accepting core).
+#[derive(Debug)]
+pub struct Lobby<'a> {
+    pub party: &'a str,
+    pub room: &'a str,
+}
+
+/// Why a pre-connect or pre-request hook refused a request.
+#[derive(Debug)]
+pub enum Rejection {
+    /// Answer 401 with this reason as the body.
+    Unauthorized(String),
+    /// Answer with this response.
+    Response(Response),
+}
+
+impl From<String> for Rejection {
+    fn from(reason: String) -> Self {
+        Rejection::Unauthorized(reason)
+    }
+}
+
+impl From<&str> for Rejection {
+    fn from(reason: &str) -> Self {
+        Rejection::Unauthorized(reason.to_owned())
+    }
+}
+
+impl From<Response> for Rejection {
+    fn from(response: Response) -> Self {
+        Rejection::Response(response)
+    }
+}
+
+impl Rejection {
+    pub(crate) fn into_response(self) -> Response {
+        match self {
+            Rejection::Unauthorized(reason) => Response::text(401, reason),
+            Rejection::Response(response) => response,
+        }
+    }
+}
+
+/// The request that opened a connection, available in `on_connect`.
+#[derive(Debug)]
+pub struct ConnectCtx<'a> {
+    pub(crate) request: &'a RequestHead,
+    pub(crate) protocols: &'a [String],
+    pub(crate) chosen_protocol: Option<String>,
+}
+
+impl ConnectCtx<'_> {
+    /// The upgrade request's head, with any headers a pre-connect hook added.
+    pub fn request(&self) -> &RequestHead {
+        self.request
+    }
+
+    /// The sub-protocols the client offered, in its order of preference.
+    pub fn protocols(&self) -> &[String] {
+        self.protocols
+    }
+
+    /// Chooses one of the offered sub-protocols; it is echoed on the 101.
+    /// Returns false (and chooses nothing) when the client did not offer it.
+    pub fn accept_protocol(&mut self, protocol: &str) -> bool {
+        let offered = self.protocols.iter().any(|p| p == protocol);
+        if offered {
+            self.chosen_protocol = Some(protocol.to_owned());
+        }
+        offered
+    }
+}
+
+/// Server logic for one room. Every room of a party is a separate value of the
+/// implementing type, created on the room's first event and driven by one
+/// thread, one event at a time.
+pub trait Party: 'static {
+    /// Creates the object for a room; called before the room's first event.
+    fn new(room: &Room) -> Self
+    where
+        Self: Sized;
+
+    /// Runs on the accepting core before a WebSocket reaches the room, without
+    /// access to room state. It may reject the connection (401 by default) or
+    /// add headers that `on_connect` then sees.
+    fn on_before_connect(_request: &mut RequestHead, _lobby: &Lobby<'_>) -> Result<(), Rejection>
+    where
+        Self: Sized,
+    {
+        Ok(())
+    }
+
+    /// Like `on_before_connect`, for HTTP requests to the room.
+    fn on_before_request(_request: &mut Request, _lobby: &Lobby<'_>) -> Result<(), Rejection>
+    where
+        Self: Sized,
+    {
+        Ok(())
+    }
+
+    /// Runs once, after `new`, before the room's first event.
+    fn on_start(&mut self, _room: &Room) {}
+
+    /// A WebSocket connection is joining. The 101 is sent only after this
+    /// returns; an error is sent as 101 followed by close 1011 with the reason.
+    fn on_connect(&mut self, _conn: &Connection<'_>, _room: &Room, _ctx: &mut ConnectCtx<'_>) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn on_message(&mut self, _message: Message<'_>, _sender: &Connection<'_>, _room: &Room) {}
+
+    /// The connection is gone; `code` is the peer's close code, or 1006 when
+    /// the socket ended without a close frame.
+    fn on_close(&mut self, _conn: &Connection<'_>, _code: u16, _reason: &str, _room: &Room) {}
+
+    /// The connection broke the protocol; it is being closed with a close code.
+    /// `on_close` follows.
+    fn on_error(&mut self, _conn: &Connection<'_>, _error: &str, _room: &Room) {}
+
+    fn on_request(&mut self, _request: &Request, _room: &Room) -> Response {
+        Response::text(404, "Not found")
+    }
+}
+
+/// Where a socket lives: the core that accepted it, its slot there, and the
+/// slot's generation (so a message for a socket that has since closed, whose
+/// slot was reused, is recognised and dropped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct ConnRef {
+    pub core: u16,
+    pub slot: u32,
+    pub gen: u32,
+}
+
+/// One connection of a room, as the owner core knows it.
+#[derive(Debug)]
+pub(crate) struct Member {
+    pub id: Box<str>,
+    pub uri: Box<str>,
+    pub conn: ConnRef,
+    pub state: RefCell<Option<Box<[u8]>>>,
+}
+
+/// A side effect requested by room logic, carried out after the callback.
+#[derive(Debug)]
+pub(crate) enum Effect {
+    Send { to: ConnRef, frame: Bytes },
+    Broadcast { frame: Bytes, without: SmallVec<[ConnRef; 1]> },
+    Close { to: ConnRef, code: u16, reason: String },
+}
+
+/// The room a callback runs in: its identity, its connections, and the
+/// effects the callback asks for.
+#[derive(Debug)]
+pub struct Room {
+    pub(crate) id: String,
+    pub(crate) party: String,
+    pub(crate) members: slab::Slab<Member>,
+    pub(crate) by_id: HashMap<Box<str>, u32>,
+    pub(crate) effects: RefCell<Vec<Effect>>,
+    pub(crate) max_state_bytes: usize,
+    /// Members per core, so a broadcast goes only to cores that have some.
+    pub(crate) members_per_core: Vec<Cell<u32>>,
+}
+
+impl Room {
+    pub(crate) fn new(id: String, party: String, cores: usize, max_state_bytes: usize) -> Room {
+        Room {
+            id,
+            party,
+            members: slab::Slab::new(),
+            by_id: HashMap::new(),
+            effects: RefCell::new(Vec::new()),
+            max_state_bytes,
+            members_per_core: (0..cores).map(|_| Cell::new(0)).collect(),
+        }
+    }
+
+    /// The room id (the decoded path segment).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The party (kind of room) this room belongs to.
+    pub fn party(&self) -> &str {
+        &self.party
+    }
+
+    /// Sends `message` to every connection of the room except those whose ids
+    /// are in `without`. The frame is encoded once for all recipients.
+    pub fn broadcast<'m>(&self, message: impl Into<Message<'m>>, without: &[&str]) {
+        let without =
+            without.iter().filter_map(|id| self.by_id.get(*id)).map(|&i| self.members[i as usize].conn).collect();
+        self.effects.borrow_mut().push(Effect::Broadcast { frame: message.into().to_frame(), without });
+    }
+
+    /// The open connection with this id, if any.
+    pub fn connection(&self, id: &str) -> Option<Connection<'_>> {
+        self.by_id.get(id).map(|&index| Connection { room: self, index })
+    }
+
+    /// Every open connection of the room.
+    pub fn connections(&self) -> impl Iterator<Item = Connection<'_>> {
+        self.members.iter().map(move |(index, _)| Connection { room: self, index: index as u32 })
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.members.len()
+    }
+}
+
+/// A handle to one connection of the room.
+#[derive(Clone, Copy)]
+pub struct Connection<'r> {
+    pub(crate) room: &'r Room,
+    pub(crate) index: u32,
+}
+
+impl std::fmt::Debug for Connection<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection").field("id", &self.id()).finish()
+    }
+}
+
+/// `set_state` was given more than the configured `max_state_bytes`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("connection state of {len} bytes exceeds the limit of {max} bytes")]
+pub struct StateTooLarge {
+    pub len: usize,
+    pub max: usize,
+}
+
+impl<'r> Connection<'r> {
+    fn member(&self) -> &'r Member {
+        &self.room.members[self.index as usize]
+    }
+
+    /// The connection id: the client's `_pk`, or one the server generated.
+    pub fn id(&self) -> &'r str {
+        &self.member().id
+    }
+
+    /// The request target the connection was opened with.
+    pub fn uri(&self) -> &'r str {
+        &self.member().uri
+    }
+
+    pub fn send<'m>(&self, message: impl Into<Message<'m>>) {
+        let frame = message.into().to_frame();
+        self.room.effects.borrow_mut().push(Effect::Send { to: self.member().conn, frame });
+    }
+
+    /// Closes the connection with a close code and reason; `on_close` follows
+    /// once the socket is gone.
+    pub fn close(&self, code: u16, reason: &str) {
+        self.room.effects.borrow_mut().push(Effect::Close { to: self.member().conn, code, reason: reason.to_owned() });
+    }
+
+    /// The state attached to this connection, if any.
+    pub fn state(&self) -> Option<Vec<u8>> {
+        self.member().state.borrow().as_ref().map(|s| s.to_vec())
+    }
+
+    /// Attaches state to the connection (bounded by `max_state_bytes`).
+    pub fn set_state(&self, state: &[u8]) -> Result<(), StateTooLarge> {
+        let max = self.room.max_state_bytes;
+        if state.len() > max {
+            return Err(StateTooLarge { len: state.len(), max });
+        }
+        *self.member().state.borrow_mut() = Some(state.into());
+        Ok(())
+    }
+}

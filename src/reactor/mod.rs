@@ -1,0 +1,1063 @@
+//! The per-core reactor: one thread per core that owns a ring, a listener and
+//! the sockets it accepted, runs the rooms it owns, and talks to other cores
+//! only through bounded channels.
+//!
+//! A turn of the loop: drain completions (accepts, receives, sends, wake-ups),
+//! drain messages from other cores, expire timers, re-arm receives, start the
+//! sends queued this turn (one submission for many sockets), pass messages to
+//! other cores, then wait. The clock is read once per turn.
+//!
+//! Connection state lives in [`Conn`] records in a slab. HTTP and WebSocket
+//! bytes are handed to the sans-I/O codecs in `http` and `ws`; room events go
+//! to the room's owner core as [`CoreMsg`] values, and the room's effects come
+//! back the same way. Only this module and its backend touch sockets.
+
+mod uring;
+
+use crate::config::Limits;
+use crate::http::{self, BodyDecoder, BodyFraming, HttpError, HttpLimits, RequestHead, Response};
+use crate::kind::PartyKind;
+use crate::party::{ConnRef, Effect, Lobby, Message, Request};
+use crate::room::{Admission, Joining, RoomHost, RoomKey};
+use crate::route::{self, Route};
+use crate::ws::{self, WsEvent, WsLimits};
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use dormouse_tags::MemberList;
+use smallvec::SmallVec;
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uring::{Completion, Op, Uring};
+
+/// A handler for HTTP requests outside the room routes.
+pub type FetchHandler = Arc<dyn Fn(&Request) -> Response + Send + Sync>;
+
+/// Most messages taken from the inbox in one turn, so sockets keep being
+/// served while another core floods this one.
+const INBOX_BATCH: usize = 4096;
+/// Longest wait for completions when no timer is due sooner.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+
+/// What every core shares: configuration, party kinds, and the way to reach
+/// every other core.
+pub(crate) struct Shared {
+    pub limits: Limits,
+    pub cores: usize,
+    pub kinds: HashMap<String, Arc<dyn PartyKind>>,
+    pub fetch: Option<FetchHandler>,
+    pub senders: Vec<Sender<CoreMsg>>,
+    pub wake_fds: Vec<std::fs::File>,
+    pub stopping: AtomicBool,
+    pub stats: Vec<CoreStats>,
+}
+
+impl Shared {
+    /// Wakes core `core` from its wait.
+    pub fn wake(&self, core: usize) {
+        // A failed write means the eventfd counter is saturated, so the core
+        // is already being woken: nothing is lost.
+        let _ = std::io::Write::write(&mut &self.wake_fds[core], &1u64.to_ne_bytes());
+    }
+}
+
+/// Counters one core publishes for the server handle and tests.
+#[derive(Debug, Default)]
+pub struct CoreStats {
+    pub connections_open: AtomicU64,
+    pub rooms_resident: AtomicU64,
+}
+
+/// A message between cores.
+pub(crate) enum CoreMsg {
+    // To a room's owner core.
+    Connect { conn: ConnRef, room: Arc<RoomKey>, joining: Box<Joining> },
+    Message { conn: ConnRef, room: Arc<RoomKey>, member: u32, data: Bytes, text: bool },
+    Closed { conn: ConnRef, room: Arc<RoomKey>, member: u32, close: Box<CloseInfo> },
+    Request { conn: ConnRef, room: Arc<RoomKey>, request: Box<Request> },
+    // To a connection's core.
+    Accepted { conn: ConnRef, room: Arc<RoomKey>, member: u32, protocol: Option<Box<str>> },
+    Refused { conn: ConnRef, reason: Box<str> },
+    Send { conn: ConnRef, frame: Bytes },
+    Broadcast { room: Arc<RoomKey>, frame: Bytes, without: SmallVec<[ConnRef; 1]> },
+    Close { conn: ConnRef, code: u16, reason: Box<str> },
+    Respond { conn: ConnRef, response: Box<Response> },
+}
+
+const _: () = assert!(size_of::<CoreMsg>() <= 80, "core messages are small; big payloads are boxed");
+
+pub(crate) struct CloseInfo {
+    code: u16,
+    reason: String,
+    error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading a request head.
+    Head,
+    /// Reading a request body.
+    Body,
+    /// Waiting for the room's HTTP response.
+    AwaitResponse,
+    /// Waiting for the room's `on_connect`.
+    AwaitConnect,
+    /// An open WebSocket.
+    Open,
+    /// We sent a close frame and wait for the peer's.
+    Closing,
+    /// Writing what is queued, then closing.
+    Draining,
+    /// Our side is shut down; reading until the peer closes so that it is not
+    /// reset before it has read our last bytes.
+    Lingering,
+    /// Shut down; the record waits for its in-flight operations to finish.
+    Dead,
+}
+
+/// What an HTTP request in progress carries between phases.
+struct HttpState {
+    head: RequestHead,
+    body: Option<BodyDecoder>,
+    keep_alive: bool,
+    /// For an upgrade: the client's key, needed for the 101.
+    ws_key: Option<String>,
+}
+
+/// One socket. Small, and allocation-free while idle: the read buffer holds
+/// only a partial head or frame, the write queue only unsent frames.
+struct Conn {
+    fd: OwnedFd,
+    gen: u32,
+    phase: Phase,
+    recv_armed: bool,
+    sending: bool,
+    in_dirty: bool,
+    joined: bool,
+    /// Bytes of the first queued frame already written.
+    sent_offset: u32,
+    write_q_bytes: usize,
+    deadline_ms: u64,
+    local_room: u32,
+    member_pos: u32,
+    member: u32,
+    /// The close code we sent, reported to the room if the peer never answers.
+    close_code: u16,
+    read_buf: Vec<u8>,
+    write_q: VecDeque<Bytes>,
+    decoder: ws::Decoder,
+    http: Option<Box<HttpState>>,
+}
+
+const _: () = assert!(size_of::<Conn>() <= 160, "a connection record stays compact");
+
+/// The members of one room that live on this core.
+struct LocalRoom {
+    key: Arc<RoomKey>,
+    members: MemberList,
+}
+
+pub(crate) struct Core {
+    io: Uring,
+    inbox: Receiver<CoreMsg>,
+    listener: OwnedFd,
+    st: State,
+}
+
+/// Everything but the ring, so completion handlers can borrow received data
+/// from the ring while changing this.
+struct State {
+    index: u16,
+    shared: Arc<Shared>,
+    http_limits: HttpLimits,
+    ws_limits: WsLimits,
+    conns: slab::Slab<Conn>,
+    next_gen: u32,
+    local_rooms: slab::Slab<LocalRoom>,
+    local_room_ids: HashMap<Arc<RoomKey>, u32>,
+    hosts: HashMap<Arc<RoomKey>, RoomHost>,
+    /// Messages for each core (this core's own entry is delivered locally).
+    outboxes: Vec<VecDeque<CoreMsg>>,
+    /// Sockets with frames queued this turn.
+    dirty: Vec<u32>,
+    /// Sockets whose receive must be (re-)armed: (slot, generation).
+    rearm: Vec<(u32, u32)>,
+    head_timers: VecDeque<(u64, u32, u32)>,
+    close_timers: VecDeque<(u64, u32, u32)>,
+    epoch: Instant,
+    now_ms: u64,
+    ws_events: Vec<WsEvent>,
+    effects: Vec<Effect>,
+}
+
+impl Core {
+    pub fn new(
+        index: usize,
+        shared: Arc<Shared>,
+        inbox: Receiver<CoreMsg>,
+        listener: OwnedFd,
+    ) -> std::io::Result<Core> {
+        let limits = &shared.limits;
+        let buffers = u16::try_from(limits.recv_buffers_per_core).expect("buffer count is validated to fit in u16");
+        let io = Uring::new(shared.wake_fds[index].as_raw_fd(), buffers, limits.recv_buffer_bytes)?;
+        let st = State {
+            index: index as u16,
+            http_limits: HttpLimits {
+                head_bytes_max: limits.max_head_bytes,
+                body_bytes_max: limits.max_body_bytes,
+                headers_max: limits.max_headers,
+            },
+            ws_limits: WsLimits { max_message_bytes: limits.max_message_bytes },
+            conns: slab::Slab::new(),
+            next_gen: 0,
+            local_rooms: slab::Slab::new(),
+            local_room_ids: HashMap::new(),
+            hosts: HashMap::new(),
+            outboxes: (0..shared.cores).map(|_| VecDeque::new()).collect(),
+            dirty: Vec::new(),
+            rearm: Vec::new(),
+            head_timers: VecDeque::new(),
+            close_timers: VecDeque::new(),
+            epoch: Instant::now(),
+            now_ms: 0,
+            ws_events: Vec::new(),
+            effects: Vec::new(),
+            shared,
+        };
+        Ok(Core { io, inbox, listener, st })
+    }
+
+    pub fn run(mut self) {
+        self.io.arm_accept(self.listener.as_raw_fd());
+        self.io.arm_wake();
+        let mut completions = Vec::new();
+        let mut accept_retry_ms: Option<u64> = None;
+        loop {
+            self.st.now_ms = self.st.epoch.elapsed().as_millis() as u64;
+            self.io.take_completions(&mut completions);
+            for c in &completions {
+                match c.op {
+                    Op::Accept => {
+                        if let Some(socket) = c.accepted() {
+                            self.st.on_accept(socket);
+                        } else {
+                            tracing::warn!(core = self.st.index, error = %std::io::Error::from_raw_os_error(-c.result), "accept failed; retrying");
+                        }
+                        if !c.more() {
+                            // Out of file descriptors (or a similar operating
+                            // fault): back off a little, then accept again.
+                            accept_retry_ms = Some(self.st.now_ms + if c.result < 0 { 100 } else { 0 });
+                        }
+                    }
+                    Op::Wake => self.io.arm_wake(),
+                    Op::Recv => self.on_recv(c),
+                    Op::Send => self.st.on_sent(c.slot, c.result),
+                }
+            }
+            self.io.publish_buffers();
+            if accept_retry_ms.is_some_and(|at| at <= self.st.now_ms) {
+                accept_retry_ms = None;
+                self.io.arm_accept(self.listener.as_raw_fd());
+            }
+
+            for _ in 0..INBOX_BATCH {
+                match self.inbox.try_recv() {
+                    Ok(msg) => self.st.on_core_msg(msg),
+                    Err(_) => break,
+                }
+            }
+            self.st.deliver_local();
+            self.st.expire_timers();
+            for (slot, gen) in self.st.rearm.drain(..) {
+                if let Some(conn) = self.st.conns.get_mut(slot as usize) {
+                    if conn.gen == gen && conn.phase != Phase::Dead && !conn.recv_armed {
+                        conn.recv_armed = true;
+                        self.io.arm_recv(slot, conn.fd.as_raw_fd());
+                    }
+                }
+            }
+            self.flush_sends();
+            let pending_elsewhere = self.st.flush_outboxes();
+
+            if self.st.shared.stopping.load(Ordering::Acquire) {
+                break;
+            }
+            let busy = !self.inbox.is_empty() || !self.st.outboxes[usize::from(self.st.index)].is_empty();
+            let wait =
+                self.st.next_deadline_wait().min(if pending_elsewhere { Duration::from_millis(1) } else { IDLE_WAIT });
+            let wait = match accept_retry_ms {
+                Some(at) => wait.min(Duration::from_millis(at.saturating_sub(self.st.now_ms))),
+                None => wait,
+            };
+            if let Err(e) = self.io.submit_and_wait(!busy, wait) {
+                tracing::error!(core = self.st.index, error = %e, "io_uring submit failed; core stopping");
+                break;
+            }
+        }
+        // Dropping the records closes every socket this core holds.
+        self.st.conns.clear();
+    }
+
+    fn on_recv(&mut self, c: &Completion) {
+        let Some(conn) = self.st.conns.get_mut(c.slot as usize) else {
+            unreachable!("a socket's record outlives its receive");
+        };
+        if !c.more() {
+            conn.recv_armed = false;
+        }
+        let gen = conn.gen;
+        match c.result {
+            n if n > 0 => {
+                let id = c.buffer().expect("a successful provided-buffer receive names its buffer");
+                let data = self.io.buffer(id, n as usize);
+                self.st.on_data(c.slot, Some(data));
+                self.io.recycle(id);
+                if !c.more() {
+                    self.st.rearm.push((c.slot, gen));
+                }
+            }
+            0 => self.st.on_eof(c.slot),
+            e if -e == libc::ENOBUFS => self.st.rearm.push((c.slot, gen)),
+            _ => self.st.on_eof(c.slot),
+        }
+        self.st.release_if_done(c.slot);
+    }
+
+    /// Starts one send per socket with queued frames and none in flight.
+    fn flush_sends(&mut self) {
+        for slot in self.st.dirty.drain(..) {
+            let Some(conn) = self.st.conns.get_mut(slot as usize) else { continue };
+            conn.in_dirty = false;
+            if conn.sending || conn.write_q.is_empty() || conn.phase == Phase::Dead {
+                continue;
+            }
+            conn.sending = true;
+            self.io.send(slot, conn.fd.as_raw_fd(), conn.write_q.iter(), conn.sent_offset as usize);
+        }
+    }
+}
+
+fn shutdown(fd: &OwnedFd, how: std::net::Shutdown) {
+    // An error here means the socket is already gone, which is what we want.
+    let _ = socket2::SockRef::from(fd).shutdown(how);
+}
+
+impl State {
+    fn conn_ref(&self, slot: u32) -> ConnRef {
+        ConnRef { core: self.index, slot, gen: self.conns[slot as usize].gen }
+    }
+
+    fn send_to(&mut self, core: usize, msg: CoreMsg) {
+        self.outboxes[core].push_back(msg);
+    }
+
+    fn send_to_owner(&mut self, room: &RoomKey, msg: CoreMsg) {
+        let owner = room.owner(self.shared.cores);
+        self.send_to(owner, msg);
+    }
+
+    fn on_accept(&mut self, socket: OwnedFd) {
+        if self.conns.len() >= self.shared.limits.max_connections_per_core {
+            // The socket is new and its send buffer empty, so this short
+            // blocking write completes at once.
+            let response = Response::text(503, "Server at connection capacity").encode(false);
+            let _ = std::io::Write::write(&mut std::fs::File::from(socket), &response);
+            return;
+        }
+        let _ = socket2::SockRef::from(&socket).set_tcp_nodelay(true);
+        self.next_gen = self.next_gen.wrapping_add(1);
+        let deadline_ms = self.now_ms + self.shared.limits.head_timeout_ms;
+        let slot = self.conns.insert(Conn {
+            fd: socket,
+            gen: self.next_gen,
+            phase: Phase::Head,
+            recv_armed: false,
+            sending: false,
+            in_dirty: false,
+            joined: false,
+            sent_offset: 0,
+            write_q_bytes: 0,
+            deadline_ms,
+            local_room: 0,
+            member_pos: 0,
+            member: 0,
+            close_code: 1006,
+            read_buf: Vec::new(),
+            write_q: VecDeque::new(),
+            decoder: ws::Decoder::new(),
+            http: None,
+        }) as u32;
+        self.head_timers.push_back((deadline_ms, slot, self.next_gen));
+        self.rearm.push((slot, self.next_gen));
+        self.shared.stats[usize::from(self.index)].connections_open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Feeds received bytes (or, with `None`, only what is buffered) to the
+    /// socket's current phase. Unconsumed bytes are kept in the record.
+    fn on_data(&mut self, slot: u32, data: Option<&mut [u8]>) {
+        let conn = &mut self.conns[slot as usize];
+        if conn.phase == Phase::Dead {
+            return;
+        }
+        if conn.read_buf.is_empty() {
+            let Some(data) = data else { return };
+            let used = self.process(slot, data);
+            if used < data.len() {
+                if let Some(conn) = live(&mut self.conns, slot) {
+                    conn.read_buf.extend_from_slice(&data[used..]);
+                }
+            }
+        } else {
+            if let Some(data) = data {
+                conn.read_buf.extend_from_slice(data);
+            }
+            let mut buf = std::mem::take(&mut conn.read_buf);
+            let used = self.process(slot, &mut buf);
+            if let Some(conn) = live(&mut self.conns, slot) {
+                if used < buf.len() {
+                    buf.drain(..used);
+                    conn.read_buf = buf;
+                }
+            }
+        }
+        // Bytes kept while waiting on a room are bounded like a head plus a message.
+        let bound = self.shared.limits.max_head_bytes + self.shared.limits.max_message_bytes + 16;
+        if let Some(conn) = live(&mut self.conns, slot) {
+            if conn.read_buf.len() > bound {
+                self.abort(slot);
+            }
+        }
+    }
+
+    /// Runs the phase machine over `buf` and returns how many bytes it used.
+    fn process(&mut self, slot: u32, buf: &mut [u8]) -> usize {
+        let mut used = 0;
+        loop {
+            let Some(conn) = live(&mut self.conns, slot) else { return buf.len() };
+            match conn.phase {
+                Phase::Head => match http::parse_head(&buf[used..], &self.http_limits) {
+                    Ok(None) => return used,
+                    Ok(Some((head, len, framing))) => {
+                        used += len;
+                        self.on_head(slot, head, framing);
+                    }
+                    Err(e) => {
+                        self.http_error(slot, &e);
+                        return buf.len();
+                    }
+                },
+                Phase::Body => {
+                    let http = conn.http.as_mut().expect("a body phase has its request");
+                    let body = http.body.as_mut().expect("a body phase has a body decoder");
+                    match body.feed(&buf[used..]) {
+                        Ok(n) => used += n,
+                        Err(e) => {
+                            self.http_error(slot, &e);
+                            return buf.len();
+                        }
+                    }
+                    if !body.is_done() {
+                        return used;
+                    }
+                    self.on_request(slot);
+                }
+                Phase::Open | Phase::Closing => return used + self.on_frames(slot, &mut buf[used..]),
+                Phase::AwaitResponse | Phase::AwaitConnect => return used,
+                Phase::Draining | Phase::Lingering | Phase::Dead => return buf.len(),
+            }
+        }
+    }
+
+    fn on_head(&mut self, slot: u32, head: RequestHead, framing: BodyFraming) {
+        let upgrade = match http::parse_upgrade(&head) {
+            Ok(upgrade) => upgrade,
+            Err(e) => return self.http_error(slot, &e),
+        };
+        let keep_alive = head.keep_alive();
+        let conn = &mut self.conns[slot as usize];
+        if let Some(upgrade) = upgrade {
+            if framing != BodyFraming::None {
+                return self.http_error(slot, &HttpError::Malformed("an upgrade request has no body".into()));
+            }
+            return self.on_upgrade(slot, head, upgrade);
+        }
+        let body = match framing {
+            BodyFraming::None => None,
+            framing => Some(BodyDecoder::new(framing, self.shared.limits.max_body_bytes)),
+        };
+        let has_body = body.is_some();
+        conn.http = Some(Box::new(HttpState { head, body, keep_alive, ws_key: None }));
+        if has_body {
+            conn.phase = Phase::Body;
+        } else {
+            self.on_request(slot);
+        }
+    }
+
+    /// A complete HTTP request: to a room, to the fetch handler, or 404.
+    fn on_request(&mut self, slot: u32) {
+        let conn = &mut self.conns[slot as usize];
+        let mut http = conn.http.take().expect("a complete request has its head");
+        let body = http.body.as_mut().map(|b| b.take_body()).unwrap_or_default();
+        let keep_alive = http.keep_alive;
+        let mut request = Request { head: std::mem::replace(&mut http.head, empty_head()), body };
+        conn.http = Some(http);
+        conn.phase = Phase::AwaitResponse;
+        match route::route(request.head.path()) {
+            Route::Other => {
+                let response = match &self.shared.fetch {
+                    Some(fetch) => fetch(&request),
+                    None => Response::text(404, "Not found"),
+                };
+                self.respond(slot, &response, keep_alive);
+            }
+            Route::Room { party, room_raw, .. } => {
+                let (kind, room) = match self.resolve(party, room_raw) {
+                    Ok(found) => found,
+                    Err(response) => return self.respond(slot, &response, keep_alive),
+                };
+                let lobby = Lobby { party: &room.party, room: &room.id };
+                if let Err(rejection) = kind.before_request(&mut request, &lobby) {
+                    return self.respond(slot, &rejection.into_response(), keep_alive);
+                }
+                let conn = self.conn_ref(slot);
+                let msg = CoreMsg::Request { conn, room: room.clone(), request: Box::new(request) };
+                self.send_to_owner(&room, msg);
+            }
+        }
+    }
+
+    /// Finds the party kind and decodes the room id, or says why not.
+    fn resolve(&self, party: &str, room_raw: &str) -> Result<(Arc<dyn PartyKind>, Arc<RoomKey>), Response> {
+        let kind =
+            self.shared.kinds.get(party).ok_or_else(|| Response::text(404, format!("Party {party} not found")))?;
+        let id =
+            route::decode_room(room_raw, self.shared.limits.max_room_id_bytes).map_err(|e| Response::text(400, e))?;
+        Ok((kind.clone(), Arc::new(RoomKey { party: party.into(), id: id.into_boxed_str() })))
+    }
+
+    fn on_upgrade(&mut self, slot: u32, mut head: RequestHead, upgrade: http::Upgrade) {
+        let (party, room_raw) = match route::route(head.path()) {
+            Route::Room { party, room_raw, .. } => (party.to_owned(), room_raw.to_owned()),
+            Route::Other => return self.reject(slot, Response::text(404, "Not found")),
+        };
+        let (kind, room) = match self.resolve(&party, &room_raw) {
+            Ok(found) => found,
+            Err(response) => return self.reject(slot, response),
+        };
+        let id = match route::query_param(head.query(), "_pk") {
+            Some(pk) if !pk.is_empty() && pk.len() <= self.shared.limits.max_conn_id_bytes => pk.into_owned(),
+            Some(_) => return self.reject(slot, Response::text(400, "connection id (_pk) is empty or too long")),
+            None => random_id(),
+        };
+        let lobby = Lobby { party: &room.party, room: &room.id };
+        if let Err(rejection) = kind.before_connect(&mut head, &lobby) {
+            return self.reject(slot, rejection.into_response());
+        }
+        let conn = &mut self.conns[slot as usize];
+        conn.phase = Phase::AwaitConnect;
+        conn.deadline_ms = u64::MAX;
+        let uri = head.target.clone();
+        conn.http =
+            Some(Box::new(HttpState { head: empty_head(), body: None, keep_alive: false, ws_key: Some(upgrade.key) }));
+        let joining = Box::new(Joining { id, uri, head, protocols: upgrade.protocols });
+        let conn = self.conn_ref(slot);
+        self.send_to_owner(&room, CoreMsg::Connect { conn, room: room.clone(), joining });
+    }
+
+    /// Answers an HTTP request. With keep-alive the socket goes back to
+    /// reading the next head (and any pipelined bytes are processed now).
+    fn respond(&mut self, slot: u32, response: &Response, keep_alive: bool) {
+        self.enqueue(slot, Bytes::from(response.encode(keep_alive)));
+        let Some(conn) = live(&mut self.conns, slot) else { return };
+        conn.http = None;
+        if keep_alive {
+            conn.phase = Phase::Head;
+            let deadline = self.now_ms + self.shared.limits.head_timeout_ms;
+            conn.deadline_ms = deadline;
+            let gen = conn.gen;
+            self.head_timers.push_back((deadline, slot, gen));
+        } else {
+            self.drain_then_close(slot);
+        }
+    }
+
+    /// Refuses a request with `response` and closes the connection.
+    fn reject(&mut self, slot: u32, response: Response) {
+        self.respond(slot, &response, false);
+    }
+
+    fn http_error(&mut self, slot: u32, error: &HttpError) {
+        self.enqueue(slot, Bytes::from(http::error_response(error)));
+        self.drain_then_close(slot);
+    }
+
+    fn drain_then_close(&mut self, slot: u32) {
+        let Some(conn) = live(&mut self.conns, slot) else { return };
+        conn.phase = Phase::Draining;
+        conn.http = None;
+        let gen = conn.gen;
+        let deadline = self.now_ms + self.shared.limits.close_timeout_ms;
+        conn.deadline_ms = deadline;
+        let idle = !conn.sending && conn.write_q.is_empty();
+        self.close_timers.push_back((deadline, slot, gen));
+        if idle {
+            self.linger(slot);
+        }
+    }
+
+    /// Shuts down our side and reads until the peer closes (or the close
+    /// timeout), so the peer is not reset before it has read our last bytes.
+    fn linger(&mut self, slot: u32) {
+        let conn = &mut self.conns[slot as usize];
+        conn.phase = Phase::Lingering;
+        shutdown(&conn.fd, std::net::Shutdown::Write);
+    }
+
+    fn on_frames(&mut self, slot: u32, buf: &mut [u8]) -> usize {
+        let conn = &mut self.conns[slot as usize];
+        let mut events = std::mem::take(&mut self.ws_events);
+        let result = conn.decoder.decode(buf, &self.ws_limits, &mut |event| events.push(event));
+        for event in events.drain(..) {
+            self.on_ws_event(slot, event);
+        }
+        self.ws_events = events;
+        match result {
+            Ok(used) => used,
+            Err(error) => {
+                self.protocol_error(slot, &error);
+                buf.len()
+            }
+        }
+    }
+
+    fn on_ws_event(&mut self, slot: u32, event: WsEvent) {
+        let Some(conn) = live(&mut self.conns, slot) else { return };
+        let phase = conn.phase;
+        match (phase, event) {
+            (Phase::Open, WsEvent::Text(data)) => self.to_room(slot, data, true),
+            (Phase::Open, WsEvent::Binary(data)) => self.to_room(slot, data, false),
+            (Phase::Open | Phase::Closing, WsEvent::Ping(data)) => self.enqueue(slot, ws::pong_frame(&data)),
+            (Phase::Open, WsEvent::Close { code, reason }) => {
+                // Echo the peer's code (RFC 6455 §5.5.1), then close.
+                self.enqueue(slot, ws::close_frame(code, ""));
+                self.leave(slot, code.unwrap_or(1005), &reason, None);
+                self.drain_then_close(slot);
+            }
+            (Phase::Closing, WsEvent::Close { code, reason }) => {
+                self.leave(slot, code.unwrap_or(1005), &reason, None);
+                self.drain_then_close(slot);
+            }
+            _ => {}
+        }
+    }
+
+    fn to_room(&mut self, slot: u32, data: Bytes, text: bool) {
+        let conn = &self.conns[slot as usize];
+        let member = conn.member;
+        let room = self.local_rooms[conn.local_room as usize].key.clone();
+        let conn = self.conn_ref(slot);
+        self.send_to_owner(&room.clone(), CoreMsg::Message { conn, room, member, data, text });
+    }
+
+    fn protocol_error(&mut self, slot: u32, error: &ws::WsError) {
+        let Some(conn) = live(&mut self.conns, slot) else { return };
+        if conn.phase != Phase::Open {
+            return self.abort(slot);
+        }
+        let code = error.close_code();
+        let reason = error.to_string();
+        self.enqueue(slot, ws::close_frame(Some(code), &reason));
+        self.leave(slot, code, &reason, Some(&reason));
+        self.start_closing(slot, code);
+    }
+
+    /// We sent a close frame: wait for the peer's, at most the close timeout.
+    fn start_closing(&mut self, slot: u32, code: u16) {
+        let Some(conn) = live(&mut self.conns, slot) else { return };
+        conn.phase = Phase::Closing;
+        conn.close_code = code;
+        let deadline = self.now_ms + self.shared.limits.close_timeout_ms;
+        conn.deadline_ms = deadline;
+        let gen = conn.gen;
+        self.close_timers.push_back((deadline, slot, gen));
+    }
+
+    /// Tells the room the connection is gone (once) and removes it from this
+    /// core's member list.
+    fn leave(&mut self, slot: u32, code: u16, reason: &str, error: Option<&str>) {
+        let conn = &mut self.conns[slot as usize];
+        if !conn.joined {
+            return;
+        }
+        conn.joined = false;
+        let (local_room, pos, member) = (conn.local_room, conn.member_pos, conn.member);
+        let lr = &mut self.local_rooms[local_room as usize];
+        if let Some(moved) = lr.members.remove(pos, slot) {
+            self.conns[moved.slot as usize].member_pos = moved.pos;
+        }
+        let room = lr.key.clone();
+        if lr.members.is_empty() {
+            self.local_room_ids.remove(&room);
+            self.local_rooms.remove(local_room as usize);
+        }
+        let close = Box::new(CloseInfo { code, reason: reason.to_owned(), error: error.map(str::to_owned) });
+        let conn = self.conn_ref(slot);
+        self.send_to_owner(&room.clone(), CoreMsg::Closed { conn, room, member, close });
+    }
+
+    /// The peer closed its side or the socket failed.
+    fn on_eof(&mut self, slot: u32) {
+        self.abort(slot);
+    }
+
+    /// Ends the socket now: the room hears 1006 if it has not heard otherwise.
+    fn abort(&mut self, slot: u32) {
+        let Some(conn) = live(&mut self.conns, slot) else { return };
+        let code = if conn.phase == Phase::Closing { conn.close_code } else { 1006 };
+        self.leave(slot, code, "", None);
+        let conn = &mut self.conns[slot as usize];
+        conn.phase = Phase::Dead;
+        conn.write_q.clear();
+        conn.write_q_bytes = 0;
+        conn.read_buf = Vec::new();
+        conn.http = None;
+        shutdown(&conn.fd, std::net::Shutdown::Both);
+    }
+
+    /// Frees a dead socket's record once no operation refers to it.
+    fn release_if_done(&mut self, slot: u32) {
+        let Some(conn) = self.conns.get(slot as usize) else { return };
+        if conn.phase == Phase::Dead && !conn.recv_armed && !conn.sending {
+            // Dropping the record closes the socket.
+            self.conns.remove(slot as usize);
+            self.shared.stats[usize::from(self.index)].connections_open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Queues a frame for the socket. Past the write backlog bound the socket
+    /// is a slow consumer: it gets a 1008 close and the close timeout to read it.
+    fn enqueue(&mut self, slot: u32, frame: Bytes) {
+        let max = self.shared.limits.max_write_backlog_bytes;
+        let Some(conn) = live(&mut self.conns, slot) else { return };
+        if conn.write_q_bytes + frame.len() > max && conn.phase == Phase::Open {
+            let reason = "slow consumer: write backlog exceeded";
+            conn.write_q.push_back(ws::close_frame(Some(1008), reason));
+            mark_dirty(conn, slot, &mut self.dirty);
+            self.leave(slot, 1008, reason, Some(reason));
+            self.drain_then_close(slot);
+            return;
+        }
+        conn.write_q_bytes += frame.len();
+        conn.write_q.push_back(frame);
+        mark_dirty(conn, slot, &mut self.dirty);
+    }
+
+    fn on_sent(&mut self, slot: u32, result: i32) {
+        let conn = &mut self.conns[slot as usize];
+        conn.sending = false;
+        if conn.phase == Phase::Dead {
+            return self.release_if_done(slot);
+        }
+        if result < 0 {
+            self.abort(slot);
+            return self.release_if_done(slot);
+        }
+        let mut sent = result as usize;
+        conn.write_q_bytes -= sent;
+        while sent > 0 {
+            let front = conn.write_q.front().expect("the kernel sent no more than was queued");
+            let left = front.len() - conn.sent_offset as usize;
+            if sent >= left {
+                sent -= left;
+                conn.sent_offset = 0;
+                conn.write_q.pop_front();
+            } else {
+                conn.sent_offset += sent as u32;
+                sent = 0;
+            }
+        }
+        if !conn.write_q.is_empty() {
+            mark_dirty(conn, slot, &mut self.dirty);
+        } else if conn.phase == Phase::Draining {
+            self.linger(slot);
+        }
+    }
+
+    fn expire_timers(&mut self) {
+        while let Some(&(deadline, slot, gen)) = self.head_timers.front() {
+            if deadline > self.now_ms {
+                break;
+            }
+            self.head_timers.pop_front();
+            let Some(conn) = self.conns.get(slot as usize) else { continue };
+            if conn.gen == gen && conn.deadline_ms == deadline && matches!(conn.phase, Phase::Head | Phase::Body) {
+                let idle = conn.read_buf.is_empty() && conn.phase == Phase::Head;
+                if idle {
+                    // A keep-alive connection (or a silent one) that sent nothing.
+                    self.abort(slot);
+                    self.release_if_done(slot);
+                } else {
+                    let response = Response::text(408, "Request timeout: the request was not completed in time");
+                    self.respond(slot, &response, false);
+                }
+            }
+        }
+        while let Some(&(deadline, slot, gen)) = self.close_timers.front() {
+            if deadline > self.now_ms {
+                break;
+            }
+            self.close_timers.pop_front();
+            let Some(conn) = self.conns.get(slot as usize) else { continue };
+            if conn.gen == gen && conn.deadline_ms == deadline {
+                if matches!(conn.phase, Phase::Closing | Phase::Draining | Phase::Lingering) {
+                    self.abort(slot);
+                    self.release_if_done(slot);
+                }
+            }
+        }
+    }
+
+    fn next_deadline_wait(&self) -> Duration {
+        let next = [self.head_timers.front(), self.close_timers.front()]
+            .into_iter()
+            .flatten()
+            .map(|&(deadline, _, _)| deadline)
+            .min();
+        match next {
+            Some(deadline) => Duration::from_millis(deadline.saturating_sub(self.now_ms)),
+            None => IDLE_WAIT,
+        }
+    }
+
+    /// Delivers messages this core sent to itself (rooms it owns for sockets
+    /// it holds). Only those present at the start, so a room that keeps
+    /// talking to itself cannot hold the loop.
+    fn deliver_local(&mut self) {
+        let own = usize::from(self.index);
+        for _ in 0..self.outboxes[own].len() {
+            let Some(msg) = self.outboxes[own].pop_front() else { break };
+            self.on_core_msg(msg);
+        }
+    }
+
+    /// Passes queued messages to other cores and wakes them. Returns whether
+    /// some could not be passed yet (a full channel).
+    fn flush_outboxes(&mut self) -> bool {
+        let mut pending = false;
+        for core in 0..self.outboxes.len() {
+            if core == usize::from(self.index) || self.outboxes[core].is_empty() {
+                continue;
+            }
+            let mut sent = false;
+            while let Some(msg) = self.outboxes[core].pop_front() {
+                match self.shared.senders[core].try_send(msg) {
+                    Ok(()) => sent = true,
+                    Err(TrySendError::Full(msg)) => {
+                        self.outboxes[core].push_front(msg);
+                        pending = true;
+                        break;
+                    }
+                    Err(TrySendError::Disconnected(_)) => {
+                        self.outboxes[core].clear();
+                        break;
+                    }
+                }
+            }
+            if sent {
+                self.shared.wake(core);
+            }
+        }
+        pending
+    }
+
+    fn on_core_msg(&mut self, msg: CoreMsg) {
+        match msg {
+            CoreMsg::Connect { conn, room, joining } => {
+                let host = self.host(&room);
+                let admission = host.connect(conn, *joining);
+                let reply = match admission {
+                    Admission::Accepted { member, protocol } => CoreMsg::Accepted {
+                        conn,
+                        room: room.clone(),
+                        member,
+                        protocol: protocol.map(String::into_boxed_str),
+                    },
+                    Admission::Refused { reason } => CoreMsg::Refused { conn, reason: reason.into_boxed_str() },
+                };
+                self.send_to(usize::from(conn.core), reply);
+                self.dispatch_effects(&room);
+            }
+            CoreMsg::Message { conn, room, member, data, text } => {
+                let Some(host) = self.hosts.get_mut(&room) else { return };
+                let message = if text {
+                    Message::Text(std::str::from_utf8(&data).expect("the frame decoder validated this text message"))
+                } else {
+                    Message::Binary(&data)
+                };
+                host.message(conn, member, message);
+                self.dispatch_effects(&room);
+            }
+            CoreMsg::Closed { conn, room, member, close } => {
+                let Some(host) = self.hosts.get_mut(&room) else { return };
+                host.closed(conn, member, close.code, &close.reason, close.error.as_deref());
+                self.dispatch_effects(&room);
+            }
+            CoreMsg::Request { conn, room, request } => {
+                let response = self.host(&room).request(&request);
+                self.send_to(usize::from(conn.core), CoreMsg::Respond { conn, response: Box::new(response) });
+                self.dispatch_effects(&room);
+            }
+            CoreMsg::Accepted { conn, room, member, protocol } => self.on_accepted(conn, room, member, protocol),
+            CoreMsg::Refused { conn, reason } => {
+                let Some(slot) = self.current(conn, Phase::AwaitConnect) else { return };
+                let key =
+                    self.conns[slot as usize].http.take().and_then(|h| h.ws_key).expect("an upgrade keeps its key");
+                self.enqueue(slot, Bytes::from(http::switching_protocols(&key, None, &[])));
+                self.conns[slot as usize].phase = Phase::Open;
+                self.enqueue(slot, ws::close_frame(Some(1011), &reason));
+                self.start_closing(slot, 1011);
+            }
+            CoreMsg::Send { conn, frame } => {
+                if let Some(slot) = self.current(conn, Phase::Open) {
+                    self.enqueue(slot, frame);
+                }
+            }
+            CoreMsg::Broadcast { room, frame, without } => self.on_broadcast(&room, &frame, &without),
+            CoreMsg::Close { conn, code, reason } => {
+                if let Some(slot) = self.current(conn, Phase::Open) {
+                    self.enqueue(slot, ws::close_frame(Some(code), &reason));
+                    self.start_closing(slot, code);
+                }
+            }
+            CoreMsg::Respond { conn, response } => {
+                let Some(slot) = self.current(conn, Phase::AwaitResponse) else { return };
+                let keep_alive = self.conns[slot as usize].http.as_ref().is_some_and(|h| h.keep_alive);
+                self.respond(slot, &response, keep_alive);
+                self.on_data(slot, None);
+            }
+        }
+    }
+
+    /// The slot of `conn` if it is still that socket and in `phase`.
+    fn current(&self, conn: ConnRef, phase: Phase) -> Option<u32> {
+        debug_assert_eq!(conn.core, self.index, "messages for a socket go to its core");
+        self.conns.get(conn.slot as usize).filter(|c| c.gen == conn.gen && c.phase == phase).map(|_| conn.slot)
+    }
+
+    fn host(&mut self, room: &Arc<RoomKey>) -> &mut RoomHost {
+        let shared = &self.shared;
+        let stats = &shared.stats[usize::from(self.index)];
+        self.hosts.entry(room.clone()).or_insert_with(|| {
+            let kind = shared.kinds.get(&*room.party).expect("rooms are only addressed for registered parties");
+            stats.rooms_resident.fetch_add(1, Ordering::Relaxed);
+            RoomHost::new(room, kind.as_ref(), shared.cores, shared.limits.max_state_bytes)
+        })
+    }
+
+    fn on_accepted(&mut self, conn: ConnRef, room: Arc<RoomKey>, member: u32, protocol: Option<Box<str>>) {
+        let Some(slot) = self.current(conn, Phase::AwaitConnect) else {
+            // The socket went away while the room admitted it: the room must
+            // hear that it is gone.
+            let close = Box::new(CloseInfo { code: 1006, reason: String::new(), error: None });
+            return self.send_to_owner(&room.clone(), CoreMsg::Closed { conn, room, member, close });
+        };
+        let key = self.conns[slot as usize].http.take().and_then(|h| h.ws_key).expect("an upgrade keeps its key");
+        self.enqueue(slot, Bytes::from(http::switching_protocols(&key, protocol.as_deref(), &[])));
+        let local_room = match self.local_room_ids.get(&room) {
+            Some(&id) => id,
+            None => {
+                let id = self.local_rooms.insert(LocalRoom { key: room.clone(), members: MemberList::new() }) as u32;
+                self.local_room_ids.insert(room, id);
+                id
+            }
+        };
+        let pos = self.local_rooms[local_room as usize].members.insert(slot);
+        let conn = &mut self.conns[slot as usize];
+        conn.local_room = local_room;
+        conn.member_pos = pos;
+        conn.member = member;
+        conn.joined = true;
+        conn.phase = Phase::Open;
+        // Frames a client sent before the 101 are processed now.
+        self.on_data(slot, None);
+    }
+
+    /// Writes one pre-framed broadcast to every local member of the room.
+    fn on_broadcast(&mut self, room: &Arc<RoomKey>, frame: &Bytes, without: &[ConnRef]) {
+        let Some(&local_room) = self.local_room_ids.get(room) else { return };
+        let max = self.shared.limits.max_write_backlog_bytes;
+        let mut slow: SmallVec<[u32; 4]> = SmallVec::new();
+        let core = self.index;
+        for &slot in self.local_rooms[local_room as usize].members.as_slice() {
+            let conn = &mut self.conns[slot as usize];
+            if conn.phase != Phase::Open || without.contains(&ConnRef { core, slot, gen: conn.gen }) {
+                continue;
+            }
+            if conn.write_q_bytes + frame.len() > max {
+                slow.push(slot);
+                continue;
+            }
+            conn.write_q_bytes += frame.len();
+            conn.write_q.push_back(frame.clone());
+            mark_dirty(conn, slot, &mut self.dirty);
+        }
+        for slot in slow {
+            self.enqueue(slot, frame.clone());
+        }
+    }
+
+    /// Carries out what the room asked for in its last event.
+    fn dispatch_effects(&mut self, room: &Arc<RoomKey>) {
+        let Some(host) = self.hosts.get_mut(room) else { return };
+        let mut effects = std::mem::take(&mut self.effects);
+        host.drain_effects(&mut effects);
+        let cores_with_members: SmallVec<[usize; 8]> =
+            host.room.members_per_core.iter().enumerate().filter(|(_, n)| n.get() > 0).map(|(core, _)| core).collect();
+        for effect in effects.drain(..) {
+            match effect {
+                Effect::Send { to, frame } => self.send_to(usize::from(to.core), CoreMsg::Send { conn: to, frame }),
+                Effect::Close { to, code, reason } => {
+                    let reason = reason.into_boxed_str();
+                    self.send_to(usize::from(to.core), CoreMsg::Close { conn: to, code, reason });
+                }
+                Effect::Broadcast { frame, without } => {
+                    for &core in &cores_with_members {
+                        let msg =
+                            CoreMsg::Broadcast { room: room.clone(), frame: frame.clone(), without: without.clone() };
+                        self.send_to(core, msg);
+                    }
+                }
+            }
+        }
+        self.effects = effects;
+    }
+}
+
+/// The record of a socket that is still being served.
+fn live(conns: &mut slab::Slab<Conn>, slot: u32) -> Option<&mut Conn> {
+    conns.get_mut(slot as usize).filter(|c| c.phase != Phase::Dead)
+}
+
+fn mark_dirty(conn: &mut Conn, slot: u32, dirty: &mut Vec<u32>) {
+    if !conn.in_dirty {
+        conn.in_dirty = true;
+        dirty.push(slot);
+    }
+}
+
+fn empty_head() -> RequestHead {
+    RequestHead { method: String::new(), target: String::new(), minor_version: 1, headers: Vec::new() }
+}
+
+/// A fresh connection id for a client that sent no `_pk`: a random (version
+/// 4) UUID, as PartyKit generates.
+fn random_id() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}

@@ -1,0 +1,355 @@
+//! The io_uring backend: the only code in dormouse that talks to the kernel's
+//! ring, and the only module with `unsafe`.
+//!
+//! One `Uring` per core. It arms a multishot accept on the core's listener, a
+//! multishot receive per socket that draws from a provided-buffer ring (so an
+//! idle socket pins no receive buffer), a read on the core's wake eventfd, and
+//! sends. Each send owns clones of the `Bytes` it writes until its completion
+//! arrives, so the kernel never reads freed memory, whatever the caller does
+//! with its queue in the meantime. Completions are handed out as plain
+//! [`Completion`] values; received data is lent out by buffer id and given back
+//! with [`Uring::recycle`].
+#![allow(unsafe_code)]
+
+use bytes::Bytes;
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use std::alloc::{self, Layout};
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+/// The buffer group id of the core's provided-buffer ring.
+const BUF_GROUP: u16 = 0;
+/// Most frames written by one send operation.
+pub(crate) const MAX_SEND_FRAMES: usize = 64;
+
+/// What a completion was for, encoded in the low byte of its user data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    Accept,
+    Wake,
+    Recv,
+    Send,
+}
+
+impl Op {
+    fn code(self) -> u64 {
+        match self {
+            Op::Accept => 1,
+            Op::Wake => 2,
+            Op::Recv => 3,
+            Op::Send => 4,
+        }
+    }
+
+    fn from_code(code: u64) -> Op {
+        match code {
+            1 => Op::Accept,
+            2 => Op::Wake,
+            3 => Op::Recv,
+            4 => Op::Send,
+            _ => unreachable!("user data is only ever built by Uring::user_data"),
+        }
+    }
+}
+
+/// User data layout: op in bits 0..8, socket slot in bits 8..32, send batch
+/// (when the op is a send) in bits 32..64.
+fn user_data(op: Op, slot: u32, batch: u32) -> u64 {
+    debug_assert!(slot < (1 << 24), "slots fit in 24 bits (max_connections_per_core is validated)");
+    op.code() | (u64::from(slot) << 8) | (u64::from(batch) << 32)
+}
+
+/// One completion, copied out of the completion queue.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Completion {
+    pub op: Op,
+    pub slot: u32,
+    pub result: i32,
+    pub flags: u32,
+    batch: u32,
+}
+
+impl Completion {
+    /// More completions will follow from the same multishot operation.
+    pub fn more(&self) -> bool {
+        cqueue::more(self.flags)
+    }
+
+    /// The socket an accept completion delivered, now owned by the caller.
+    pub fn accepted(&self) -> Option<OwnedFd> {
+        debug_assert_eq!(self.op, Op::Accept);
+        // SAFETY: a successful accept's result is a new file descriptor that
+        // nothing else in the process refers to; each completion is handled
+        // once, so ownership is taken exactly once.
+        (self.result >= 0).then(|| unsafe { OwnedFd::from_raw_fd(self.result) })
+    }
+
+    /// The provided buffer holding a receive's data.
+    pub fn buffer(&self) -> Option<u16> {
+        cqueue::buffer_select(self.flags)
+    }
+}
+
+/// The kernel-visible state of one send: the message header and iovecs it
+/// reads, and the frames they point into, kept alive until the completion.
+struct SendBatch {
+    msg: libc::msghdr,
+    iov: [libc::iovec; MAX_SEND_FRAMES],
+    held: Vec<Bytes>,
+}
+
+pub(crate) struct Uring {
+    ring: IoUring,
+    bufs: BufRing,
+    wake_fd: RawFd,
+    wake_buf: Box<u64>,
+    /// In-flight sends, by batch id. Boxed so the kernel's pointers into them
+    /// stay valid while the slab grows.
+    batches: slab::Slab<Box<SendBatch>>,
+    spare_batches: Vec<Box<SendBatch>>,
+    /// Submissions that did not fit in the submission queue yet.
+    backlog: VecDeque<squeue::Entry>,
+    completions: Vec<Completion>,
+}
+
+impl Uring {
+    /// Sets up a ring and its provided-buffer ring. Fails with the kernel's
+    /// error when io_uring, or a feature this backend needs, is unavailable.
+    pub fn new(wake_fd: RawFd, buffer_count: u16, buffer_bytes: usize) -> io::Result<Uring> {
+        let ring = IoUring::builder().setup_cqsize(16 * 1024).setup_single_issuer().build(4096)?;
+        if !ring.params().is_feature_nodrop() || !ring.params().is_feature_ext_arg() {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, "kernel lacks IORING_FEAT_NODROP or EXT_ARG"));
+        }
+        let bufs = BufRing::new(&ring, buffer_count, buffer_bytes)?;
+        Ok(Uring {
+            ring,
+            bufs,
+            wake_fd,
+            wake_buf: Box::new(0),
+            batches: slab::Slab::new(),
+            spare_batches: Vec::new(),
+            backlog: VecDeque::new(),
+            completions: Vec::with_capacity(4096),
+        })
+    }
+
+    fn push(&mut self, entry: squeue::Entry) {
+        if self.backlog.is_empty() {
+            // SAFETY: every entry built in this module points only at memory
+            // that outlives the operation: the listener and socket fds stay open
+            // until their operations complete (the reactor closes a socket only
+            // when it has no operation in flight), `wake_buf` lives as long as
+            // the ring, and send batches are kept in `batches` until their
+            // completion arrives.
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                return;
+            }
+        }
+        self.backlog.push_back(entry);
+    }
+
+    pub fn arm_accept(&mut self, listener: RawFd) {
+        self.push(opcode::AcceptMulti::new(types::Fd(listener)).build().user_data(user_data(Op::Accept, 0, 0)));
+    }
+
+    pub fn arm_wake(&mut self) {
+        let buf: *mut u64 = &mut *self.wake_buf;
+        let entry = opcode::Read::new(types::Fd(self.wake_fd), buf.cast(), 8).build();
+        self.push(entry.user_data(user_data(Op::Wake, 0, 0)));
+    }
+
+    pub fn arm_recv(&mut self, slot: u32, fd: RawFd) {
+        let entry = opcode::RecvMulti::new(types::Fd(fd), BUF_GROUP).build();
+        self.push(entry.user_data(user_data(Op::Recv, slot, 0)));
+    }
+
+    /// Starts one send of the queued `frames` (at most `MAX_SEND_FRAMES`),
+    /// skipping the first `offset` bytes of the first frame. The frames are
+    /// held until the send completes.
+    pub fn send<'a>(&mut self, slot: u32, fd: RawFd, frames: impl Iterator<Item = &'a Bytes>, offset: usize) {
+        let mut batch = self.spare_batches.pop().unwrap_or_else(|| {
+            Box::new(SendBatch {
+                // SAFETY: msghdr and iovec are plain C structs for which all
+                // zeroes (null pointers, zero lengths) is a valid value.
+                msg: unsafe { std::mem::zeroed() },
+                iov: [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX_SEND_FRAMES],
+                held: Vec::with_capacity(MAX_SEND_FRAMES),
+            })
+        });
+        debug_assert!(batch.held.is_empty(), "a spare batch holds no frames");
+        for (i, frame) in frames.take(MAX_SEND_FRAMES).enumerate() {
+            let skip = if i == 0 { offset } else { 0 };
+            debug_assert!(skip < frame.len(), "a partially sent frame has bytes left");
+            batch.iov[i] = libc::iovec { iov_base: frame[skip..].as_ptr() as *mut _, iov_len: frame.len() - skip };
+            batch.held.push(frame.clone());
+        }
+        let count = batch.held.len();
+        assert!(count > 0, "send is only started for a non-empty queue");
+        let entry = if count == 1 {
+            let iov = batch.iov[0];
+            opcode::Send::new(types::Fd(fd), iov.iov_base as *const u8, iov.iov_len as u32)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+        } else {
+            batch.msg.msg_iov = batch.iov.as_mut_ptr();
+            batch.msg.msg_iovlen = count as _;
+            opcode::SendMsg::new(types::Fd(fd), &batch.msg).flags(libc::MSG_NOSIGNAL as u32).build()
+        };
+        let id = self.batches.insert(batch) as u32;
+        self.push(entry.user_data(user_data(Op::Send, slot, id)));
+    }
+
+    /// Submits pending operations and waits for at least one completion, or
+    /// until `timeout`, or not at all when `block` is false.
+    pub fn submit_and_wait(&mut self, block: bool, timeout: Duration) -> io::Result<()> {
+        loop {
+            while let Some(entry) = self.backlog.pop_front() {
+                // SAFETY: as in `push`.
+                if unsafe { self.ring.submission().push(&entry) }.is_err() {
+                    self.backlog.push_front(entry);
+                    break;
+                }
+            }
+            let result = if !block || !self.backlog.is_empty() {
+                self.ring.submit()
+            } else {
+                let ts = types::Timespec::new().sec(timeout.as_secs()).nsec(timeout.subsec_nanos());
+                let args = types::SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(1, &args)
+            };
+            match result {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR)) => {}
+                // The completion queue is full: the caller must reap first.
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+            if self.backlog.is_empty() || !self.ring.completion().is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Moves the ready completions out of the ring. Send batches are released
+    /// here: the kernel is done with them.
+    pub fn take_completions(&mut self, out: &mut Vec<Completion>) {
+        out.clear();
+        std::mem::swap(out, &mut self.completions);
+        for cqe in self.ring.completion() {
+            let data = cqe.user_data();
+            let op = Op::from_code(data & 0xff);
+            let completion = Completion {
+                op,
+                slot: ((data >> 8) & 0xff_ffff) as u32,
+                batch: (data >> 32) as u32,
+                result: cqe.result(),
+                flags: cqe.flags(),
+            };
+            if op == Op::Send {
+                let mut batch = self.batches.remove(completion.batch as usize);
+                batch.held.clear();
+                self.spare_batches.push(batch);
+            }
+            out.push(completion);
+        }
+    }
+
+    /// The data of a receive completion; give the buffer back with `recycle`.
+    pub fn buffer(&mut self, id: u16, len: usize) -> &mut [u8] {
+        self.bufs.get(id, len)
+    }
+
+    /// Returns a receive buffer to the kernel (visible after `publish_buffers`).
+    pub fn recycle(&mut self, id: u16) {
+        self.bufs.add(id);
+    }
+
+    /// Makes recycled buffers available to the kernel.
+    pub fn publish_buffers(&mut self) {
+        self.bufs.publish();
+    }
+}
+
+/// A ring of provided receive buffers shared by all sockets of one core.
+struct BufRing {
+    entries: *mut types::BufRingEntry,
+    entries_layout: Layout,
+    count: u16,
+    tail: u16,
+    data: *mut u8,
+    data_layout: Layout,
+    buffer_bytes: usize,
+}
+
+impl BufRing {
+    fn new(ring: &IoUring, count: u16, buffer_bytes: usize) -> io::Result<BufRing> {
+        assert!(count.is_power_of_two(), "buffer count is validated to be a power of two");
+        let entries_layout = Layout::from_size_align(usize::from(count) * size_of::<types::BufRingEntry>(), 4096)
+            .expect("buffer ring layout is valid");
+        let data_layout =
+            Layout::from_size_align(usize::from(count) * buffer_bytes, 4096).expect("buffer layout is valid");
+        // SAFETY: both layouts have non-zero size (count and buffer_bytes are
+        // validated to be positive).
+        let (entries, data) = unsafe { (alloc::alloc_zeroed(entries_layout), alloc::alloc(data_layout)) };
+        if entries.is_null() || data.is_null() {
+            alloc::handle_alloc_error(entries_layout);
+        }
+        let mut bufs =
+            BufRing { entries: entries.cast(), entries_layout, count, tail: 0, data, data_layout, buffer_bytes };
+        // SAFETY: `entries` is a page-aligned, zeroed array of `count` entries
+        // that lives until `Drop`, which unregisters it before freeing.
+        unsafe { ring.submitter().register_buf_ring_with_flags(bufs.entries as u64, count, BUF_GROUP, 0)? };
+        for id in 0..count {
+            bufs.add(id);
+        }
+        bufs.publish();
+        Ok(bufs)
+    }
+
+    fn add(&mut self, id: u16) {
+        assert!(id < self.count, "buffer ids come from this ring");
+        let index = usize::from(self.tail & (self.count - 1));
+        // SAFETY: `index < count`, so the entry is inside the allocation; the
+        // kernel reads an entry only once the tail is published past it, and
+        // the entry at `tail` has been consumed by the kernel (at most `count`
+        // buffers are ever outstanding, since each id is added once per use).
+        let entry = unsafe { &mut *self.entries.add(index) };
+        // SAFETY: `id < count`, so the buffer lies inside the data allocation.
+        entry.set_addr(unsafe { self.data.add(usize::from(id) * self.buffer_bytes) } as u64);
+        entry.set_len(self.buffer_bytes as u32);
+        entry.set_bid(id);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    fn publish(&self) {
+        // SAFETY: `entries` is the ring's first entry; the tail field overlaps
+        // its reserved field and is a naturally aligned u16 that the kernel reads
+        // with acquire ordering, so a release store publishes the entries above.
+        let tail = unsafe { &*(types::BufRingEntry::tail(self.entries).cast::<AtomicU16>()) };
+        tail.store(self.tail, Ordering::Release);
+    }
+
+    fn get(&mut self, id: u16, len: usize) -> &mut [u8] {
+        assert!(id < self.count && len <= self.buffer_bytes, "a completion names a buffer of this ring");
+        // SAFETY: the range lies inside the data allocation; the kernel wrote
+        // it before posting the completion and will not touch it again until
+        // the id is recycled, and `&mut self` keeps the slice unique.
+        unsafe { std::slice::from_raw_parts_mut(self.data.add(usize::from(id) * self.buffer_bytes), len) }
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // The ring itself is torn down after this (field order in `Uring`), and
+        // tearing down a ring releases its buffer registrations, so the kernel
+        // no longer refers to this memory when it is freed below.
+        // SAFETY: both pointers were allocated with these layouts in `new`.
+        unsafe {
+            alloc::dealloc(self.entries.cast(), self.entries_layout);
+            alloc::dealloc(self.data, self.data_layout);
+        }
+    }
+}

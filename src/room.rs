@@ -1,0 +1,135 @@
+//! Hosting of room objects on their owner core: creating a room on its first
+//! event, admitting connections (with the duplicate-id rule), delivering
+//! events one at a time, and handing the effects they produce to the reactor.
+
+use crate::http::{RequestHead, Response};
+use crate::kind::PartyKind;
+use crate::party::{ConnRef, ConnectCtx, Connection, Effect, Member, Message, Party, Request, Room};
+use std::cell::RefCell;
+
+/// A room's identity: its party and id. Shared between cores by `Arc`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct RoomKey {
+    pub party: Box<str>,
+    pub id: Box<str>,
+}
+
+impl RoomKey {
+    /// The core that owns this room: a stable hash of (party, room), so every
+    /// core routes the room's events to the same place.
+    pub fn owner(&self, cores: usize) -> usize {
+        use std::hash::{Hash, Hasher};
+        // DefaultHasher::new() uses fixed keys: the same value on every core.
+        let mut hasher = std::hash::DefaultHasher::new();
+        self.hash(&mut hasher);
+        (hasher.finish() % cores as u64) as usize
+    }
+}
+
+/// What became of a connection attempt.
+pub(crate) enum Admission {
+    Accepted { member: u32, protocol: Option<String> },
+    Refused { reason: String },
+}
+
+/// A room object and the room it runs in.
+pub(crate) struct RoomHost {
+    party: Box<dyn Party>,
+    pub room: Room,
+}
+
+/// What a new connection brings to the room.
+#[derive(Debug)]
+pub(crate) struct Joining {
+    pub id: String,
+    pub uri: String,
+    pub head: RequestHead,
+    pub protocols: Vec<String>,
+}
+
+impl RoomHost {
+    pub fn new(key: &RoomKey, kind: &dyn PartyKind, cores: usize, max_state_bytes: usize) -> RoomHost {
+        let room = Room::new(key.id.to_string(), key.party.to_string(), cores, max_state_bytes);
+        let mut party = kind.create(&room);
+        party.on_start(&room);
+        RoomHost { party, room }
+    }
+
+    /// Admits a connection: a connection with the same id that is still open
+    /// is replaced (and closed), then `on_connect` decides.
+    pub fn connect(&mut self, conn: ConnRef, joining: Joining) -> Admission {
+        if let Some(&old) = self.room.by_id.get(joining.id.as_str()) {
+            let old_conn = self.remove_member(old).conn;
+            self.room.effects.borrow_mut().push(Effect::Close {
+                to: old_conn,
+                code: 1000,
+                reason: "replaced by a new connection with the same id".to_owned(),
+            });
+        }
+        let member = self.room.members.insert(Member {
+            id: joining.id.into_boxed_str(),
+            uri: joining.uri.into_boxed_str(),
+            conn,
+            state: RefCell::new(None),
+        }) as u32;
+        let id = self.room.members[member as usize].id.clone();
+        self.room.by_id.insert(id, member);
+        let counter = &self.room.members_per_core[usize::from(conn.core)];
+        counter.set(counter.get() + 1);
+
+        let mut ctx = ConnectCtx { request: &joining.head, protocols: &joining.protocols, chosen_protocol: None };
+        let handle = Connection { room: &self.room, index: member };
+        match self.party.on_connect(&handle, &self.room, &mut ctx) {
+            Ok(()) => Admission::Accepted { member, protocol: ctx.chosen_protocol },
+            Err(reason) => {
+                self.remove_member(member);
+                Admission::Refused { reason }
+            }
+        }
+    }
+
+    fn remove_member(&mut self, member: u32) -> Member {
+        let removed = self.room.members.remove(member as usize);
+        self.room.by_id.remove(&removed.id);
+        let counter = &self.room.members_per_core[usize::from(removed.conn.core)];
+        counter.set(counter.get() - 1);
+        removed
+    }
+
+    /// Whether `member` is still the room's entry for the socket `conn` (it is
+    /// not once the socket was replaced or has left).
+    fn is_current(&self, conn: ConnRef, member: u32) -> bool {
+        self.room.members.get(member as usize).is_some_and(|m| m.conn == conn)
+    }
+
+    pub fn message(&mut self, conn: ConnRef, member: u32, message: Message<'_>) {
+        if self.is_current(conn, member) {
+            let sender = Connection { room: &self.room, index: member };
+            self.party.on_message(message, &sender, &self.room);
+        }
+    }
+
+    /// The socket is gone. A replaced socket's close is ignored, so it never
+    /// removes the connection that replaced it.
+    pub fn closed(&mut self, conn: ConnRef, member: u32, code: u16, reason: &str, error: Option<&str>) {
+        if !self.is_current(conn, member) {
+            return;
+        }
+        let handle = Connection { room: &self.room, index: member };
+        if let Some(error) = error {
+            self.party.on_error(&handle, error, &self.room);
+        }
+        self.party.on_close(&handle, code, reason, &self.room);
+        self.remove_member(member);
+    }
+
+    pub fn request(&mut self, request: &Request) -> Response {
+        self.party.on_request(request, &self.room)
+    }
+
+    /// Moves the effects of the last event into `out`, keeping both
+    /// vectors' capacity for the next event.
+    pub fn drain_effects(&mut self, out: &mut Vec<Effect>) {
+        out.append(self.room.effects.get_mut());
+    }
+}

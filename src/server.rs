@@ -1,0 +1,206 @@
+//! The server builder and handle: registers party kinds, binds one listener
+//! per core (SO_REUSEPORT), starts the core threads and stops them.
+
+use crate::builtin::{Echo, Relay};
+use crate::config::Config;
+use crate::http::Response;
+use crate::kind::{Kind, PartyKind};
+use crate::party::{Party, Request};
+use crate::reactor::{Core, CoreStats, FetchHandler, Shared};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("io_uring is unavailable: {0} (is it blocked by seccomp, gVisor or kernel.io_uring_disabled?)")]
+    Uring(std::io::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("party {0:?} is configured but no kind is registered for it")]
+    UnknownParty(String),
+}
+
+/// Builds a server: the config plus the party kinds it serves.
+pub struct Server {
+    config: Config,
+    kinds: HashMap<String, Arc<dyn PartyKind>>,
+    fetch: Option<FetchHandler>,
+}
+
+impl Server {
+    /// A server with the parties of `config` served by their built-in kinds.
+    pub fn new(config: Config) -> Server {
+        let mut server = Server { config, kinds: HashMap::new(), fetch: None };
+        let configured: Vec<(String, String)> =
+            server.config.parties.iter().map(|(name, p)| (name.clone(), p.kind.clone())).collect();
+        for (name, kind) in configured {
+            server = match kind.as_str() {
+                "relay" => server.party::<Relay>(&name),
+                "echo" => server.party::<Echo>(&name),
+                _ => unreachable!("config validation admits only built-in kinds"),
+            };
+        }
+        server
+    }
+
+    /// Serves party `name` with the type `P`; replaces a built-in kind of the same name.
+    pub fn party<P: Party>(mut self, name: &str) -> Server {
+        assert!(crate::config::is_valid_party_name(name), "party name {name:?} must be 1-64 of a-z, 0-9, '-', '_'");
+        self.kinds.insert(name.to_owned(), Arc::new(Kind::<P>::new()));
+        self
+    }
+
+    /// Handles HTTP requests to paths outside `/parties/` and `/party/`.
+    pub fn fetch(mut self, handler: impl Fn(&Request) -> Response + Send + Sync + 'static) -> Server {
+        self.fetch = Some(Arc::new(handler));
+        self
+    }
+
+    /// Binds the listeners and starts the core threads.
+    pub fn start(self) -> Result<ServerHandle, StartError> {
+        let cores = self.config.core_count();
+        let limits = self.config.limits.clone();
+        let mut listeners = Vec::with_capacity(cores);
+        let mut addr = self.config.listen;
+        for _ in 0..cores {
+            let listener = bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+            // With port 0 the first bind picks the port; the others join it.
+            addr = listener.local_addr()?.as_socket().expect("a TCP listener has an IP address");
+            listeners.push(OwnedFd::from(listener));
+        }
+        let mut senders = Vec::with_capacity(cores);
+        let mut receivers = Vec::with_capacity(cores);
+        for _ in 0..cores {
+            let (tx, rx) = crossbeam_channel::bounded(limits.core_channel_capacity);
+            senders.push(tx);
+            receivers.push(rx);
+        }
+        let wake_fds = (0..cores).map(|_| eventfd()).collect::<std::io::Result<Vec<_>>>()?;
+        let shared = Arc::new(Shared {
+            limits,
+            cores,
+            kinds: self.kinds,
+            fetch: self.fetch,
+            senders,
+            wake_fds,
+            stopping: Default::default(),
+            stats: (0..cores).map(|_| CoreStats::default()).collect(),
+        });
+        // Each core sets up its ring on its own thread (a ring stays on the
+        // thread that made it) and reports back, so a kernel without io_uring
+        // fails the start instead of a running core.
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(cores);
+        let mut threads = Vec::with_capacity(cores);
+        for (index, (inbox, listener)) in receivers.into_iter().zip(listeners).enumerate() {
+            let shared = shared.clone();
+            let ready = ready_tx.clone();
+            let thread = std::thread::Builder::new().name(format!("dormouse-core-{index}")).spawn(move || {
+                match Core::new(index, shared, inbox, listener) {
+                    Ok(core) => {
+                        let _ = ready.send(Ok(()));
+                        core.run();
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                    }
+                }
+            })?;
+            threads.push(thread);
+        }
+        let mut handle = ServerHandle { shared, threads, addr };
+        for _ in 0..cores {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    handle.stop_cores();
+                    return Err(StartError::Uring(e));
+                }
+                Err(_) => unreachable!("every core thread reports once before it can end"),
+            }
+        }
+        tracing::info!(%addr, cores, backend = "io_uring", "dormouse listening");
+        Ok(handle)
+    }
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket)
+}
+
+fn eventfd() -> std::io::Result<std::fs::File> {
+    #[allow(unsafe_code)]
+    // SAFETY: eventfd has no memory-safety preconditions; a non-negative
+    // result is a new fd owned by nobody else, which the File takes over.
+    unsafe {
+        let fd = libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(std::os::fd::FromRawFd::from_raw_fd(fd))
+    }
+}
+
+/// A running server. Dropping it stops the server.
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    addr: SocketAddr,
+}
+
+impl ServerHandle {
+    /// The address the server listens on (with the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Open sockets on each core.
+    pub fn connections_per_core(&self) -> Vec<u64> {
+        self.shared.stats.iter().map(|s| s.connections_open.load(Ordering::Relaxed)).collect()
+    }
+
+    /// Room objects resident in memory, over all cores.
+    pub fn rooms_resident(&self) -> u64 {
+        self.shared.stats.iter().map(|s| s.rooms_resident.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Stops every core and waits for them; open sockets are closed.
+    pub fn stop(mut self) {
+        self.stop_cores();
+    }
+
+    /// Blocks until the cores stop (they stop only when asked).
+    pub fn wait(mut self) {
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+
+    fn stop_cores(&mut self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        for core in 0..self.shared.cores {
+            self.shared.wake(core);
+        }
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop_cores();
+    }
+}

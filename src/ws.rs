@@ -1,0 +1,484 @@
+//! The server side of the WebSocket protocol (RFC 6455) as pure functions over
+//! byte slices: a frame decoder that enforces the protocol's rules and
+//! reassembles fragmented messages, and encoders for unmasked server frames.
+//!
+//! The reactor is the only place that does I/O; this module only turns bytes
+//! into events and errors (each with the close code the RFC requires), so it
+//! can be tested and fuzzed on its own. Frame headers are parsed and written
+//! with tungstenite's `FrameHeader`; its per-connection `WebSocket` is not used
+//! because it keeps a large read buffer per connection.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use std::io::Cursor;
+use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+use tungstenite::protocol::frame::FrameHeader;
+
+/// The limits the decoder enforces.
+#[derive(Debug, Clone)]
+pub struct WsLimits {
+    /// The largest message, reassembled; also bounds a single frame.
+    pub max_message_bytes: usize,
+}
+
+/// A complete event from the peer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WsEvent {
+    /// A complete text message, valid UTF-8.
+    Text(Bytes),
+    Binary(Bytes),
+    Ping(Bytes),
+    Pong(Bytes),
+    /// The peer's close frame; `code` is None when the payload was empty.
+    Close {
+        code: Option<u16>,
+        reason: String,
+    },
+}
+
+/// A protocol violation by the peer. The message is a short reason fit for a
+/// close frame.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WsError {
+    #[error("frame not masked")]
+    Unmasked,
+    #[error("reserved bits set without an extension")]
+    ReservedBits,
+    #[error("reserved opcode")]
+    ReservedOpcode,
+    #[error("control frame too long or fragmented")]
+    BadControlFrame,
+    #[error("continuation frame without a message")]
+    UnexpectedContinuation,
+    #[error("new message inside a fragmented message")]
+    ExpectedContinuation,
+    #[error("invalid frame length")]
+    BadLength,
+    #[error("message too big")]
+    MessageTooBig,
+    #[error("invalid UTF-8 in text message")]
+    InvalidUtf8,
+    #[error("invalid close frame")]
+    BadClose,
+    #[error("invalid close code")]
+    InvalidCloseCode,
+    #[error("invalid UTF-8 in close reason")]
+    InvalidCloseReason,
+}
+
+impl WsError {
+    /// The close code RFC 6455 §7.4.1 asks for.
+    pub fn close_code(&self) -> u16 {
+        match self {
+            WsError::MessageTooBig => 1009,
+            WsError::InvalidUtf8 | WsError::InvalidCloseReason => 1007,
+            _ => 1002,
+        }
+    }
+}
+
+/// A message being reassembled from fragments.
+#[derive(Debug)]
+struct Partial {
+    text: bool,
+    data: BytesMut,
+    /// Bytes of `data` already known to be valid UTF-8.
+    utf8_checked: usize,
+}
+
+/// Decodes client frames. Holds no heap memory unless a fragmented message is
+/// in progress.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    partial: Option<Box<Partial>>,
+}
+
+const _: () = assert!(size_of::<Decoder>() <= 8, "an idle decoder is one pointer");
+
+impl Decoder {
+    pub fn new() -> Self {
+        Decoder { partial: None }
+    }
+
+    /// True while a fragmented message is being reassembled.
+    pub fn in_message(&self) -> bool {
+        self.partial.is_some()
+    }
+
+    /// Decodes every complete frame at the front of `buf` (unmasking in
+    /// place), calls `on_event` for each completed event and returns how many
+    /// bytes were consumed. The rest is an incomplete frame the caller keeps
+    /// and presents again with more data. Stops at the first error.
+    pub fn decode(
+        &mut self,
+        buf: &mut [u8],
+        limits: &WsLimits,
+        on_event: &mut impl FnMut(WsEvent),
+    ) -> Result<usize, WsError> {
+        let mut used = 0;
+        loop {
+            let mut cursor = Cursor::new(&buf[used..]);
+            let (header, len) = match FrameHeader::parse(&mut cursor) {
+                Ok(Some(parsed)) => parsed,
+                Ok(None) => return Ok(used),
+                // tungstenite reports an invalid opcode or length as an error.
+                Err(_) => return Err(WsError::BadLength),
+            };
+            let header_len = cursor.position() as usize;
+            self.check_header(&header, len, limits)?;
+            let len = len as usize;
+            if buf.len() - used - header_len < len {
+                return Ok(used);
+            }
+            let start = used + header_len;
+            let payload = &mut buf[start..start + len];
+            if let Some(mask) = header.mask {
+                apply_mask(payload, mask);
+            }
+            used = start + len;
+            self.on_frame(&header, payload, limits, on_event)?;
+        }
+    }
+
+    /// Every rule that the header alone decides, checked before any payload
+    /// is buffered.
+    fn check_header(&self, header: &FrameHeader, len: u64, limits: &WsLimits) -> Result<(), WsError> {
+        if header.mask.is_none() {
+            return Err(WsError::Unmasked);
+        }
+        if header.rsv1 || header.rsv2 || header.rsv3 {
+            return Err(WsError::ReservedBits);
+        }
+        match header.opcode {
+            OpCode::Data(Data::Reserved(_)) | OpCode::Control(Control::Reserved(_)) => Err(WsError::ReservedOpcode),
+            OpCode::Control(_) if len > 125 || !header.is_final => Err(WsError::BadControlFrame),
+            OpCode::Control(_) => Ok(()),
+            OpCode::Data(Data::Continue) if self.partial.is_none() => Err(WsError::UnexpectedContinuation),
+            OpCode::Data(Data::Text | Data::Binary) if self.partial.is_some() => Err(WsError::ExpectedContinuation),
+            OpCode::Data(_) => {
+                let so_far = self.partial.as_ref().map_or(0, |p| p.data.len() as u64);
+                if so_far + len > limits.max_message_bytes as u64 {
+                    Err(WsError::MessageTooBig)
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    fn on_frame(
+        &mut self,
+        header: &FrameHeader,
+        payload: &[u8],
+        limits: &WsLimits,
+        on_event: &mut impl FnMut(WsEvent),
+    ) -> Result<(), WsError> {
+        match header.opcode {
+            OpCode::Control(Control::Ping) => on_event(WsEvent::Ping(Bytes::copy_from_slice(payload))),
+            OpCode::Control(Control::Pong) => on_event(WsEvent::Pong(Bytes::copy_from_slice(payload))),
+            OpCode::Control(Control::Close) => on_event(parse_close(payload)?),
+            OpCode::Data(Data::Text | Data::Binary) if header.is_final => {
+                let text = header.opcode == OpCode::Data(Data::Text);
+                if text && std::str::from_utf8(payload).is_err() {
+                    return Err(WsError::InvalidUtf8);
+                }
+                let data = Bytes::copy_from_slice(payload);
+                on_event(if text { WsEvent::Text(data) } else { WsEvent::Binary(data) });
+            }
+            OpCode::Data(Data::Text | Data::Binary) => {
+                let mut partial = Box::new(Partial {
+                    text: header.opcode == OpCode::Data(Data::Text),
+                    data: BytesMut::with_capacity(payload.len().min(limits.max_message_bytes)),
+                    utf8_checked: 0,
+                });
+                partial.append(payload, false)?;
+                self.partial = Some(partial);
+            }
+            OpCode::Data(Data::Continue) => {
+                let partial = self.partial.as_mut().expect("check_header admits a continuation only inside a message");
+                partial.append(payload, header.is_final)?;
+                if header.is_final {
+                    let partial = self.partial.take().expect("a message is in progress");
+                    let data = partial.data.freeze();
+                    on_event(if partial.text { WsEvent::Text(data) } else { WsEvent::Binary(data) });
+                }
+            }
+            OpCode::Data(Data::Reserved(_)) | OpCode::Control(Control::Reserved(_)) => {
+                unreachable!("check_header refuses reserved opcodes")
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Partial {
+    /// Appends a fragment, validating UTF-8 as far as it can be decided now:
+    /// an invalid sequence fails at the fragment where it appears, an
+    /// incomplete one at the end only fails on the final fragment.
+    fn append(&mut self, payload: &[u8], is_final: bool) -> Result<(), WsError> {
+        self.data.put_slice(payload);
+        if !self.text {
+            return Ok(());
+        }
+        let unchecked = &self.data[self.utf8_checked..];
+        match std::str::from_utf8(unchecked) {
+            Ok(_) => {
+                self.utf8_checked = self.data.len();
+            }
+            Err(e) if e.error_len().is_none() && !is_final => {
+                self.utf8_checked += e.valid_up_to();
+            }
+            Err(_) => return Err(WsError::InvalidUtf8),
+        }
+        Ok(())
+    }
+}
+
+fn parse_close(payload: &[u8]) -> Result<WsEvent, WsError> {
+    match payload.len() {
+        0 => Ok(WsEvent::Close { code: None, reason: String::new() }),
+        1 => Err(WsError::BadClose),
+        _ => {
+            let code = u16::from_be_bytes([payload[0], payload[1]]);
+            if !is_valid_close_code(code) {
+                return Err(WsError::InvalidCloseCode);
+            }
+            let reason = std::str::from_utf8(&payload[2..]).map_err(|_| WsError::InvalidCloseReason)?;
+            Ok(WsEvent::Close { code: Some(code), reason: reason.to_owned() })
+        }
+    }
+}
+
+/// Close codes that may appear on the wire (RFC 6455 §7.4 and the IANA
+/// registry): 1005, 1006 and 1015 are for reporting only.
+pub fn is_valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// XORs `buf` with the masking key (RFC 6455 §5.3), eight bytes at a time.
+pub fn apply_mask(buf: &mut [u8], key: [u8; 4]) {
+    let wide = u64::from_ne_bytes([key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3]]);
+    let mut chunks = buf.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        let word = u64::from_ne_bytes((&*chunk).try_into().expect("chunks_exact yields 8 bytes")) ^ wide;
+        chunk.copy_from_slice(&word.to_ne_bytes());
+    }
+    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
+        *b ^= key[i % 4];
+    }
+}
+
+fn frame(opcode: OpCode, payload: &[u8]) -> Bytes {
+    let header = FrameHeader { is_final: true, opcode, ..FrameHeader::default() };
+    let len = payload.len() as u64;
+    let mut out = Vec::with_capacity(header.len(len) + payload.len());
+    header.format(len, &mut out).expect("writing to a Vec cannot fail");
+    out.extend_from_slice(payload);
+    Bytes::from(out)
+}
+
+pub fn text_frame(payload: &[u8]) -> Bytes {
+    frame(OpCode::Data(Data::Text), payload)
+}
+
+pub fn binary_frame(payload: &[u8]) -> Bytes {
+    frame(OpCode::Data(Data::Binary), payload)
+}
+
+pub fn ping_frame(payload: &[u8]) -> Bytes {
+    frame(OpCode::Control(Control::Ping), payload)
+}
+
+pub fn pong_frame(payload: &[u8]) -> Bytes {
+    frame(OpCode::Control(Control::Pong), payload)
+}
+
+/// A close frame; the reason is cut on a character boundary to fit the 125
+/// bytes a control frame may carry.
+pub fn close_frame(code: Option<u16>, reason: &str) -> Bytes {
+    let Some(code) = code else { return frame(OpCode::Control(Control::Close), &[]) };
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut payload = Vec::with_capacity(2 + end);
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(&reason.as_bytes()[..end]);
+    frame(OpCode::Control(Control::Close), &payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const LIMITS: WsLimits = WsLimits { max_message_bytes: 1 << 20 };
+
+    fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![(u8::from(fin) << 7) | opcode];
+        match payload.len() {
+            n if n < 126 => out.push(0x80 | n as u8),
+            n if n <= 0xffff => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        let key = [1, 2, 3, 4];
+        out.extend_from_slice(&key);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        out
+    }
+
+    fn decode_all(bytes: &[u8]) -> (Vec<WsEvent>, Result<usize, WsError>) {
+        let mut buf = bytes.to_vec();
+        let mut events = Vec::new();
+        let result = Decoder::new().decode(&mut buf, &LIMITS, &mut |e| events.push(e));
+        (events, result)
+    }
+
+    fn error_of(bytes: &[u8]) -> u16 {
+        decode_all(bytes).1.unwrap_err().close_code()
+    }
+
+    #[test]
+    fn single_frames_of_every_length_encoding() {
+        for len in [0, 125, 126, 65535, 65536] {
+            let payload = vec![b'x'; len];
+            let (events, used) = decode_all(&client_frame(true, 2, &payload));
+            assert_eq!(events, vec![WsEvent::Binary(Bytes::from(payload.clone()))]);
+            assert_eq!(used.unwrap(), client_frame(true, 2, &payload).len());
+        }
+        assert_eq!(decode_all(&client_frame(true, 1, b"hi")).0, vec![WsEvent::Text(Bytes::from_static(b"hi"))]);
+    }
+
+    #[test]
+    fn fragments_with_an_interleaved_ping() {
+        let mut bytes = client_frame(false, 1, "caf".as_bytes());
+        bytes.extend(client_frame(true, 9, b"p"));
+        let split = "é!".as_bytes();
+        bytes.extend(client_frame(false, 0, &split[..1]));
+        bytes.extend(client_frame(true, 0, &split[1..]));
+        let (events, _) = decode_all(&bytes);
+        assert_eq!(
+            events,
+            vec![WsEvent::Ping(Bytes::from_static(b"p")), WsEvent::Text(Bytes::from("café!".as_bytes().to_vec()))]
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_fails_at_its_fragment() {
+        let mut decoder = Decoder::new();
+        let mut bytes = client_frame(false, 1, &[b'a', 0xff]);
+        let result = decoder.decode(&mut bytes, &LIMITS, &mut |_| {});
+        assert_eq!(result, Err(WsError::InvalidUtf8));
+        // An incomplete sequence on the final fragment is invalid too.
+        let mut bytes = client_frame(true, 1, &[0xc3]);
+        assert_eq!(Decoder::new().decode(&mut bytes, &LIMITS, &mut |_| {}), Err(WsError::InvalidUtf8));
+    }
+
+    #[test]
+    fn protocol_errors_have_their_close_codes() {
+        let mut unmasked = client_frame(true, 1, b"x");
+        unmasked[1] &= 0x7f;
+        unmasked.drain(2..6);
+        assert_eq!(error_of(&unmasked), 1002);
+        let mut rsv = client_frame(true, 1, b"x");
+        rsv[0] |= 0x40;
+        assert_eq!(error_of(&rsv), 1002);
+        assert_eq!(error_of(&client_frame(true, 3, b"x")), 1002);
+        assert_eq!(error_of(&client_frame(true, 11, b"x")), 1002);
+        assert_eq!(error_of(&client_frame(true, 9, &[0; 126])), 1002);
+        assert_eq!(error_of(&client_frame(false, 9, b"x")), 1002);
+        assert_eq!(error_of(&client_frame(true, 0, b"x")), 1002);
+        let mut two = client_frame(false, 1, b"a");
+        two.extend(client_frame(true, 1, b"b"));
+        assert_eq!(error_of(&two), 1002);
+        assert_eq!(error_of(&client_frame(true, 8, &[3])), 1002);
+        assert_eq!(error_of(&client_frame(true, 8, &1005u16.to_be_bytes())), 1002);
+        assert_eq!(error_of(&client_frame(true, 8, &[3, 232, 0xff])), 1007);
+        assert_eq!(error_of(&client_frame(true, 1, &[0xff])), 1007);
+    }
+
+    #[test]
+    fn too_big_is_decided_from_the_header_alone() {
+        let limits = WsLimits { max_message_bytes: 10 };
+        let frame = client_frame(true, 2, &[0; 11]);
+        let mut header_only = frame[..6].to_vec();
+        let result = Decoder::new().decode(&mut header_only, &limits, &mut |_| {});
+        assert_eq!(result, Err(WsError::MessageTooBig));
+        let mut at_limit = client_frame(true, 2, &[0; 10]);
+        assert!(Decoder::new().decode(&mut at_limit, &limits, &mut |_| {}).is_ok());
+    }
+
+    #[test]
+    fn close_frames() {
+        let (events, _) = decode_all(&client_frame(true, 8, &[0x03, 0xe8, b'o', b'k']));
+        assert_eq!(events, vec![WsEvent::Close { code: Some(1000), reason: "ok".into() }]);
+        assert_eq!(
+            decode_all(&client_frame(true, 8, &[])).0,
+            vec![WsEvent::Close { code: None, reason: String::new() }]
+        );
+        let long = "é".repeat(100);
+        let frame = close_frame(Some(1000), &long);
+        assert!(frame.len() <= 127);
+        assert!(std::str::from_utf8(&frame[4..]).is_ok());
+    }
+
+    #[test]
+    fn encoded_frames_parse_back() {
+        for len in [0usize, 5, 200, 70_000] {
+            let payload = vec![9u8; len];
+            let frame = binary_frame(&payload);
+            let (header, parsed_len) = FrameHeader::parse(&mut Cursor::new(&frame[..])).unwrap().unwrap();
+            assert_eq!(parsed_len as usize, len);
+            assert!(header.is_final && header.mask.is_none());
+            assert_eq!(frame.len(), header.len(len as u64) + len);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn mask_matches_bytewise_reference(data in proptest::collection::vec(any::<u8>(), 0..100), key in any::<[u8; 4]>()) {
+            let mut fast = data.clone();
+            apply_mask(&mut fast, key);
+            let reference: Vec<u8> = data.iter().enumerate().map(|(i, b)| b ^ key[i % 4]).collect();
+            prop_assert_eq!(fast, reference);
+        }
+
+        /// Feeding the stream in arbitrary pieces, keeping what was not
+        /// consumed as the reactor does, gives the same events as one piece.
+        #[test]
+        fn split_feeding_matches_one_shot(
+            messages in proptest::collection::vec(("[a-zé]{0,40}", 1usize..4), 1..6),
+            cuts in proptest::collection::vec(1usize..50, 1..30),
+        ) {
+            let mut stream = Vec::new();
+            for (text, pieces) in &messages {
+                let bytes = text.as_bytes();
+                let step = bytes.len().div_ceil(*pieces).max(1);
+                let chunks: Vec<&[u8]> = if bytes.is_empty() { vec![&[][..]] } else { bytes.chunks(step).collect() };
+                for (i, chunk) in chunks.iter().enumerate() {
+                    let opcode = if i == 0 { 1 } else { 0 };
+                    stream.extend(client_frame(i + 1 == chunks.len(), opcode, chunk));
+                }
+            }
+            let (expected, _) = decode_all(&stream);
+            let mut decoder = Decoder::new();
+            let mut kept: Vec<u8> = Vec::new();
+            let mut got = Vec::new();
+            let mut at = 0;
+            for cut in cuts.iter().cycle() {
+                if at >= stream.len() { break; }
+                let end = (at + cut).min(stream.len());
+                kept.extend_from_slice(&stream[at..end]);
+                at = end;
+                let used = decoder.decode(&mut kept, &LIMITS, &mut |e| got.push(e)).unwrap();
+                kept.drain(..used);
+            }
+            prop_assert_eq!(got, expected);
+        }
+    }
+}

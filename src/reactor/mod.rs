@@ -637,8 +637,8 @@ impl State {
         let Some(conn) = live(&mut self.conns, slot) else { return };
         let phase = conn.phase;
         match (phase, event) {
-            (Phase::Open, WsEvent::Text(data)) => self.to_room(slot, data, true),
-            (Phase::Open, WsEvent::Binary(data)) => self.to_room(slot, data, false),
+            (Phase::Open, WsEvent::Text(data)) => self.forward_to_room(slot, data, true),
+            (Phase::Open, WsEvent::Binary(data)) => self.forward_to_room(slot, data, false),
             (Phase::Open | Phase::Closing, WsEvent::Ping(data)) => self.enqueue(slot, ws::pong_frame(&data)),
             (Phase::Open, WsEvent::Close { code, reason }) => {
                 // Echo the peer's code (RFC 6455 §5.5.1), then close.
@@ -654,7 +654,7 @@ impl State {
         }
     }
 
-    fn to_room(&mut self, slot: u32, data: Bytes, text: bool) {
+    fn forward_to_room(&mut self, slot: u32, data: Bytes, text: bool) {
         let conn = &self.conns[slot as usize];
         let member = conn.member;
         let room = self.local_rooms[conn.local_room as usize].key.clone();
@@ -811,11 +811,10 @@ impl State {
             }
             self.close_timers.pop_front();
             let Some(conn) = self.conns.get(slot as usize) else { continue };
-            if conn.gen == gen && conn.deadline_ms == deadline {
-                if matches!(conn.phase, Phase::Closing | Phase::Draining | Phase::Lingering) {
-                    self.abort(slot);
-                    self.release_if_done(slot);
-                }
+            let closing = matches!(conn.phase, Phase::Closing | Phase::Draining | Phase::Lingering);
+            if conn.gen == gen && conn.deadline_ms == deadline && closing {
+                self.abort(slot);
+                self.release_if_done(slot);
             }
         }
     }

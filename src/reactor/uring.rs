@@ -109,6 +109,9 @@ pub(crate) struct Uring {
     /// In-flight sends, by batch id. Boxed so the kernel's pointers into them
     /// stay valid while the slab grows.
     batches: slab::Slab<Box<SendBatch>>,
+    /// Boxed because a spare batch moves into `batches`, where the kernel
+    /// holds pointers into it: it must not move again.
+    #[allow(clippy::vec_box)]
     spare_batches: Vec<Box<SendBatch>>,
     /// Submissions that did not fit in the submission queue yet.
     backlog: VecDeque<squeue::Entry>,

@@ -75,7 +75,7 @@ impl Party for Probe {
             }
             Message::Text("close") => sender.close(4000, "closed by probe"),
             Message::Text(text) if text.starts_with("state:") => {
-                let answer = match sender.set_state(text["state:".len()..].as_bytes()) {
+                let answer = match sender.set_state(&text.as_bytes()["state:".len()..]) {
                     Ok(()) => String::from_utf8(sender.state().unwrap()).unwrap(),
                     Err(e) => format!("error:{e}"),
                 };

@@ -1,0 +1,74 @@
+//! The unmodified `partysocket` npm client against dormouse: connect, send,
+//! receive, and reconnect with the same id after the server drops it.
+//!
+//! The client's dependencies are installed from the committed lockfile with
+//! `npm ci` when they are missing, so this test needs Node and the npm registry.
+
+mod common;
+
+use dormouse::{Connection, Message, Party, Room};
+use std::path::Path;
+use std::process::Command;
+
+/// Greets with `hello:<id>`, closes on `drop` with 1012, echoes anything else
+/// as `echo:<text>`.
+struct E2e;
+
+impl Party for E2e {
+    fn new(_room: &Room) -> Self {
+        E2e
+    }
+
+    fn on_connect(
+        &mut self,
+        conn: &Connection<'_>,
+        _room: &Room,
+        _ctx: &mut dormouse::ConnectCtx<'_>,
+    ) -> Result<(), String> {
+        conn.send(format!("hello:{}", conn.id()).as_str());
+        Ok(())
+    }
+
+    fn on_message(&mut self, message: Message<'_>, sender: &Connection<'_>, _room: &Room) {
+        match message {
+            Message::Text("drop") => sender.close(1012, "drop requested"),
+            Message::Text(text) => sender.send(format!("echo:{text}").as_str()),
+            Message::Binary(_) => sender.close(1003, "text only"),
+        }
+    }
+}
+
+#[test]
+fn partysocket_connects_sends_receives_and_reconnects_with_the_same_id() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/partysocket");
+    if !dir.join("node_modules/partysocket").exists() {
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .status()
+            .expect("npm runs (Node and npm are needed for this test)");
+        assert!(status.success(), "npm ci failed in {}", dir.display());
+    }
+    let config = dormouse::Config::from_toml("listen = \"127.0.0.1:0\"\ncores = 2\n").unwrap();
+    let server = dormouse::Server::new(config).party::<E2e>("e2e").start().unwrap();
+    let output = Command::new("node")
+        .arg("e2e.mjs")
+        .arg(server.local_addr().to_string())
+        .args(["e2e", "room-1"])
+        .current_dir(&dir)
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "partysocket e2e failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    for step in [
+        "ok: echo:one",
+        "ok: closed by server with 1012",
+        "ok: reconnected with the same id",
+        "ok: echo:queued",
+        "ok: echo:two",
+        "e2e passed",
+    ] {
+        assert!(stdout.contains(step), "step {step:?} missing from:\n{stdout}");
+    }
+}

@@ -73,10 +73,10 @@ pub struct Limits {
     pub max_room_id_bytes: usize,
     /// Connection ids (`_pk`) longer than this (128 bytes) are refused with 400.
     pub max_conn_id_bytes: usize,
-    /// Size of one receive buffer in the per-core provided-buffer ring (16 KiB).
+    /// Size of one receive buffer in the per-core provided-buffer ring (4 KiB).
     pub recv_buffer_bytes: usize,
-    /// Receive buffers per core (512, a power of two): 8 MiB per core by
-    /// default, shared by all of that core's sockets.
+    /// Receive buffers per core (1,024, a power of two): 4 MiB per core by
+    /// default, allocated at start and shared by all of that core's sockets.
     pub recv_buffers_per_core: usize,
     /// Messages queued between two cores before the sender holds them back (65,536).
     pub core_channel_capacity: usize,
@@ -96,8 +96,8 @@ impl Default for Limits {
             max_state_bytes: 2 << 10,
             max_room_id_bytes: 256,
             max_conn_id_bytes: 128,
-            recv_buffer_bytes: 16 << 10,
-            recv_buffers_per_core: 512,
+            recv_buffer_bytes: 4 << 10,
+            recv_buffers_per_core: 1024,
             core_channel_capacity: 65_536,
         }
     }

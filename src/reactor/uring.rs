@@ -300,6 +300,10 @@ impl BufRing {
         if entries.is_null() || data.is_null() {
             alloc::handle_alloc_error(entries_layout);
         }
+        // Fault the buffers in now: they are a fixed per-core cost, paid at
+        // start rather than as the first connections happen to touch them.
+        // SAFETY: `data` is a fresh allocation of exactly this many bytes.
+        unsafe { std::ptr::write_bytes(data, 0, data_layout.size()) };
         let mut bufs =
             BufRing { entries: entries.cast(), entries_layout, count, tail: 0, data, data_layout, buffer_bytes };
         // SAFETY: `entries` is a page-aligned, zeroed array of `count` entries

@@ -316,3 +316,44 @@ fn two_thousand_connections_receive_one_broadcast_exactly_once() {
         assert_eq!(receiver.recv_text(), "end");
     }
 }
+
+/// Waits until the server reports no open sockets, or fails after GUARD.
+fn wait_for_no_connections(server: &dormouse::ServerHandle) {
+    let deadline = std::time::Instant::now() + GUARD;
+    while server.connections_per_core().iter().sum::<u64>() > 0 {
+        assert!(std::time::Instant::now() < deadline, "records still open: {:?}", server.connections_per_core());
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn every_way_of_ending_a_socket_frees_its_record() {
+    let server = start("[limits]\nhead_timeout_ms = 200\n");
+    let addr = server.local_addr();
+    // Clean close handshakes.
+    for i in 0..20 {
+        let mut client = Client::connect(addr, &format!("/parties/main/free?_pk=c{i}"));
+        client.send_frame(true, 8, &1000u16.to_be_bytes(), true);
+        assert_eq!(client.recv().close_code().0, 1000);
+        assert!(client.read_to_end().is_empty());
+    }
+    // Abrupt drops of open WebSockets, HTTP with connection: close, protocol
+    // errors, and a silent peer that the head timeout closes.
+    let dropped: Vec<Client> =
+        (0..20).map(|i| Client::connect(addr, &format!("/parties/main/free?_pk=d{i}"))).collect();
+    drop(dropped);
+    assert_eq!(http(addr, "GET", "/parties/counter/free", "", "").status, 200);
+    let mut bad = Client::connect(addr, "/parties/main/free?_pk=bad");
+    bad.send_frame(true, 1, b"x", false);
+    assert_eq!(bad.expect_close().0, 1002);
+    let mut silent = connect_tcp(addr);
+    assert!(std::io::Read::read(&mut silent, &mut [0u8; 1]).unwrap() == 0);
+    // The server lingers on a socket until its peer closes too: close ours.
+    drop((bad, silent));
+    wait_for_no_connections(&server);
+    // The room saw everyone leave: a newcomer is alone.
+    let mut last = Client::connect(addr, "/parties/probe/free?_pk=last");
+    last.recv_text();
+    last.send_text("who");
+    assert_eq!(last.recv_text(), "last");
+}

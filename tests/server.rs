@@ -192,6 +192,44 @@ fn bad_input_costs_only_that_connection() {
 }
 
 #[test]
+fn the_room_hears_errors_and_close_codes() {
+    let server = start("");
+    let addr = server.local_addr();
+    let mut watcher = Client::connect(addr, "/parties/probe/codes?_pk=watcher");
+    watcher.recv_text();
+    let mut bad = Client::connect(addr, "/parties/probe/codes?_pk=bad");
+    bad.recv_text();
+    bad.send_frame(true, 1, &[0xff], true);
+    assert_eq!(bad.expect_close().0, 1007);
+    assert_eq!(watcher.recv_text(), "error:bad:invalid UTF-8 in text message");
+    assert_eq!(watcher.recv_text(), "closed:bad:1007:invalid UTF-8 in text message");
+    let mut polite = Client::connect(addr, "/parties/probe/codes?_pk=polite");
+    polite.recv_text();
+    let mut payload = 4001u16.to_be_bytes().to_vec();
+    payload.extend_from_slice(b"see you");
+    polite.send_frame(true, 8, &payload, true);
+    assert_eq!(polite.recv().close_code().0, 4001);
+    assert_eq!(watcher.recv_text(), "closed:polite:4001:see you");
+    let abrupt = Client::connect(addr, "/parties/probe/codes?_pk=abrupt");
+    drop(abrupt);
+    assert_eq!(watcher.recv_text(), "closed:abrupt:1006:");
+}
+
+#[test]
+fn the_binary_refuses_a_bad_config_with_exit_2_naming_the_key() {
+    let path = std::env::temp_dir().join(format!("dormouse-bad-config-{}.toml", std::process::id()));
+    std::fs::write(&path, "listen = \"127.0.0.1:0\"\n[limits]\nmax_mesage_bytes = 5\n").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dormouse"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("max_mesage_bytes"));
+}
+
+#[test]
 fn malformed_http_is_400() {
     let server = start("");
     let got = http_raw(server.local_addr(), b"GET / HTTP/1.1\r\nbad header line\r\n\r\n");

@@ -7,7 +7,7 @@
 //! sends queued this turn (one submission for many sockets), pass messages to
 //! other cores, then wait. The clock is read once per turn.
 //!
-//! Connection state lives in [`Conn`] records in a slab. HTTP and WebSocket
+//! Connection state lives in [`ConnRecord`]s in a slab. HTTP and WebSocket
 //! bytes are handed to the sans-I/O codecs in `http` and `ws`; room events go
 //! to the room's owner core as [`CoreMsg`] values, and the room's effects come
 //! back the same way. Only this module and its backend touch sockets.
@@ -128,7 +128,7 @@ struct HttpState {
 
 /// One socket. Small, and allocation-free while idle: the read buffer holds
 /// only a partial head or frame, the write queue only unsent frames.
-struct Conn {
+struct ConnRecord {
     fd: OwnedFd,
     gen: u32,
     phase: Phase,
@@ -151,7 +151,7 @@ struct Conn {
     http: Option<Box<HttpState>>,
 }
 
-const _: () = assert!(size_of::<Conn>() <= 160, "a connection record stays compact");
+const _: () = assert!(size_of::<ConnRecord>() <= 160, "a connection record stays compact");
 
 /// The members of one room that live on this core.
 struct LocalRoom {
@@ -173,7 +173,7 @@ struct State {
     shared: Arc<Shared>,
     http_limits: HttpLimits,
     ws_limits: WsLimits,
-    conns: slab::Slab<Conn>,
+    conns: slab::Slab<ConnRecord>,
     next_gen: u32,
     local_rooms: slab::Slab<LocalRoom>,
     local_room_ids: HashMap<Arc<RoomKey>, u32>,
@@ -369,7 +369,7 @@ impl State {
         let _ = socket2::SockRef::from(&socket).set_tcp_nodelay(true);
         self.next_gen = self.next_gen.wrapping_add(1);
         let deadline_ms = self.now_ms + self.shared.limits.head_timeout_ms;
-        let slot = self.conns.insert(Conn {
+        let slot = self.conns.insert(ConnRecord {
             fd: socket,
             gen: self.next_gen,
             phase: Phase::Head,
@@ -1036,11 +1036,11 @@ impl State {
 }
 
 /// The record of a socket that is still being served.
-fn live(conns: &mut slab::Slab<Conn>, slot: u32) -> Option<&mut Conn> {
+fn live(conns: &mut slab::Slab<ConnRecord>, slot: u32) -> Option<&mut ConnRecord> {
     conns.get_mut(slot as usize).filter(|c| c.phase != Phase::Dead)
 }
 
-fn mark_dirty(conn: &mut Conn, slot: u32, dirty: &mut Vec<u32>) {
+fn mark_dirty(conn: &mut ConnRecord, slot: u32, dirty: &mut Vec<u32>) {
     if !conn.in_dirty {
         conn.in_dirty = true;
         dirty.push(slot);

@@ -47,7 +47,9 @@ pub fn start(extra_toml: &str) -> ServerHandle {
 /// Answers `who` with the sorted ids of the room's connections, `state:x`
 /// by storing x as the connection state and answering with what it reads
 /// back, `close` by closing the sender with 4000, `fail-connect` (as `_pk`)
-/// by refusing in on_connect; echoes anything else. Chooses sub-protocol
+/// by refusing in on_connect; echoes anything else. Tells the room about
+/// every `on_error` (`error:<id>:<error>`) and `on_close`
+/// (`closed:<id>:<code>:<reason>`). Chooses sub-protocol
 /// `v2` when offered and greets each connection with `welcome:<id>` in
 /// on_connect, so tests can see that on_connect ran before any message.
 pub struct Probe;
@@ -83,6 +85,14 @@ impl Party for Probe {
             }
             other => sender.send(other),
         }
+    }
+
+    fn on_error(&mut self, conn: &Connection<'_>, error: &str, room: &Room) {
+        room.broadcast(format!("error:{}:{error}", conn.id()).as_str(), &[conn.id()]);
+    }
+
+    fn on_close(&mut self, conn: &Connection<'_>, code: u16, reason: &str, room: &Room) {
+        room.broadcast(format!("closed:{}:{code}:{reason}", conn.id()).as_str(), &[conn.id()]);
     }
 }
 

@@ -353,9 +353,9 @@ impl State {
         self.outboxes[core].push_back(msg);
     }
 
-    fn send_to_owner(&mut self, room: &RoomKey, msg: CoreMsg) {
+    fn send_to_owner(&mut self, room: Arc<RoomKey>, msg: impl FnOnce(Arc<RoomKey>) -> CoreMsg) {
         let owner = room.owner(self.shared.cores);
-        self.send_to(owner, msg);
+        self.send_to(owner, msg(room));
     }
 
     fn on_accept(&mut self, socket: OwnedFd) {
@@ -523,8 +523,7 @@ impl State {
                     return self.respond(slot, &rejection.into_response(), keep_alive);
                 }
                 let conn = self.conn_ref(slot);
-                let msg = CoreMsg::Request { conn, room: room.clone(), request: Box::new(request) };
-                self.send_to_owner(&room, msg);
+                self.send_to_owner(room, |room| CoreMsg::Request { conn, room, request: Box::new(request) });
             }
         }
     }
@@ -564,7 +563,7 @@ impl State {
             Some(Box::new(HttpState { head: empty_head(), body: None, keep_alive: false, ws_key: Some(upgrade.key) }));
         let joining = Box::new(Joining { id, uri, head, protocols: upgrade.protocols });
         let conn = self.conn_ref(slot);
-        self.send_to_owner(&room, CoreMsg::Connect { conn, room: room.clone(), joining });
+        self.send_to_owner(room, |room| CoreMsg::Connect { conn, room, joining });
     }
 
     /// Answers an HTTP request. With keep-alive the socket goes back to
@@ -659,7 +658,7 @@ impl State {
         let member = conn.member;
         let room = self.local_rooms[conn.local_room as usize].key.clone();
         let conn = self.conn_ref(slot);
-        self.send_to_owner(&room.clone(), CoreMsg::Message { conn, room, member, data, text });
+        self.send_to_owner(room, |room| CoreMsg::Message { conn, room, member, data, text });
     }
 
     fn protocol_error(&mut self, slot: u32, error: &ws::WsError) {
@@ -705,7 +704,7 @@ impl State {
         }
         let close = Box::new(CloseInfo { code, reason: reason.to_owned(), error: error.map(str::to_owned) });
         let conn = self.conn_ref(slot);
-        self.send_to_owner(&room.clone(), CoreMsg::Closed { conn, room, member, close });
+        self.send_to_owner(room, |room| CoreMsg::Closed { conn, room, member, close });
     }
 
     /// The peer closed its side or the socket failed.
@@ -961,7 +960,7 @@ impl State {
             // The socket went away while the room admitted it: the room must
             // hear that it is gone.
             let close = Box::new(CloseInfo { code: 1006, reason: String::new(), error: None });
-            return self.send_to_owner(&room.clone(), CoreMsg::Closed { conn, room, member, close });
+            return self.send_to_owner(room, |room| CoreMsg::Closed { conn, room, member, close });
         };
         let key = self.conns[slot as usize].http.take().and_then(|h| h.ws_key).expect("an upgrade keeps its key");
         self.enqueue(slot, Bytes::from(http::switching_protocols(&key, protocol.as_deref(), &[])));

@@ -1,17 +1,23 @@
 //! `dormouse-loadtest`: drives dormouse, or any WebSocket relay server, from
 //! the same machine and reports what it measured.
 //!
-//! This first scenario, `idle`, opens N WebSocket connections to one room,
-//! holds them open and idle, and reads the server's resident memory from
-//! /proc before and after, giving the server's user-space bytes per idle
-//! connection. The fan-out, tag, rooms and churn scenarios come with the
-//! load-tester change.
+//! Scenarios: `fanout` (one room, N connections, P publishers: delivered
+//! frames/s, per-delivery and last-receiver latency, losses, duplicates and
+//! order) and `idle` (N idle connections: the server's memory per
+//! connection). Any server works that follows the relay convention: each
+//! message a client sends goes to every other client of the room.
+
+mod fanout;
+mod target;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
+use target::Target;
 
 #[derive(Parser)]
 #[command(name = "dormouse-loadtest", version, about = "Load tests for dormouse and other WebSocket relay servers")]
@@ -22,6 +28,48 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Scenario {
+    /// N connections in one room, P publishers sending numbered, timestamped
+    /// messages at a fixed total rate; every delivery is checked and timed.
+    Fanout {
+        /// Server URL; `{room}` is replaced by --room. E.g. ws://127.0.0.1:1999/parties/main/{room}
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value = "fanout")]
+        room: String,
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        #[arg(long, default_value_t = 1)]
+        publishers: usize,
+        /// Messages per second over all publishers.
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        /// Message size in bytes (at least 24: the header with sequence and timestamp).
+        #[arg(long, default_value_t = 100)]
+        payload_bytes: usize,
+        /// Seconds of publishing.
+        #[arg(long, default_value_t = 5.0)]
+        duration_secs: f64,
+        /// Seconds to wait after the last send for outstanding deliveries.
+        #[arg(long, default_value_t = 5.0)]
+        drain_secs: f64,
+        #[arg(long, default_value_t = 30.0)]
+        connect_timeout_secs: f64,
+        /// Client threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Loopback addresses to connect from, e.g. 127.0.0.2-127.0.0.9 (past ~28,000 connections per address).
+        #[arg(long)]
+        source_ips: Option<String>,
+        /// PID of the server, to sample its RSS and CPU time from /proc.
+        #[arg(long)]
+        server_pid: Option<u32>,
+        /// Write every figure, with the machine, to this JSON file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Exit non-zero when more deliveries than this are lost.
+        #[arg(long, default_value_t = 0)]
+        max_loss: u64,
+    },
     /// Open N idle WebSocket connections to one room and report the server's
     /// resident memory per connection.
     Idle {
@@ -39,41 +87,141 @@ enum Scenario {
     },
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().scenario {
+fn main() -> ExitCode {
+    let result = match Cli::parse().scenario {
+        Scenario::Fanout {
+            url,
+            room,
+            connections,
+            publishers,
+            rate,
+            payload_bytes,
+            duration_secs,
+            drain_secs,
+            connect_timeout_secs,
+            threads,
+            source_ips,
+            server_pid,
+            json,
+            max_loss,
+        } => (|| {
+            let secs = |name: &str, v: f64| {
+                if (0.0..=3600.0).contains(&v) {
+                    Ok(Duration::from_secs_f64(v))
+                } else {
+                    Err(usage(format!("--{name} must be between 0 and 3600 seconds")))
+                }
+            };
+            if threads == 0 || threads > 64 {
+                return Err(usage("--threads must be between 1 and 64".into()));
+            }
+            if !(fanout::HEADER_BYTES..=16 << 20).contains(&payload_bytes) {
+                return Err(usage(format!("--payload-bytes must be between {} and 16777216", fanout::HEADER_BYTES)));
+            }
+            if connections < 2 || publishers == 0 || publishers > connections {
+                return Err(usage("need --connections >= 2 and 1 <= --publishers <= --connections".into()));
+            }
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(usage("--rate must be a positive number".into()));
+            }
+            let plan = fanout::Plan {
+                target: Target::parse(&url).map_err(|e| usage(e.to_string()))?,
+                room,
+                connections,
+                publishers,
+                rate,
+                payload_bytes,
+                duration: secs("duration-secs", duration_secs)?,
+                drain: secs("drain-secs", drain_secs)?,
+                connect_timeout: secs("connect-timeout-secs", connect_timeout_secs)?,
+                threads,
+                source_ips: match source_ips {
+                    Some(spec) => target::parse_source_ips(&spec).map_err(|e| usage(e.to_string()))?,
+                    None => Vec::new(),
+                },
+                server_pid,
+            };
+            let report = fanout::run(plan)?;
+            print_fanout(&report);
+            if let Some(path) = json {
+                let doc = serde_json::json!({ "scenario": "fanout", "url": url, "machine": target::machine(), "report": report });
+                std::fs::write(&path, serde_json::to_string_pretty(&doc)?)
+                    .with_context(|| format!("write {}", path.display()))?;
+            }
+            if report.lost > max_loss {
+                bail!("{} deliveries lost (--max-loss {max_loss})", report.lost);
+            }
+            Ok(())
+        })(),
         Scenario::Idle { url, connections, server_pid, hold_secs } => idle(&url, connections, server_pid, hold_secs),
-    }
-}
-
-/// Host:port and path of a `ws://` URL.
-fn parse_url(url: &str) -> Result<(SocketAddr, String)> {
-    let rest = url.strip_prefix("ws://").context("the URL must start with ws://")?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
     };
-    let addr: SocketAddr = authority.parse().with_context(|| format!("{authority:?} is not an ip:port address"))?;
-    if !addr.ip().is_loopback() {
-        bail!("load tests target only loopback addresses, not {}", addr.ip());
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<Usage>() => {
+            eprintln!("dormouse-loadtest: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("dormouse-loadtest: {e:#}");
+            ExitCode::from(1)
+        }
     }
-    Ok((addr, path.to_owned()))
 }
 
-fn rss_bytes(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("read server /proc status")?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS line")?;
-    let kib: u64 = line.split_whitespace().nth(1).context("VmRSS value")?.parse()?;
-    Ok(kib * 1024)
+/// A bad flag value: exit 2, like clap's own usage errors.
+#[derive(Debug)]
+struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
-fn handshake(addr: SocketAddr, path: &str, id: usize) -> Result<TcpStream> {
-    let mut stream = TcpStream::connect(addr)?;
+impl std::error::Error for Usage {}
+
+fn usage(message: String) -> anyhow::Error {
+    Usage(message).into()
+}
+
+fn print_fanout(r: &fanout::Report) {
+    println!("connections           {} ({} publishers, {} B messages)", r.connections, r.publishers, r.payload_bytes);
+    println!("connect time          {:.2} s", r.connect_secs);
+    println!("messages sent         {} in {:.1} s", r.messages_sent, r.publish_secs);
+    println!("deliveries            {} of {} expected", r.deliveries, r.deliveries_expected);
+    println!(
+        "delivered frames/s    {:.0} (over {:.2} s, first send to last delivery)",
+        r.delivered_frames_per_sec, r.delivery_secs
+    );
+    println!("lost / dup / reorder  {} / {} / {}", r.lost, r.duplicates, r.out_of_order);
+    for (name, p) in [("delivery latency", &r.delivery_latency_us), ("last receiver", &r.last_receiver_latency_us)] {
+        println!(
+            "{name:<21} p50 {:.0} us  p90 {:.0} us  p99 {:.0} us  p99.9 {:.0} us  max {:.0} us  (n={})",
+            p.p50, p.p90, p.p99, p.p999, p.max, p.count
+        );
+    }
+    if let Some(b) = r.server_bytes_per_connection {
+        println!("server memory         {b:.0} B per connection (RSS delta while connecting)");
+    }
+    if let Some(c) = r.server_cpu_us_per_delivery {
+        println!("server CPU            {c:.3} us per delivered frame");
+    }
+    let mut errors: Vec<_> = r.errors.iter().collect();
+    errors.sort();
+    for (kind, n) in errors {
+        println!("error                 {kind}: {n}");
+    }
+}
+
+fn handshake(target: &Target, id: usize) -> Result<TcpStream> {
+    let mut stream = TcpStream::connect(target.addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let sep = if path.contains('?') { '&' } else { '?' };
     write!(
         stream,
-        "GET {path}{sep}_pk=idle-{id} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        target.request_target("idle", &format!("idle-{id}")),
+        target.addr
     )?;
     let mut head = Vec::with_capacity(256);
     let mut byte = [0u8; 1];
@@ -93,25 +241,29 @@ fn handshake(addr: SocketAddr, path: &str, id: usize) -> Result<TcpStream> {
 }
 
 fn idle(url: &str, connections: usize, server_pid: Option<u32>, hold_secs: f64) -> Result<()> {
-    let (addr, path) = parse_url(url)?;
+    let target = Target::parse(url).map_err(|e| usage(e.to_string()))?;
     if connections == 0 {
-        bail!("--connections must be at least 1");
+        return Err(usage("--connections must be at least 1".into()));
     }
-    let before = server_pid.map(rss_bytes).transpose()?;
+    if !(hold_secs.is_finite() && (0.0..=3600.0).contains(&hold_secs)) {
+        return Err(usage("--hold-secs must be between 0 and 3600".into()));
+    }
+    let before = server_pid.map(target::sample).transpose()?;
     let started = Instant::now();
     let mut sockets = Vec::with_capacity(connections);
     for id in 0..connections {
-        sockets.push(handshake(addr, &path, id).with_context(|| format!("connection {id}"))?);
+        sockets.push(handshake(&target, id).with_context(|| format!("connection {id}"))?);
     }
     let connect_secs = started.elapsed().as_secs_f64();
+    // Holding is the scenario: the connections stay idle this long.
     std::thread::sleep(Duration::from_secs_f64(hold_secs));
-    let after = server_pid.map(rss_bytes).transpose()?;
+    let after = server_pid.map(target::sample).transpose()?;
     println!("connections        {connections}");
     println!("connect time       {connect_secs:.2} s ({:.0} handshakes/s)", connections as f64 / connect_secs);
     if let (Some(before), Some(after)) = (before, after) {
-        let delta = after.saturating_sub(before);
-        println!("server RSS before  {:.1} MiB", before as f64 / 1048576.0);
-        println!("server RSS after   {:.1} MiB", after as f64 / 1048576.0);
+        let delta = after.rss_bytes.saturating_sub(before.rss_bytes);
+        println!("server RSS before  {:.1} MiB", before.rss_bytes as f64 / 1048576.0);
+        println!("server RSS after   {:.1} MiB", after.rss_bytes as f64 / 1048576.0);
         println!("bytes/connection   {:.0}", delta as f64 / connections as f64);
     }
     for mut socket in sockets {

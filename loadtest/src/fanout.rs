@@ -1,0 +1,593 @@
+//! The `fanout` scenario: N connections in one room, P of them publishing
+//! timestamped, numbered messages; every delivery is checked and timed.
+//!
+//! Each message carries its publisher, sequence number and send time (ns on a
+//! clock shared by all threads of this process). A delivery's latency is its
+//! receive time minus the send time; a message's *last-receiver latency* is the
+//! latest of its N-1 deliveries (the relay convention: everyone but the
+//! sender), which is what a user of a big room waits for. Messages delivered
+//! fewer than N-1 times are losses, more are duplicates; a receiver seeing a
+//! publisher's sequence go backwards counts as out of order.
+//!
+//! Connections are spread over `threads` workers, each with its own `mio`
+//! poll; each thread keeps its own tallies, merged at the end.
+
+use crate::target::{ProcSample, Target};
+use anyhow::Result;
+use hdrhistogram::Histogram;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+const MAGIC: &[u8; 4] = b"DMLT";
+/// magic, publisher u32, sequence u64, send time u64.
+pub const HEADER_BYTES: usize = 24;
+/// Handshakes in flight per thread while ramping up.
+const HANDSHAKES_IN_FLIGHT: usize = 256;
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub target: Target,
+    pub room: String,
+    pub connections: usize,
+    pub publishers: usize,
+    /// Messages per second, over all publishers.
+    pub rate: f64,
+    pub payload_bytes: usize,
+    pub duration: Duration,
+    /// How long to wait for outstanding deliveries after the last send.
+    pub drain: Duration,
+    pub connect_timeout: Duration,
+    pub threads: usize,
+    pub source_ips: Vec<IpAddr>,
+    pub server_pid: Option<u32>,
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub connections: usize,
+    pub publishers: usize,
+    pub payload_bytes: usize,
+    pub connect_secs: f64,
+    pub publish_secs: f64,
+    /// From the first send to the last delivery: the span `delivered_frames_per_sec` divides by.
+    pub delivery_secs: f64,
+    pub messages_sent: u64,
+    pub deliveries_expected: u64,
+    pub deliveries: u64,
+    pub delivered_frames_per_sec: f64,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    pub errors: HashMap<String, u64>,
+    pub delivery_latency_us: Percentiles,
+    pub last_receiver_latency_us: Percentiles,
+    pub server_before: Option<ProcSample>,
+    pub server_connected: Option<ProcSample>,
+    pub server_after: Option<ProcSample>,
+    pub server_bytes_per_connection: Option<f64>,
+    pub server_cpu_us_per_delivery: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+    pub count: u64,
+}
+
+impl Percentiles {
+    fn from(h: &Histogram<u64>) -> Percentiles {
+        let us = |v: u64| v as f64 / 1000.0;
+        Percentiles {
+            p50: us(h.value_at_quantile(0.5)),
+            p90: us(h.value_at_quantile(0.9)),
+            p99: us(h.value_at_quantile(0.99)),
+            p999: us(h.value_at_quantile(0.999)),
+            max: us(h.max()),
+            count: h.len(),
+        }
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds are valid")
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum State {
+    Connecting,
+    Handshaking,
+    Open,
+    Closed,
+}
+
+struct Conn {
+    stream: TcpStream,
+    global: usize,
+    state: State,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    /// Highest sequence seen from each publisher (u64::MAX: none yet).
+    last_seq: Vec<u64>,
+}
+
+/// One worker's tallies.
+struct Tally {
+    /// (publisher, seq) -> (deliveries, latest latency ns)
+    messages: HashMap<(u32, u64), (u32, u64)>,
+    latency: Histogram<u64>,
+    sent: u64,
+    out_of_order: u64,
+    /// When the last delivery arrived (ns since the epoch).
+    last_delivery_ns: u64,
+    errors: HashMap<String, u64>,
+}
+
+impl Tally {
+    fn error(&mut self, kind: impl Into<String>) {
+        *self.errors.entry(kind.into()).or_default() += 1;
+    }
+}
+
+fn now_ns(epoch: Instant) -> u64 {
+    epoch.elapsed().as_nanos() as u64
+}
+
+/// A client frame: FIN, the opcode, masked with a zero key. Servers must
+/// accept any key; a zero key keeps the payload as is, so the client spends
+/// nothing on masking.
+fn client_frame(opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
+    out.push(0x80 | opcode);
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(payload);
+}
+
+fn connect(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    if let Some(ip) = source {
+        socket.bind(&SocketAddr::new(ip, 0).into())?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(socket.into()))
+}
+
+/// Counts all workers share, so the drain ends once every expected delivery
+/// has arrived. Workers add to them once per poll turn, not per message.
+#[derive(Default)]
+struct Progress {
+    sent: AtomicU64,
+    delivered: AtomicU64,
+}
+
+struct Worker {
+    progress: Arc<Progress>,
+    /// Deliveries not yet added to `progress`.
+    unreported: u64,
+    plan: Arc<Plan>,
+    index: usize,
+    poll: Poll,
+    conns: Vec<Conn>,
+    tally: Tally,
+    epoch: Instant,
+}
+
+impl Worker {
+    /// The global connection ids this worker owns.
+    fn ids(plan: &Plan, index: usize) -> Vec<usize> {
+        (0..plan.connections).filter(|i| i % plan.threads == index).collect()
+    }
+
+    fn new(plan: Arc<Plan>, index: usize, epoch: Instant, progress: Arc<Progress>) -> Result<Worker> {
+        let tally = Tally {
+            messages: HashMap::new(),
+            latency: histogram(),
+            sent: 0,
+            out_of_order: 0,
+            last_delivery_ns: 0,
+            errors: HashMap::new(),
+        };
+        Ok(Worker { poll: Poll::new()?, conns: Vec::new(), tally, epoch, index, plan, progress, unreported: 0 })
+    }
+
+    /// Opens this worker's connections, a bounded number of handshakes at a
+    /// time. Returns when all are open, failed, or the connect timeout passed.
+    fn connect_all(&mut self) -> Result<()> {
+        let ids = Worker::ids(&self.plan, self.index);
+        let deadline = Instant::now() + self.plan.connect_timeout;
+        let mut next = 0;
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let mut in_flight =
+                self.conns.iter().filter(|c| matches!(c.state, State::Connecting | State::Handshaking)).count();
+            while next < ids.len() && in_flight < HANDSHAKES_IN_FLIGHT {
+                let global = ids[next];
+                next += 1;
+                let sources = &self.plan.source_ips;
+                let source = (!sources.is_empty()).then(|| sources[global % sources.len()]);
+                match connect(self.plan.target.addr, source) {
+                    Ok(mut stream) => {
+                        let token = Token(self.conns.len());
+                        self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
+                        self.conns.push(Conn {
+                            stream,
+                            global,
+                            state: State::Connecting,
+                            rbuf: Vec::new(),
+                            wbuf: Vec::new(),
+                            last_seq: vec![u64::MAX; self.plan.publishers],
+                        });
+                        in_flight += 1;
+                    }
+                    Err(e) => self.tally.error(format!("connect: {}", e.kind())),
+                }
+            }
+            let pending = self.conns.iter().any(|c| matches!(c.state, State::Connecting | State::Handshaking));
+            if !pending && next >= ids.len() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                for conn in &mut self.conns {
+                    if matches!(conn.state, State::Connecting | State::Handshaking) {
+                        conn.state = State::Closed;
+                        *self.tally.errors.entry("handshake timeout".into()).or_default() += 1;
+                    }
+                }
+                return Ok(());
+            }
+            self.poll.poll(&mut events, Some(Duration::from_millis(100)))?;
+            for event in events.iter() {
+                self.on_event(event.token().0);
+            }
+        }
+    }
+
+    fn on_event(&mut self, i: usize) {
+        let conn = &mut self.conns[i];
+        if conn.state == State::Connecting {
+            match conn.stream.peer_addr() {
+                Ok(_) => {
+                    let target = self.plan.target.request_target(&self.plan.room, &format!("lt-{}", conn.global));
+                    let request = format!(
+                        "GET {target} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                        self.plan.target.addr
+                    );
+                    conn.wbuf.extend_from_slice(request.as_bytes());
+                    conn.state = State::Handshaking;
+                }
+                Err(e) if e.kind() == ErrorKind::NotConnected => return,
+                Err(_) => {
+                    let error = conn
+                        .stream
+                        .take_error()
+                        .ok()
+                        .flatten()
+                        .map_or("connect failed".to_owned(), |e| format!("connect: {}", e.kind()));
+                    conn.state = State::Closed;
+                    self.tally.error(error);
+                    return;
+                }
+            }
+        }
+        self.flush(i);
+        self.read(i);
+    }
+
+    fn flush(&mut self, i: usize) {
+        let conn = &mut self.conns[i];
+        while !conn.wbuf.is_empty() && conn.state != State::Closed {
+            match conn.stream.write(&conn.wbuf) {
+                Ok(n) => {
+                    conn.wbuf.drain(..n);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    conn.state = State::Closed;
+                    self.tally.error(format!("write: {}", e.kind()));
+                }
+            }
+        }
+    }
+
+    fn read(&mut self, i: usize) {
+        let mut chunk = [0u8; 64 * 1024];
+        loop {
+            let conn = &mut self.conns[i];
+            if conn.state == State::Closed || conn.state == State::Connecting {
+                return;
+            }
+            match conn.stream.read(&mut chunk) {
+                Ok(0) => {
+                    conn.state = State::Closed;
+                    self.tally.error("closed by server");
+                    return;
+                }
+                Ok(n) => {
+                    conn.rbuf.extend_from_slice(&chunk[..n]);
+                    self.parse(i);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    conn.state = State::Closed;
+                    self.tally.error(format!("read: {}", e.kind()));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn parse(&mut self, i: usize) {
+        let now = now_ns(self.epoch);
+        let conn = &mut self.conns[i];
+        let mut used = 0;
+        if conn.state == State::Handshaking {
+            let Some(end) = conn.rbuf.windows(4).position(|w| w == b"\r\n\r\n") else { return };
+            if !conn.rbuf.starts_with(b"HTTP/1.1 101") {
+                let status = String::from_utf8_lossy(&conn.rbuf[..conn.rbuf.len().min(12)]).into_owned();
+                conn.state = State::Closed;
+                self.tally.error(format!("handshake refused: {status}"));
+                return;
+            }
+            conn.state = State::Open;
+            used = end + 4;
+        }
+        let mut pong = Vec::new();
+        loop {
+            let buf = &conn.rbuf[used..];
+            if buf.len() < 2 {
+                break;
+            }
+            let (fin, opcode, len7) = (buf[0] & 0x80 != 0, buf[0] & 0x0f, (buf[1] & 0x7f) as usize);
+            let (len, header) = match len7 {
+                126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+                127 if buf.len() >= 10 => (u64::from_be_bytes(buf[2..10].try_into().expect("8 bytes")) as usize, 10),
+                126 | 127 => break,
+                n => (n, 2),
+            };
+            if buf.len() < header + len {
+                break;
+            }
+            let payload = &buf[header..header + len];
+            match opcode {
+                1 | 2 if fin && payload.len() >= HEADER_BYTES && &payload[..4] == MAGIC => {
+                    let publisher = u32::from_le_bytes(payload[4..8].try_into().expect("4 bytes"));
+                    let seq = u64::from_le_bytes(payload[8..16].try_into().expect("8 bytes"));
+                    let sent = u64::from_le_bytes(payload[16..24].try_into().expect("8 bytes"));
+                    let latency = now.saturating_sub(sent).max(1);
+                    let _ = self.tally.latency.record(latency);
+                    self.unreported += 1;
+                    self.tally.last_delivery_ns = now;
+                    let entry = self.tally.messages.entry((publisher, seq)).or_insert((0, 0));
+                    entry.0 += 1;
+                    entry.1 = entry.1.max(latency);
+                    if let Some(last) = conn.last_seq.get_mut(publisher as usize) {
+                        if *last != u64::MAX && seq <= *last {
+                            self.tally.out_of_order += 1;
+                        } else {
+                            *last = seq;
+                        }
+                    }
+                }
+                9 => client_frame(10, payload, &mut pong),
+                8 => {
+                    let code = if payload.len() >= 2 { u16::from_be_bytes([payload[0], payload[1]]) } else { 1005 };
+                    *self.tally.errors.entry(format!("closed by server with {code}")).or_default() += 1;
+                    conn.state = State::Closed;
+                    return;
+                }
+                _ => {}
+            }
+            used += header + len;
+        }
+        conn.rbuf.drain(..used);
+        if !pong.is_empty() {
+            conn.wbuf.extend_from_slice(&pong);
+            self.flush(i);
+        }
+    }
+
+    /// Sends from this worker's publishers at their share of the rate until
+    /// `end`, servicing every socket meanwhile, then drains until `drain_end`.
+    fn publish(&mut self, start: Instant, end: Instant, drain_end: Instant) -> Result<()> {
+        let plan = self.plan.clone();
+        let per_publisher = plan.rate / plan.publishers as f64;
+        let interval = Duration::from_secs_f64(1.0 / per_publisher.max(1e-9));
+        let mine: Vec<usize> = (0..self.conns.len()).filter(|&i| self.conns[i].global < plan.publishers).collect();
+        let mut seqs = vec![0u64; mine.len()];
+        let mut payload = vec![0u8; plan.payload_bytes.max(HEADER_BYTES)];
+        payload[..4].copy_from_slice(MAGIC);
+        let mut events = Events::with_capacity(4096);
+        loop {
+            let now = Instant::now();
+            if now < end {
+                for (k, &i) in mine.iter().enumerate() {
+                    // Messages due by now, on a fixed schedule from the start.
+                    let due = ((now - start).as_secs_f64() * per_publisher) as u64 + 1;
+                    while seqs[k] < due && self.conns[i].state == State::Open {
+                        payload[4..8].copy_from_slice(&(self.conns[i].global as u32).to_le_bytes());
+                        payload[8..16].copy_from_slice(&seqs[k].to_le_bytes());
+                        payload[16..24].copy_from_slice(&now_ns(self.epoch).to_le_bytes());
+                        client_frame(2, &payload, &mut self.conns[i].wbuf);
+                        seqs[k] += 1;
+                        self.tally.sent += 1;
+                        self.progress.sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.flush(i);
+                }
+            } else if now >= drain_end || self.all_delivered() {
+                return Ok(());
+            }
+            let wait = if now < end { interval.min(Duration::from_millis(1)) } else { Duration::from_millis(10) };
+            self.poll.poll(&mut events, Some(wait))?;
+            for event in events.iter() {
+                let i = event.token().0;
+                self.flush(i);
+                self.read(i);
+            }
+            self.progress.delivered.fetch_add(std::mem::take(&mut self.unreported), Ordering::Relaxed);
+        }
+    }
+
+    /// Whether every message sent so far, by any worker, has reached all its
+    /// receivers.
+    fn all_delivered(&self) -> bool {
+        let receivers = (self.plan.connections - 1) as u64;
+        self.progress.delivered.load(Ordering::Relaxed) >= self.progress.sent.load(Ordering::Relaxed) * receivers
+    }
+
+    fn close_all(&mut self) {
+        for conn in &mut self.conns {
+            if conn.state == State::Open {
+                let mut frame = Vec::new();
+                client_frame(8, &1000u16.to_be_bytes(), &mut frame);
+                let _ = conn.stream.write(&frame);
+            }
+        }
+        self.conns.clear();
+    }
+}
+
+pub fn run(plan: Plan) -> Result<Report> {
+    assert!(
+        plan.connections >= 2 && (1..=plan.connections).contains(&plan.publishers) && plan.rate > 0.0,
+        "the CLI validates the plan"
+    );
+    let plan = Arc::new(plan);
+    let epoch = Instant::now();
+    let before = plan.server_pid.map(crate::target::sample).transpose()?;
+    let connected = Arc::new(Barrier::new(plan.threads + 1));
+    let go = Arc::new(Barrier::new(plan.threads + 1));
+    let schedule = Arc::new(std::sync::Mutex::new(None::<(Instant, Instant, Instant)>));
+    let progress = Arc::new(Progress::default());
+    let mut handles = Vec::new();
+    for index in 0..plan.threads {
+        let (plan, connected, go) = (plan.clone(), connected.clone(), go.clone());
+        let (schedule, progress) = (schedule.clone(), progress.clone());
+        handles.push(std::thread::spawn(move || -> Result<Tally> {
+            let mut worker = Worker::new(plan, index, epoch, progress)?;
+            let result = worker.connect_all();
+            connected.wait();
+            go.wait();
+            result?;
+            let (start, end, drain_end) =
+                schedule.lock().expect("no worker panics holding the lock").expect("set before go");
+            worker.publish(start, end, drain_end)?;
+            worker.close_all();
+            Ok(worker.tally)
+        }));
+    }
+    let connect_started = Instant::now();
+    connected.wait();
+    let connect_secs = connect_started.elapsed().as_secs_f64();
+    let connected_sample = plan.server_pid.map(crate::target::sample).transpose()?;
+    let start = Instant::now();
+    *schedule.lock().expect("not poisoned") = Some((start, start + plan.duration, start + plan.duration + plan.drain));
+    go.wait();
+    let mut tallies = Vec::new();
+    for handle in handles {
+        tallies.push(handle.join().map_err(|_| anyhow::anyhow!("a worker thread panicked"))??);
+    }
+    let after = plan.server_pid.map(crate::target::sample).transpose()?;
+    let start_ns = (start - epoch).as_nanos() as u64;
+    Ok(merge(&plan, tallies, start_ns, connect_secs, before, connected_sample, after))
+}
+
+fn merge(
+    plan: &Plan,
+    tallies: Vec<Tally>,
+    start_ns: u64,
+    connect_secs: f64,
+    before: Option<ProcSample>,
+    connected: Option<ProcSample>,
+    after: Option<ProcSample>,
+) -> Report {
+    let mut messages: HashMap<(u32, u64), (u32, u64)> = HashMap::new();
+    let mut latency = histogram();
+    let mut errors = HashMap::new();
+    let (mut sent, mut out_of_order, mut last_delivery_ns) = (0, 0, 0);
+    for tally in tallies {
+        last_delivery_ns = last_delivery_ns.max(tally.last_delivery_ns);
+        sent += tally.sent;
+        out_of_order += tally.out_of_order;
+        latency.add(&tally.latency).expect("histograms share bounds");
+        for (kind, n) in tally.errors {
+            *errors.entry(kind).or_default() += n;
+        }
+        for (key, (count, max)) in tally.messages {
+            let entry = messages.entry(key).or_insert((0, 0));
+            entry.0 += count;
+            entry.1 = entry.1.max(max);
+        }
+    }
+    let receivers = (plan.connections - 1) as u64;
+    let mut last = histogram();
+    let (mut deliveries, mut duplicates) = (0u64, 0u64);
+    for &(count, max) in messages.values() {
+        let count = u64::from(count);
+        deliveries += count.min(receivers);
+        duplicates += count.saturating_sub(receivers);
+        // Only a message that reached everyone has a last receiver.
+        if count >= receivers {
+            let _ = last.record(max);
+        }
+    }
+    let expected = sent * receivers;
+    let publish_secs = plan.duration.as_secs_f64();
+    let delivery_secs = (last_delivery_ns.saturating_sub(start_ns) as f64 / 1e9).max(1e-9);
+    Report {
+        connections: plan.connections,
+        publishers: plan.publishers,
+        payload_bytes: plan.payload_bytes.max(HEADER_BYTES),
+        connect_secs,
+        publish_secs,
+        delivery_secs,
+        messages_sent: sent,
+        deliveries_expected: expected,
+        deliveries,
+        delivered_frames_per_sec: deliveries as f64 / delivery_secs,
+        lost: expected.saturating_sub(deliveries),
+        duplicates,
+        out_of_order,
+        errors,
+        delivery_latency_us: Percentiles::from(&latency),
+        last_receiver_latency_us: Percentiles::from(&last),
+        server_bytes_per_connection: before
+            .zip(connected)
+            .map(|(b, c)| c.rss_bytes.saturating_sub(b.rss_bytes) as f64 / plan.connections as f64),
+        server_cpu_us_per_delivery: connected
+            .zip(after)
+            .filter(|_| deliveries > 0)
+            .map(|(c, a)| (a.cpu_secs - c.cpu_secs) * 1e6 / deliveries as f64),
+        server_before: before,
+        server_connected: connected,
+        server_after: after,
+    }
+}

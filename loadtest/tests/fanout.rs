@@ -1,0 +1,94 @@
+//! `dormouse-loadtest` against a real dormouse server started by the test.
+
+use std::process::{Command, Output};
+
+fn server() -> dormouse::ServerHandle {
+    let config = dormouse::Config::from_toml("listen = \"127.0.0.1:0\"\ncores = 2\n").unwrap();
+    dormouse::Server::new(config).party::<dormouse::Relay>("main").party::<dormouse::Echo>("echo").start().unwrap()
+}
+
+fn loadtest(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dormouse-loadtest")).args(args).output().expect("the loadtest binary runs")
+}
+
+#[test]
+fn fanout_delivers_every_message_exactly_once_and_reports_it() {
+    let server = server();
+    let url = format!("ws://{}/parties/main/{{room}}", server.local_addr());
+    let json = std::env::temp_dir().join(format!("dormouse-fanout-{}.json", std::process::id()));
+    let out = loadtest(&[
+        "fanout",
+        "--url",
+        &url,
+        "--connections",
+        "60",
+        "--publishers",
+        "3",
+        "--rate",
+        "150",
+        "--duration-secs",
+        "1",
+        "--threads",
+        "2",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    std::fs::remove_file(&json).unwrap();
+    let r = &doc["report"];
+    let sent = r["messages_sent"].as_u64().unwrap();
+    assert!(sent >= 100, "about 150 messages are sent in one second, got {sent}");
+    assert_eq!(r["deliveries"].as_u64().unwrap(), sent * 59, "each message reaches the 59 others");
+    assert_eq!(r["deliveries_expected"].as_u64().unwrap(), sent * 59);
+    assert_eq!(r["lost"], 0);
+    assert_eq!(r["duplicates"], 0);
+    assert_eq!(r["out_of_order"], 0);
+    assert_eq!(r["last_receiver_latency_us"]["count"].as_u64().unwrap(), sent);
+    assert!(doc["machine"]["cores"].as_u64().unwrap() >= 1);
+    assert!(stdout.contains("lost / dup / reorder  0 / 0 / 0"), "{stdout}");
+}
+
+#[test]
+fn losses_past_max_loss_fail_the_run() {
+    // The echo party sends each message back to its sender only, so every
+    // other receiver misses it.
+    let server = server();
+    let url = format!("ws://{}/parties/echo/{{room}}", server.local_addr());
+    let out = loadtest(&[
+        "fanout",
+        "--url",
+        &url,
+        "--connections",
+        "5",
+        "--rate",
+        "20",
+        "--duration-secs",
+        "0.5",
+        "--drain-secs",
+        "0.5",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("deliveries lost"));
+}
+
+#[test]
+fn impossible_values_exit_2_with_a_message() {
+    for (args, message) in [
+        (vec!["fanout", "--url", "ws://10.0.0.1:1/x"], "loopback"),
+        (vec!["fanout", "--url", "ws://127.0.0.1:1/x", "--publishers", "0"], "--publishers"),
+        (vec!["fanout", "--url", "ws://127.0.0.1:1/x", "--payload-bytes", "3"], "--payload-bytes"),
+        (vec!["fanout", "--url", "ws://127.0.0.1:1/x", "--rate", "0"], "--rate"),
+        (vec!["fanout", "--url", "http://127.0.0.1:1/x"], "ws://"),
+        (vec!["fanout", "--bogus-flag"], "--bogus-flag"),
+    ] {
+        let out = loadtest(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(message),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

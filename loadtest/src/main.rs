@@ -4,9 +4,10 @@
 //! Scenarios: `fanout` (one room, N connections, P publishers: delivered
 //! frames/s, per-delivery and last-receiver latency, losses, duplicates and
 //! order) and `idle` (N idle connections: the server's memory per
-//! connection). Any server works that follows the relay convention: each
+//! connection); `compare` prints several runs' JSON reports side by side. Any server works that follows the relay convention: each
 //! message a client sends goes to every other client of the room.
 
+mod compare;
 mod fanout;
 mod target;
 
@@ -69,6 +70,11 @@ enum Scenario {
         /// Exit non-zero when more deliveries than this are lost.
         #[arg(long, default_value_t = 0)]
         max_loss: u64,
+    },
+    /// Print the figures of several --json reports side by side, with ratios to the first.
+    Compare {
+        #[arg(required = true, num_args = 2..)]
+        files: Vec<PathBuf>,
     },
     /// Open N idle WebSocket connections to one room and report the server's
     /// resident memory per connection.
@@ -153,6 +159,7 @@ fn main() -> ExitCode {
             }
             Ok(())
         })(),
+        Scenario::Compare { files } => compare::run(&files).map(|table| print!("{table}")),
         Scenario::Idle { url, connections, server_pid, hold_secs } => idle(&url, connections, server_pid, hold_secs),
     };
     match result {

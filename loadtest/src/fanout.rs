@@ -68,6 +68,7 @@ pub struct Report {
     pub errors: HashMap<String, u64>,
     pub delivery_latency_us: Percentiles,
     pub last_receiver_latency_us: Percentiles,
+    pub handshake_latency_us: Percentiles,
     pub server_before: Option<ProcSample>,
     pub server_connected: Option<ProcSample>,
     pub server_after: Option<ProcSample>,
@@ -108,12 +109,17 @@ enum State {
     Connecting,
     Handshaking,
     Open,
+    /// We sent a close frame and wait for the server to close the TCP
+    /// connection first (so TIME_WAIT lands on the server, not on our ports).
+    Closing,
     Closed,
 }
 
 struct Conn {
     stream: TcpStream,
     global: usize,
+    /// When the connect started (ns since the epoch).
+    started_ns: u64,
     state: State,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
@@ -126,6 +132,10 @@ struct Tally {
     /// (publisher, seq) -> (deliveries, latest latency ns)
     messages: HashMap<(u32, u64), (u32, u64)>,
     latency: Histogram<u64>,
+    /// From connect to the 101, per successful handshake.
+    handshake: Histogram<u64>,
+    /// Connections started.
+    attempts: u64,
     sent: u64,
     out_of_order: u64,
     /// When the last delivery arrived (ns since the epoch).
@@ -192,6 +202,8 @@ struct Worker {
     unreported: u64,
     plan: Arc<Plan>,
     index: usize,
+    /// Churn cycle, part of every connection id so cycles never collide.
+    cycle: usize,
     poll: Poll,
     conns: Vec<Conn>,
     tally: Tally,
@@ -208,12 +220,24 @@ impl Worker {
         let tally = Tally {
             messages: HashMap::new(),
             latency: histogram(),
+            handshake: histogram(),
+            attempts: 0,
             sent: 0,
             out_of_order: 0,
             last_delivery_ns: 0,
             errors: HashMap::new(),
         };
-        Ok(Worker { poll: Poll::new()?, conns: Vec::new(), tally, epoch, index, plan, progress, unreported: 0 })
+        Ok(Worker {
+            poll: Poll::new()?,
+            conns: Vec::new(),
+            tally,
+            epoch,
+            index,
+            cycle: 0,
+            plan,
+            progress,
+            unreported: 0,
+        })
     }
 
     /// Opens this worker's connections, a bounded number of handshakes at a
@@ -231,6 +255,7 @@ impl Worker {
                 next += 1;
                 let sources = &self.plan.source_ips;
                 let source = (!sources.is_empty()).then(|| sources[global % sources.len()]);
+                self.tally.attempts += 1;
                 match connect(self.plan.target.addr, source) {
                     Ok(mut stream) => {
                         let token = Token(self.conns.len());
@@ -238,6 +263,7 @@ impl Worker {
                         self.conns.push(Conn {
                             stream,
                             global,
+                            started_ns: now_ns(self.epoch),
                             state: State::Connecting,
                             rbuf: Vec::new(),
                             wbuf: Vec::new(),
@@ -273,7 +299,8 @@ impl Worker {
         if conn.state == State::Connecting {
             match conn.stream.peer_addr() {
                 Ok(_) => {
-                    let target = self.plan.target.request_target(&self.plan.room, &format!("lt-{}", conn.global));
+                    let target =
+                        self.plan.target.request_target(&self.plan.room, &format!("lt-{}-{}", self.cycle, conn.global));
                     let request = format!(
                         "GET {target} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
@@ -320,13 +347,15 @@ impl Worker {
         let mut chunk = [0u8; 64 * 1024];
         loop {
             let conn = &mut self.conns[i];
-            if conn.state == State::Closed || conn.state == State::Connecting {
+            if matches!(conn.state, State::Closed | State::Connecting) {
                 return;
             }
             match conn.stream.read(&mut chunk) {
                 Ok(0) => {
+                    if conn.state != State::Closing {
+                        self.tally.error("closed by server");
+                    }
                     conn.state = State::Closed;
-                    self.tally.error("closed by server");
                     return;
                 }
                 Ok(n) => {
@@ -357,6 +386,7 @@ impl Worker {
                 return;
             }
             conn.state = State::Open;
+            let _ = self.tally.handshake.record(now.saturating_sub(conn.started_ns).max(1));
             used = end + 4;
         }
         let mut pong = Vec::new();
@@ -397,6 +427,7 @@ impl Worker {
                     }
                 }
                 9 => client_frame(10, payload, &mut pong),
+                8 if conn.state == State::Closing => {}
                 8 => {
                     let code = if payload.len() >= 2 { u16::from_be_bytes([payload[0], payload[1]]) } else { 1005 };
                     *self.tally.errors.entry(format!("closed by server with {code}")).or_default() += 1;
@@ -463,15 +494,30 @@ impl Worker {
         self.progress.delivered.load(Ordering::Relaxed) >= self.progress.sent.load(Ordering::Relaxed) * receivers
     }
 
-    fn close_all(&mut self) {
-        for conn in &mut self.conns {
-            if conn.state == State::Open {
-                let mut frame = Vec::new();
-                client_frame(8, &1000u16.to_be_bytes(), &mut frame);
-                let _ = conn.stream.write(&frame);
+    /// Closes every open connection with a close handshake, waiting (at most
+    /// `timeout`) for the server to close each TCP connection first.
+    fn close_all(&mut self, timeout: Duration) -> Result<()> {
+        for i in 0..self.conns.len() {
+            if self.conns[i].state == State::Open {
+                client_frame(8, &1000u16.to_be_bytes(), &mut self.conns[i].wbuf);
+                self.conns[i].state = State::Closing;
+                self.flush(i);
             }
         }
+        let deadline = Instant::now() + timeout;
+        let mut events = Events::with_capacity(1024);
+        while self.conns.iter().any(|c| c.state == State::Closing) && Instant::now() < deadline {
+            self.poll.poll(&mut events, Some(Duration::from_millis(50)))?;
+            for event in events.iter() {
+                self.read(event.token().0);
+            }
+        }
+        let unanswered = self.conns.iter().filter(|c| c.state == State::Closing).count() as u64;
+        if unanswered > 0 {
+            *self.tally.errors.entry("close not answered in time".into()).or_default() += unanswered;
+        }
         self.conns.clear();
+        Ok(())
     }
 }
 
@@ -500,7 +546,7 @@ pub fn run(plan: Plan) -> Result<Report> {
             let (start, end, drain_end) =
                 schedule.lock().expect("no worker panics holding the lock").expect("set before go");
             worker.publish(start, end, drain_end)?;
-            worker.close_all();
+            worker.close_all(Duration::from_secs(5))?;
             Ok(worker.tally)
         }));
     }
@@ -531,6 +577,7 @@ fn merge(
 ) -> Report {
     let mut messages: HashMap<(u32, u64), (u32, u64)> = HashMap::new();
     let mut latency = histogram();
+    let mut handshake = histogram();
     let mut errors = HashMap::new();
     let (mut sent, mut out_of_order, mut last_delivery_ns) = (0, 0, 0);
     for tally in tallies {
@@ -538,6 +585,7 @@ fn merge(
         sent += tally.sent;
         out_of_order += tally.out_of_order;
         latency.add(&tally.latency).expect("histograms share bounds");
+        handshake.add(&tally.handshake).expect("histograms share bounds");
         for (kind, n) in tally.errors {
             *errors.entry(kind).or_default() += n;
         }
@@ -579,6 +627,7 @@ fn merge(
         errors,
         delivery_latency_us: Percentiles::from(&latency),
         last_receiver_latency_us: Percentiles::from(&last),
+        handshake_latency_us: Percentiles::from(&handshake),
         server_bytes_per_connection: before
             .zip(connected)
             .map(|(b, c)| c.rss_bytes.saturating_sub(b.rss_bytes) as f64 / plan.connections as f64),
@@ -590,4 +639,65 @@ fn merge(
         server_connected: connected,
         server_after: after,
     }
+}
+
+/// What a `churn` run measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ChurnReport {
+    pub connections_per_cycle: usize,
+    /// Cycles of the busiest thread (threads cycle independently).
+    pub cycles: usize,
+    pub attempts: u64,
+    pub handshakes: u64,
+    pub elapsed_secs: f64,
+    pub connects_per_sec: f64,
+    pub handshake_latency_us: Percentiles,
+    pub errors: HashMap<String, u64>,
+}
+
+/// The `churn` scenario: each thread opens its share of `connections`,
+/// closes them all, and starts over, until `duration` has passed. Handshakes
+/// run with a bounded number in flight per thread.
+pub fn churn(plan: Plan) -> Result<ChurnReport> {
+    let plan = Arc::new(plan);
+    let epoch = Instant::now();
+    let end = epoch + plan.duration;
+    let progress = Arc::new(Progress::default());
+    let handles: Vec<_> = (0..plan.threads)
+        .map(|index| {
+            let (plan, progress) = (plan.clone(), progress.clone());
+            std::thread::spawn(move || -> Result<(Tally, usize)> {
+                let mut worker = Worker::new(plan, index, epoch, progress)?;
+                while Instant::now() < end {
+                    worker.connect_all()?;
+                    worker.close_all(Duration::from_secs(5))?;
+                    worker.cycle += 1;
+                }
+                Ok((worker.tally, worker.cycle))
+            })
+        })
+        .collect();
+    let mut handshake = histogram();
+    let mut errors: HashMap<String, u64> = HashMap::new();
+    let (mut cycles, mut attempts) = (0, 0);
+    for handle in handles {
+        let (tally, worker_cycles) = handle.join().map_err(|_| anyhow::anyhow!("a worker thread panicked"))??;
+        handshake.add(&tally.handshake).expect("histograms share bounds");
+        attempts += tally.attempts;
+        for (kind, n) in tally.errors {
+            *errors.entry(kind).or_default() += n;
+        }
+        cycles = cycles.max(worker_cycles);
+    }
+    let elapsed_secs = epoch.elapsed().as_secs_f64();
+    Ok(ChurnReport {
+        connections_per_cycle: plan.connections,
+        cycles,
+        attempts,
+        handshakes: handshake.len(),
+        elapsed_secs,
+        connects_per_sec: handshake.len() as f64 / elapsed_secs,
+        handshake_latency_us: Percentiles::from(&handshake),
+        errors,
+    })
 }

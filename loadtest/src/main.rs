@@ -4,7 +4,8 @@
 //! Scenarios: `fanout` (one room, N connections, P publishers: delivered
 //! frames/s, per-delivery and last-receiver latency, losses, duplicates and
 //! order) and `idle` (N idle connections: the server's memory per
-//! connection); `compare` prints several runs' JSON reports side by side. Any server works that follows the relay convention: each
+//! connection), `churn` (a connect/disconnect storm: connects/s and handshake
+//! latency); `compare` prints several runs' JSON reports side by side. Any server works that follows the relay convention: each
 //! message a client sends goes to every other client of the room.
 
 mod compare;
@@ -71,6 +72,28 @@ enum Scenario {
         #[arg(long, default_value_t = 0)]
         max_loss: u64,
     },
+    /// A connect/disconnect storm: open N connections, close them all with a
+    /// close handshake, repeat until the time is up.
+    Churn {
+        /// Server URL; `{room}` is replaced by --room.
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value = "churn")]
+        room: String,
+        /// Connections per cycle.
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        #[arg(long, default_value_t = 5.0)]
+        duration_secs: f64,
+        #[arg(long, default_value_t = 30.0)]
+        connect_timeout_secs: f64,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long)]
+        source_ips: Option<String>,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Print the figures of several --json reports side by side, with ratios to the first.
     Compare {
         #[arg(required = true, num_args = 2..)]
@@ -111,13 +134,6 @@ fn main() -> ExitCode {
             json,
             max_loss,
         } => (|| {
-            let secs = |name: &str, v: f64| {
-                if (0.0..=3600.0).contains(&v) {
-                    Ok(Duration::from_secs_f64(v))
-                } else {
-                    Err(usage(format!("--{name} must be between 0 and 3600 seconds")))
-                }
-            };
             if threads == 0 || threads > 64 {
                 return Err(usage("--threads must be between 1 and 64".into()));
             }
@@ -137,9 +153,9 @@ fn main() -> ExitCode {
                 publishers,
                 rate,
                 payload_bytes,
-                duration: secs("duration-secs", duration_secs)?,
-                drain: secs("drain-secs", drain_secs)?,
-                connect_timeout: secs("connect-timeout-secs", connect_timeout_secs)?,
+                duration: seconds("duration-secs", duration_secs)?,
+                drain: seconds("drain-secs", drain_secs)?,
+                connect_timeout: seconds("connect-timeout-secs", connect_timeout_secs)?,
                 threads,
                 source_ips: match source_ips {
                     Some(spec) => target::parse_source_ips(&spec).map_err(|e| usage(e.to_string()))?,
@@ -159,6 +175,47 @@ fn main() -> ExitCode {
             }
             Ok(())
         })(),
+        Scenario::Churn { url, room, connections, duration_secs, connect_timeout_secs, threads, source_ips, json } => {
+            (|| {
+                if threads == 0 || threads > 64 {
+                    return Err(usage("--threads must be between 1 and 64".into()));
+                }
+                if connections == 0 {
+                    return Err(usage("--connections must be at least 1".into()));
+                }
+                let plan = fanout::Plan {
+                    target: Target::parse(&url).map_err(|e| usage(e.to_string()))?,
+                    room,
+                    connections,
+                    publishers: 1,
+                    rate: 1.0,
+                    payload_bytes: fanout::HEADER_BYTES,
+                    duration: seconds("duration-secs", duration_secs)?,
+                    drain: Duration::ZERO,
+                    connect_timeout: seconds("connect-timeout-secs", connect_timeout_secs)?,
+                    threads,
+                    source_ips: match source_ips {
+                        Some(spec) => target::parse_source_ips(&spec).map_err(|e| usage(e.to_string()))?,
+                        None => Vec::new(),
+                    },
+                    server_pid: None,
+                };
+                let report = fanout::churn(plan)?;
+                println!("connections/cycle     {} ({} cycles)", report.connections_per_cycle, report.cycles);
+                println!(
+                    "handshakes            {} in {:.1} s ({:.0} connects/s)",
+                    report.handshakes, report.elapsed_secs, report.connects_per_sec
+                );
+                print_percentiles("handshake latency", &report.handshake_latency_us);
+                print_errors(&report.errors);
+                if let Some(path) = json {
+                    let doc = serde_json::json!({ "scenario": "churn", "url": url, "machine": target::machine(), "report": report });
+                    std::fs::write(&path, serde_json::to_string_pretty(&doc)?)
+                        .with_context(|| format!("write {}", path.display()))?;
+                }
+                Ok(())
+            })()
+        }
         Scenario::Compare { files } => compare::run(&files).map(|table| print!("{table}")),
         Scenario::Idle { url, connections, server_pid, hold_secs } => idle(&url, connections, server_pid, hold_secs),
     };
@@ -191,6 +248,30 @@ fn usage(message: String) -> anyhow::Error {
     Usage(message).into()
 }
 
+/// A duration flag: 0 to 3600 seconds, else a usage error.
+fn seconds(name: &str, value: f64) -> Result<Duration> {
+    if (0.0..=3600.0).contains(&value) {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(usage(format!("--{name} must be between 0 and 3600 seconds")))
+    }
+}
+
+fn print_percentiles(name: &str, p: &fanout::Percentiles) {
+    println!(
+        "{name:<21} p50 {:.0} us  p90 {:.0} us  p99 {:.0} us  p99.9 {:.0} us  max {:.0} us  (n={})",
+        p.p50, p.p90, p.p99, p.p999, p.max, p.count
+    );
+}
+
+fn print_errors(errors: &std::collections::HashMap<String, u64>) {
+    let mut errors: Vec<_> = errors.iter().collect();
+    errors.sort();
+    for (kind, n) in errors {
+        println!("error                 {kind}: {n}");
+    }
+}
+
 fn print_fanout(r: &fanout::Report) {
     println!("connections           {} ({} publishers, {} B messages)", r.connections, r.publishers, r.payload_bytes);
     println!("connect time          {:.2} s", r.connect_secs);
@@ -201,23 +282,16 @@ fn print_fanout(r: &fanout::Report) {
         r.delivered_frames_per_sec, r.delivery_secs
     );
     println!("lost / dup / reorder  {} / {} / {}", r.lost, r.duplicates, r.out_of_order);
-    for (name, p) in [("delivery latency", &r.delivery_latency_us), ("last receiver", &r.last_receiver_latency_us)] {
-        println!(
-            "{name:<21} p50 {:.0} us  p90 {:.0} us  p99 {:.0} us  p99.9 {:.0} us  max {:.0} us  (n={})",
-            p.p50, p.p90, p.p99, p.p999, p.max, p.count
-        );
-    }
+    print_percentiles("delivery latency", &r.delivery_latency_us);
+    print_percentiles("last receiver", &r.last_receiver_latency_us);
+    print_percentiles("handshake latency", &r.handshake_latency_us);
     if let Some(b) = r.server_bytes_per_connection {
         println!("server memory         {b:.0} B per connection (RSS delta while connecting)");
     }
     if let Some(c) = r.server_cpu_us_per_delivery {
         println!("server CPU            {c:.3} us per delivered frame");
     }
-    let mut errors: Vec<_> = r.errors.iter().collect();
-    errors.sort();
-    for (kind, n) in errors {
-        println!("error                 {kind}: {n}");
-    }
+    print_errors(&r.errors);
 }
 
 fn handshake(target: &Target, id: usize) -> Result<TcpStream> {

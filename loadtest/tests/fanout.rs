@@ -92,3 +92,37 @@ fn impossible_values_exit_2_with_a_message() {
         );
     }
 }
+
+#[test]
+fn churn_opens_and_closes_cleanly_and_leaves_nothing_open() {
+    let server = server();
+    let url = format!("ws://{}/parties/main/{{room}}", server.local_addr());
+    let json = std::env::temp_dir().join(format!("dormouse-churn-{}.json", std::process::id()));
+    let out = loadtest(&[
+        "churn",
+        "--url",
+        &url,
+        "--connections",
+        "50",
+        "--duration-secs",
+        "0.5",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    std::fs::remove_file(&json).unwrap();
+    let r = &doc["report"];
+    assert!(r["cycles"].as_u64().unwrap() >= 1);
+    let attempts = r["attempts"].as_u64().unwrap();
+    assert!(attempts >= 50);
+    assert_eq!(r["handshakes"].as_u64().unwrap(), attempts, "every connection of every cycle opened");
+    assert_eq!(r["errors"], serde_json::json!({}), "no refusals, drops or unanswered closes");
+    // Every close was a handshake: once the last FINs are read, the server
+    // holds no socket. Wait for that (bounded), not for a fixed time.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while server.connections_per_core().iter().sum::<u64>() > 0 {
+        assert!(std::time::Instant::now() < deadline, "sockets left open: {:?}", server.connections_per_core());
+        std::thread::yield_now();
+    }
+}

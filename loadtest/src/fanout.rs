@@ -33,7 +33,11 @@ const HANDSHAKES_IN_FLIGHT: usize = 256;
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub target: Target,
+    /// Room name; with several rooms, room `i` is `<room>-<i>`.
     pub room: String,
+    /// Connection `g` joins room `g % rooms`; publishers are connections
+    /// `0..publishers`, so with `publishers == rooms` each room has one.
+    pub rooms: usize,
     pub connections: usize,
     pub publishers: usize,
     /// Messages per second, over all publishers.
@@ -48,9 +52,26 @@ pub struct Plan {
     pub server_pid: Option<u32>,
 }
 
+impl Plan {
+    /// The room connection `global` joins.
+    pub fn room_of(&self, global: usize) -> String {
+        if self.rooms == 1 {
+            self.room.clone()
+        } else {
+            format!("{}-{}", self.room, global % self.rooms)
+        }
+    }
+
+    /// Everyone else in the publisher's room (the relay convention).
+    pub fn receivers_per_message(&self) -> u64 {
+        (self.connections / self.rooms - 1) as u64
+    }
+}
+
 /// Everything one run measured.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
+    pub rooms: usize,
     pub connections: usize,
     pub publishers: usize,
     pub payload_bytes: usize,
@@ -123,8 +144,9 @@ struct Conn {
     state: State,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
-    /// Highest sequence seen from each publisher (u64::MAX: none yet).
-    last_seq: Vec<u64>,
+    /// Highest sequence seen from each publisher heard so far. A connection
+    /// hears few publishers, so a short list beats a table of all of them.
+    last_seq: Vec<(u32, u64)>,
 }
 
 /// One worker's tallies.
@@ -267,7 +289,7 @@ impl Worker {
                             state: State::Connecting,
                             rbuf: Vec::new(),
                             wbuf: Vec::new(),
-                            last_seq: vec![u64::MAX; self.plan.publishers],
+                            last_seq: Vec::new(),
                         });
                         in_flight += 1;
                     }
@@ -299,8 +321,10 @@ impl Worker {
         if conn.state == State::Connecting {
             match conn.stream.peer_addr() {
                 Ok(_) => {
-                    let target =
-                        self.plan.target.request_target(&self.plan.room, &format!("lt-{}-{}", self.cycle, conn.global));
+                    let target = self
+                        .plan
+                        .target
+                        .request_target(&self.plan.room_of(conn.global), &format!("lt-{}-{}", self.cycle, conn.global));
                     let request = format!(
                         "GET {target} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
@@ -418,12 +442,10 @@ impl Worker {
                     let entry = self.tally.messages.entry((publisher, seq)).or_insert((0, 0));
                     entry.0 += 1;
                     entry.1 = entry.1.max(latency);
-                    if let Some(last) = conn.last_seq.get_mut(publisher as usize) {
-                        if *last != u64::MAX && seq <= *last {
-                            self.tally.out_of_order += 1;
-                        } else {
-                            *last = seq;
-                        }
+                    match conn.last_seq.iter_mut().find(|(p, _)| *p == publisher) {
+                        Some((_, last)) if seq <= *last => self.tally.out_of_order += 1,
+                        Some((_, last)) => *last = seq,
+                        None => conn.last_seq.push((publisher, seq)),
                     }
                 }
                 9 => client_frame(10, payload, &mut pong),
@@ -460,8 +482,12 @@ impl Worker {
             let now = Instant::now();
             if now < end {
                 for (k, &i) in mine.iter().enumerate() {
-                    // Messages due by now, on a fixed schedule from the start.
-                    let due = ((now - start).as_secs_f64() * per_publisher) as u64 + 1;
+                    // Messages due by now, on a fixed schedule from the start;
+                    // publisher g is offset by g/P of an interval, so the
+                    // publishers together send at an even total rate.
+                    let phase = self.conns[i].global as f64 / plan.publishers as f64;
+                    let elapsed = (now - start).as_secs_f64() * per_publisher;
+                    let due = if elapsed >= phase { (elapsed - phase) as u64 + 1 } else { 0 };
                     while seqs[k] < due && self.conns[i].state == State::Open {
                         payload[4..8].copy_from_slice(&(self.conns[i].global as u32).to_le_bytes());
                         payload[8..16].copy_from_slice(&seqs[k].to_le_bytes());
@@ -490,7 +516,7 @@ impl Worker {
     /// Whether every message sent so far, by any worker, has reached all its
     /// receivers.
     fn all_delivered(&self) -> bool {
-        let receivers = (self.plan.connections - 1) as u64;
+        let receivers = self.plan.receivers_per_message();
         self.progress.delivered.load(Ordering::Relaxed) >= self.progress.sent.load(Ordering::Relaxed) * receivers
     }
 
@@ -523,7 +549,10 @@ impl Worker {
 
 pub fn run(plan: Plan) -> Result<Report> {
     assert!(
-        plan.connections >= 2 && (1..=plan.connections).contains(&plan.publishers) && plan.rate > 0.0,
+        plan.connections >= 2 * plan.rooms
+            && plan.connections % plan.rooms == 0
+            && (1..=plan.connections).contains(&plan.publishers)
+            && plan.rate > 0.0,
         "the CLI validates the plan"
     );
     let plan = Arc::new(plan);
@@ -595,7 +624,7 @@ fn merge(
             entry.1 = entry.1.max(max);
         }
     }
-    let receivers = (plan.connections - 1) as u64;
+    let receivers = plan.receivers_per_message();
     let mut last = histogram();
     let (mut deliveries, mut duplicates) = (0u64, 0u64);
     for &(count, max) in messages.values() {
@@ -611,6 +640,7 @@ fn merge(
     let publish_secs = plan.duration.as_secs_f64();
     let delivery_secs = (last_delivery_ns.saturating_sub(start_ns) as f64 / 1e9).max(1e-9);
     Report {
+        rooms: plan.rooms,
         connections: plan.connections,
         publishers: plan.publishers,
         payload_bytes: plan.payload_bytes.max(HEADER_BYTES),

@@ -94,6 +94,40 @@ enum Scenario {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// M rooms of k connections, mostly idle; one member of each room wakes it
+    /// in turn at a low total rate. Reports the server's memory per room and
+    /// per connection, and the wake latency the room's members see.
+    Rooms {
+        /// Server URL; `{room}` is replaced by `<room>-<i>` for room i.
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value = "rooms")]
+        room: String,
+        #[arg(long, default_value_t = 1000)]
+        rooms: usize,
+        /// Connections per room (at least 2).
+        #[arg(long, default_value_t = 2)]
+        per_room: usize,
+        /// Wakes per second over all rooms.
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 5.0)]
+        duration_secs: f64,
+        #[arg(long, default_value_t = 5.0)]
+        drain_secs: f64,
+        #[arg(long, default_value_t = 60.0)]
+        connect_timeout_secs: f64,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long)]
+        source_ips: Option<String>,
+        #[arg(long)]
+        server_pid: Option<u32>,
+        #[arg(long)]
+        json: Option<PathBuf>,
+        #[arg(long, default_value_t = 0)]
+        max_loss: u64,
+    },
     /// Print the figures of several --json reports side by side, with ratios to the first.
     Compare {
         #[arg(required = true, num_args = 2..)]
@@ -149,6 +183,7 @@ fn main() -> ExitCode {
             let plan = fanout::Plan {
                 target: Target::parse(&url).map_err(|e| usage(e.to_string()))?,
                 room,
+                rooms: 1,
                 connections,
                 publishers,
                 rate,
@@ -186,6 +221,7 @@ fn main() -> ExitCode {
                 let plan = fanout::Plan {
                     target: Target::parse(&url).map_err(|e| usage(e.to_string()))?,
                     room,
+                    rooms: 1,
                     connections,
                     publishers: 1,
                     rate: 1.0,
@@ -216,6 +252,72 @@ fn main() -> ExitCode {
                 Ok(())
             })()
         }
+        Scenario::Rooms {
+            url,
+            room,
+            rooms,
+            per_room,
+            rate,
+            duration_secs,
+            drain_secs,
+            connect_timeout_secs,
+            threads,
+            source_ips,
+            server_pid,
+            json,
+            max_loss,
+        } => (|| {
+            if threads == 0 || threads > 64 {
+                return Err(usage("--threads must be between 1 and 64".into()));
+            }
+            if rooms == 0 || per_room < 2 || rooms.checked_mul(per_room).is_none_or(|n| n > 1_000_000) {
+                return Err(usage("need --rooms >= 1, --per-room >= 2, and at most 1,000,000 connections".into()));
+            }
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(usage("--rate must be a positive number".into()));
+            }
+            let plan = fanout::Plan {
+                target: Target::parse(&url).map_err(|e| usage(e.to_string()))?,
+                room,
+                rooms,
+                connections: rooms * per_room,
+                publishers: rooms,
+                rate,
+                payload_bytes: fanout::HEADER_BYTES,
+                duration: seconds("duration-secs", duration_secs)?,
+                drain: seconds("drain-secs", drain_secs)?,
+                connect_timeout: seconds("connect-timeout-secs", connect_timeout_secs)?,
+                threads,
+                source_ips: match source_ips {
+                    Some(spec) => target::parse_source_ips(&spec).map_err(|e| usage(e.to_string()))?,
+                    None => Vec::new(),
+                },
+                server_pid,
+            };
+            let report = fanout::run(plan)?;
+            println!("rooms                 {} x {} connections", report.rooms, report.connections / report.rooms);
+            println!("wakes                 {} in {:.1} s", report.messages_sent, report.publish_secs);
+            println!("deliveries            {} of {} expected", report.deliveries, report.deliveries_expected);
+            println!("lost / dup / reorder  {} / {} / {}", report.lost, report.duplicates, report.out_of_order);
+            print_percentiles("wake, first members", &report.delivery_latency_us);
+            print_percentiles("wake, whole room", &report.last_receiver_latency_us);
+            if let Some(b) = report.server_bytes_per_connection {
+                println!(
+                    "server memory         {:.0} B per room, {b:.0} B per connection",
+                    b * (report.connections / report.rooms) as f64
+                );
+            }
+            print_errors(&report.errors);
+            if let Some(path) = json {
+                let doc = serde_json::json!({ "scenario": "rooms", "url": url, "machine": target::machine(), "report": report });
+                std::fs::write(&path, serde_json::to_string_pretty(&doc)?)
+                    .with_context(|| format!("write {}", path.display()))?;
+            }
+            if report.lost > max_loss {
+                bail!("{} deliveries lost (--max-loss {max_loss})", report.lost);
+            }
+            Ok(())
+        })(),
         Scenario::Compare { files } => compare::run(&files).map(|table| print!("{table}")),
         Scenario::Idle { url, connections, server_pid, hold_secs } => idle(&url, connections, server_pid, hold_secs),
     };

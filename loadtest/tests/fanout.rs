@@ -126,3 +126,37 @@ fn churn_opens_and_closes_cleanly_and_leaves_nothing_open() {
         std::thread::yield_now();
     }
 }
+
+#[test]
+fn rooms_are_woken_separately_and_each_wake_reaches_its_room_only() {
+    let server = server();
+    let url = format!("ws://{}/parties/main/{{room}}", server.local_addr());
+    let json = std::env::temp_dir().join(format!("dormouse-rooms-{}.json", std::process::id()));
+    let out = loadtest(&[
+        "rooms",
+        "--url",
+        &url,
+        "--rooms",
+        "20",
+        "--per-room",
+        "3",
+        "--rate",
+        "40",
+        "--duration-secs",
+        "1",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    std::fs::remove_file(&json).unwrap();
+    let r = &doc["report"];
+    let wakes = r["messages_sent"].as_u64().unwrap();
+    assert!((30..=50).contains(&wakes), "about 40 wakes in one second at an even rate, got {wakes}");
+    // Each wake reaches the 2 other members of its room and nobody else
+    // (a leak into other rooms would show as duplicates).
+    assert_eq!(r["deliveries"].as_u64().unwrap(), wakes * 2);
+    assert_eq!(r["duplicates"], 0);
+    assert_eq!(r["lost"], 0);
+    assert_eq!(r["rooms"], 20);
+}

@@ -105,7 +105,12 @@ pub struct Percentiles {
     pub p999: f64,
     pub max: f64,
     pub count: u64,
+    /// (quantile, microseconds) from the median to the maximum, for plots.
+    pub curve: Vec<(f64, f64)>,
 }
+
+/// The quantiles a latency curve is drawn through.
+const CURVE_QUANTILES: &[f64] = &[0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999, 1.0];
 
 impl Percentiles {
     fn from(h: &Histogram<u64>) -> Percentiles {
@@ -117,6 +122,11 @@ impl Percentiles {
             p999: us(h.value_at_quantile(0.999)),
             max: us(h.max()),
             count: h.len(),
+            curve: if h.is_empty() {
+                Vec::new()
+            } else {
+                CURVE_QUANTILES.iter().map(|&q| (q, us(h.value_at_quantile(q)))).collect()
+            },
         }
     }
 }
@@ -163,11 +173,17 @@ struct Tally {
     /// When the last delivery arrived (ns since the epoch).
     last_delivery_ns: u64,
     errors: HashMap<String, u64>,
+    progress: Arc<Progress>,
 }
 
 impl Tally {
     fn error(&mut self, kind: impl Into<String>) {
-        *self.errors.entry(kind.into()).or_default() += 1;
+        self.errors_n(kind, 1);
+    }
+
+    fn errors_n(&mut self, kind: impl Into<String>, n: u64) {
+        *self.errors.entry(kind.into()).or_default() += n;
+        self.progress.errors.fetch_add(n, Ordering::Relaxed);
     }
 }
 
@@ -216,6 +232,52 @@ fn connect(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStrea
 struct Progress {
     sent: AtomicU64,
     delivered: AtomicU64,
+    /// Handshakes completed and errors so far, for the live progress line.
+    handshakes: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// Prints one line, rewritten every second, while a run is under way; only
+/// when stderr is a terminal, so logs and pipes get the final table alone.
+struct ProgressLine {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ProgressLine {
+    fn start(progress: Arc<Progress>) -> ProgressLine {
+        use std::io::IsTerminal;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = std::io::stderr().is_terminal().then(|| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut last = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_secs(1));
+                    let delivered = progress.delivered.load(Ordering::Relaxed);
+                    eprint!(
+                        "\r{} handshakes | {} sent | {} delivered/s | {} errors   ",
+                        progress.handshakes.load(Ordering::Relaxed),
+                        progress.sent.load(Ordering::Relaxed),
+                        delivered - last,
+                        progress.errors.load(Ordering::Relaxed),
+                    );
+                    last = delivered;
+                }
+                eprintln!();
+            })
+        });
+        ProgressLine { stop, thread }
+    }
+}
+
+impl Drop for ProgressLine {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 struct Worker {
@@ -248,6 +310,7 @@ impl Worker {
             out_of_order: 0,
             last_delivery_ns: 0,
             errors: HashMap::new(),
+            progress: progress.clone(),
         };
         Ok(Worker {
             poll: Poll::new()?,
@@ -304,7 +367,7 @@ impl Worker {
                 for conn in &mut self.conns {
                     if matches!(conn.state, State::Connecting | State::Handshaking) {
                         conn.state = State::Closed;
-                        *self.tally.errors.entry("handshake timeout".into()).or_default() += 1;
+                        self.tally.error("handshake timeout");
                     }
                 }
                 return Ok(());
@@ -410,6 +473,7 @@ impl Worker {
                 return;
             }
             conn.state = State::Open;
+            self.progress.handshakes.fetch_add(1, Ordering::Relaxed);
             let _ = self.tally.handshake.record(now.saturating_sub(conn.started_ns).max(1));
             used = end + 4;
         }
@@ -452,7 +516,7 @@ impl Worker {
                 8 if conn.state == State::Closing => {}
                 8 => {
                     let code = if payload.len() >= 2 { u16::from_be_bytes([payload[0], payload[1]]) } else { 1005 };
-                    *self.tally.errors.entry(format!("closed by server with {code}")).or_default() += 1;
+                    self.tally.error(format!("closed by server with {code}"));
                     conn.state = State::Closed;
                     return;
                 }
@@ -540,7 +604,7 @@ impl Worker {
         }
         let unanswered = self.conns.iter().filter(|c| c.state == State::Closing).count() as u64;
         if unanswered > 0 {
-            *self.tally.errors.entry("close not answered in time".into()).or_default() += unanswered;
+            self.tally.errors_n("close not answered in time", unanswered);
         }
         self.conns.clear();
         Ok(())
@@ -562,6 +626,7 @@ pub fn run(plan: Plan) -> Result<Report> {
     let go = Arc::new(Barrier::new(plan.threads + 1));
     let schedule = Arc::new(std::sync::Mutex::new(None::<(Instant, Instant, Instant)>));
     let progress = Arc::new(Progress::default());
+    let _line = ProgressLine::start(progress.clone());
     let mut handles = Vec::new();
     for index in 0..plan.threads {
         let (plan, connected, go) = (plan.clone(), connected.clone(), go.clone());
@@ -693,6 +758,7 @@ pub fn churn(plan: Plan) -> Result<ChurnReport> {
     let epoch = Instant::now();
     let end = epoch + plan.duration;
     let progress = Arc::new(Progress::default());
+    let _line = ProgressLine::start(progress.clone());
     let handles: Vec<_> = (0..plan.threads)
         .map(|index| {
             let (plan, progress) = (plan.clone(), progress.clone());

@@ -10,6 +10,7 @@
 
 mod compare;
 mod fanout;
+mod svg;
 mod target;
 
 use anyhow::{bail, Context, Result};
@@ -68,6 +69,9 @@ enum Scenario {
         /// Write every figure, with the machine, to this JSON file.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Draw the latency percentile curves to this SVG file.
+        #[arg(long)]
+        svg: Option<PathBuf>,
         /// Exit non-zero when more deliveries than this are lost.
         #[arg(long, default_value_t = 0)]
         max_loss: u64,
@@ -166,6 +170,7 @@ fn main() -> ExitCode {
             source_ips,
             server_pid,
             json,
+            svg,
             max_loss,
         } => (|| {
             if threads == 0 || threads > 64 {
@@ -200,6 +205,14 @@ fn main() -> ExitCode {
             };
             let report = fanout::run(plan)?;
             print_fanout(&report);
+            if let Some(path) = svg {
+                let title = format!("fanout: {} connections, {} B messages", report.connections, report.payload_bytes);
+                svg::percentile_plot(
+                    &path,
+                    &title,
+                    &[("delivery", &report.delivery_latency_us), ("last receiver", &report.last_receiver_latency_us)],
+                )?;
+            }
             if let Some(path) = json {
                 let doc = serde_json::json!({ "scenario": "fanout", "url": url, "machine": target::machine(), "report": report });
                 std::fs::write(&path, serde_json::to_string_pretty(&doc)?)

@@ -16,6 +16,7 @@ fn fanout_delivers_every_message_exactly_once_and_reports_it() {
     let server = server();
     let url = format!("ws://{}/parties/main/{{room}}", server.local_addr());
     let json = std::env::temp_dir().join(format!("dormouse-fanout-{}.json", std::process::id()));
+    let svg = json.with_extension("svg");
     let out = loadtest(&[
         "fanout",
         "--url",
@@ -32,6 +33,8 @@ fn fanout_delivers_every_message_exactly_once_and_reports_it() {
         "2",
         "--json",
         json.to_str().unwrap(),
+        "--svg",
+        svg.to_str().unwrap(),
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
@@ -48,6 +51,9 @@ fn fanout_delivers_every_message_exactly_once_and_reports_it() {
     assert_eq!(r["last_receiver_latency_us"]["count"].as_u64().unwrap(), sent);
     assert!(doc["machine"]["cores"].as_u64().unwrap() >= 1);
     assert!(stdout.contains("lost / dup / reorder  0 / 0 / 0"), "{stdout}");
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    std::fs::remove_file(&svg).unwrap();
+    assert!(plot.starts_with("<svg") && plot.contains("last receiver") && plot.contains("<polyline"), "{plot:.200}");
 }
 
 #[test]

@@ -14,7 +14,7 @@ mod svg;
 mod target;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -29,16 +29,57 @@ struct Cli {
     scenario: Scenario,
 }
 
+/// Where and how to connect; shared by the scenarios that open many sockets.
+#[derive(Args)]
+struct Connect {
+    /// Server URL; `{room}` is replaced by the room name. E.g. ws://127.0.0.1:1999/parties/main/{room}
+    #[arg(long)]
+    url: String,
+    /// Room name; with several rooms, room i is `<room>-<i>`.
+    #[arg(long, default_value = "loadtest")]
+    room: String,
+    #[arg(long, default_value_t = 30.0)]
+    connect_timeout_secs: f64,
+    /// Client threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Loopback addresses to connect from, e.g. 127.0.0.2-127.0.0.9 (past ~28,000 connections per address).
+    #[arg(long)]
+    source_ips: Option<String>,
+    /// Write every figure, with the machine, to this JSON file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// How long to publish and what to sample; shared by fanout and rooms.
+#[derive(Args)]
+struct Publish {
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 5.0)]
+    duration_secs: f64,
+    /// Seconds to wait after the last send for outstanding deliveries.
+    #[arg(long, default_value_t = 5.0)]
+    drain_secs: f64,
+    /// PID of the server, to sample its RSS and CPU time from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Exit non-zero when more deliveries than this are lost.
+    #[arg(long, default_value_t = 0)]
+    max_loss: u64,
+    /// Draw the latency percentile curves to this SVG file.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Scenario {
     /// N connections in one room, P publishers sending numbered, timestamped
     /// messages at a fixed total rate; every delivery is checked and timed.
     Fanout {
-        /// Server URL; `{room}` is replaced by --room. E.g. ws://127.0.0.1:1999/parties/main/{room}
-        #[arg(long)]
-        url: String,
-        #[arg(long, default_value = "fanout")]
-        room: String,
+        #[command(flatten)]
+        connect: Connect,
+        #[command(flatten)]
+        publish: Publish,
         #[arg(long, default_value_t = 1000)]
         connections: usize,
         #[arg(long, default_value_t = 1)]
@@ -49,64 +90,15 @@ enum Scenario {
         /// Message size in bytes (at least 24: the header with sequence and timestamp).
         #[arg(long, default_value_t = 100)]
         payload_bytes: usize,
-        /// Seconds of publishing.
-        #[arg(long, default_value_t = 5.0)]
-        duration_secs: f64,
-        /// Seconds to wait after the last send for outstanding deliveries.
-        #[arg(long, default_value_t = 5.0)]
-        drain_secs: f64,
-        #[arg(long, default_value_t = 30.0)]
-        connect_timeout_secs: f64,
-        /// Client threads.
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
-        /// Loopback addresses to connect from, e.g. 127.0.0.2-127.0.0.9 (past ~28,000 connections per address).
-        #[arg(long)]
-        source_ips: Option<String>,
-        /// PID of the server, to sample its RSS and CPU time from /proc.
-        #[arg(long)]
-        server_pid: Option<u32>,
-        /// Write every figure, with the machine, to this JSON file.
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// Draw the latency percentile curves to this SVG file.
-        #[arg(long)]
-        svg: Option<PathBuf>,
-        /// Exit non-zero when more deliveries than this are lost.
-        #[arg(long, default_value_t = 0)]
-        max_loss: u64,
-    },
-    /// A connect/disconnect storm: open N connections, close them all with a
-    /// close handshake, repeat until the time is up.
-    Churn {
-        /// Server URL; `{room}` is replaced by --room.
-        #[arg(long)]
-        url: String,
-        #[arg(long, default_value = "churn")]
-        room: String,
-        /// Connections per cycle.
-        #[arg(long, default_value_t = 1000)]
-        connections: usize,
-        #[arg(long, default_value_t = 5.0)]
-        duration_secs: f64,
-        #[arg(long, default_value_t = 30.0)]
-        connect_timeout_secs: f64,
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
-        #[arg(long)]
-        source_ips: Option<String>,
-        #[arg(long)]
-        json: Option<PathBuf>,
     },
     /// M rooms of k connections, mostly idle; one member of each room wakes it
     /// in turn at a low total rate. Reports the server's memory per room and
     /// per connection, and the wake latency the room's members see.
     Rooms {
-        /// Server URL; `{room}` is replaced by `<room>-<i>` for room i.
-        #[arg(long)]
-        url: String,
-        #[arg(long, default_value = "rooms")]
-        room: String,
+        #[command(flatten)]
+        connect: Connect,
+        #[command(flatten)]
+        publish: Publish,
         #[arg(long, default_value_t = 1000)]
         rooms: usize,
         /// Connections per room (at least 2).
@@ -115,22 +107,17 @@ enum Scenario {
         /// Wakes per second over all rooms.
         #[arg(long, default_value_t = 100.0)]
         rate: f64,
+    },
+    /// A connect/disconnect storm: open N connections, close them all with a
+    /// close handshake, repeat until the time is up.
+    Churn {
+        #[command(flatten)]
+        connect: Connect,
+        /// Connections per cycle.
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
         #[arg(long, default_value_t = 5.0)]
         duration_secs: f64,
-        #[arg(long, default_value_t = 5.0)]
-        drain_secs: f64,
-        #[arg(long, default_value_t = 60.0)]
-        connect_timeout_secs: f64,
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
-        #[arg(long)]
-        source_ips: Option<String>,
-        #[arg(long)]
-        server_pid: Option<u32>,
-        #[arg(long)]
-        json: Option<PathBuf>,
-        #[arg(long, default_value_t = 0)]
-        max_loss: u64,
     },
     /// Print the figures of several --json reports side by side, with ratios to the first.
     Compare {
@@ -154,160 +141,94 @@ enum Scenario {
     },
 }
 
-fn main() -> ExitCode {
-    let result = match Cli::parse().scenario {
-        Scenario::Fanout {
-            url,
-            room,
-            connections,
-            publishers,
-            rate,
-            payload_bytes,
-            duration_secs,
-            drain_secs,
-            connect_timeout_secs,
-            threads,
-            source_ips,
-            server_pid,
-            json,
-            svg,
-            max_loss,
-        } => (|| {
-            if threads == 0 || threads > 64 {
-                return Err(usage("--threads must be between 1 and 64".into()));
-            }
+/// The shape of a run, before the shared flags are checked.
+struct Shape {
+    rooms: usize,
+    connections: usize,
+    publishers: usize,
+    rate: f64,
+    payload_bytes: usize,
+}
+
+/// Checks the flags and builds the plan; a bad value is a usage error.
+fn plan(connect: &Connect, publish: Option<&Publish>, duration_secs: f64, shape: Shape) -> Result<fanout::Plan> {
+    if connect.threads == 0 || connect.threads > 64 {
+        return Err(usage("--threads must be between 1 and 64".into()));
+    }
+    if shape.connections == 0 || shape.connections > 1_000_000 {
+        return Err(usage("the run must open between 1 and 1,000,000 connections".into()));
+    }
+    if !(shape.rate.is_finite() && shape.rate > 0.0) {
+        return Err(usage("--rate must be a positive number".into()));
+    }
+    Ok(fanout::Plan {
+        target: Target::parse(&connect.url).map_err(|e| usage(e.to_string()))?,
+        room: connect.room.clone(),
+        rooms: shape.rooms,
+        connections: shape.connections,
+        publishers: shape.publishers,
+        rate: shape.rate,
+        payload_bytes: shape.payload_bytes,
+        duration: seconds("duration-secs", duration_secs)?,
+        drain: seconds("drain-secs", publish.map_or(0.0, |p| p.drain_secs))?,
+        connect_timeout: seconds("connect-timeout-secs", connect.connect_timeout_secs)?,
+        threads: connect.threads,
+        source_ips: match &connect.source_ips {
+            Some(spec) => target::parse_source_ips(spec).map_err(|e| usage(e.to_string()))?,
+            None => Vec::new(),
+        },
+        server_pid: publish.and_then(|p| p.server_pid),
+    })
+}
+
+/// Writes a report with the scenario, URL and machine to `--json`, if asked.
+fn write_json(connect: &Connect, scenario: &str, report: &impl serde::Serialize) -> Result<()> {
+    let Some(path) = &connect.json else { return Ok(()) };
+    let doc =
+        serde_json::json!({ "scenario": scenario, "url": connect.url, "machine": target::machine(), "report": report });
+    std::fs::write(path, serde_json::to_string_pretty(&doc)?).with_context(|| format!("write {}", path.display()))
+}
+
+/// The shared end of fanout and rooms: JSON, SVG, and the loss check.
+fn finish(connect: &Connect, publish: &Publish, scenario: &str, report: &fanout::Report) -> Result<()> {
+    write_json(connect, scenario, report)?;
+    if let Some(path) = &publish.svg {
+        let title = format!("{scenario}: {} connections, {} B messages", report.connections, report.payload_bytes);
+        let curves = [("delivery", &report.delivery_latency_us), ("last receiver", &report.last_receiver_latency_us)];
+        svg::percentile_plot(path, &title, &curves)?;
+    }
+    if report.lost > publish.max_loss {
+        bail!("{} deliveries lost (--max-loss {})", report.lost, publish.max_loss);
+    }
+    Ok(())
+}
+
+fn run(scenario: Scenario) -> Result<()> {
+    match scenario {
+        Scenario::Fanout { connect, publish, connections, publishers, rate, payload_bytes } => {
             if !(fanout::HEADER_BYTES..=16 << 20).contains(&payload_bytes) {
                 return Err(usage(format!("--payload-bytes must be between {} and 16777216", fanout::HEADER_BYTES)));
             }
             if connections < 2 || publishers == 0 || publishers > connections {
                 return Err(usage("need --connections >= 2 and 1 <= --publishers <= --connections".into()));
             }
-            if !(rate.is_finite() && rate > 0.0) {
-                return Err(usage("--rate must be a positive number".into()));
-            }
-            let plan = fanout::Plan {
-                target: Target::parse(&url).map_err(|e| usage(e.to_string()))?,
-                room,
-                rooms: 1,
-                connections,
-                publishers,
-                rate,
-                payload_bytes,
-                duration: seconds("duration-secs", duration_secs)?,
-                drain: seconds("drain-secs", drain_secs)?,
-                connect_timeout: seconds("connect-timeout-secs", connect_timeout_secs)?,
-                threads,
-                source_ips: match source_ips {
-                    Some(spec) => target::parse_source_ips(&spec).map_err(|e| usage(e.to_string()))?,
-                    None => Vec::new(),
-                },
-                server_pid,
-            };
-            let report = fanout::run(plan)?;
+            let shape = Shape { rooms: 1, connections, publishers, rate, payload_bytes };
+            let report = fanout::run(plan(&connect, Some(&publish), publish.duration_secs, shape)?)?;
             print_fanout(&report);
-            if let Some(path) = svg {
-                let title = format!("fanout: {} connections, {} B messages", report.connections, report.payload_bytes);
-                svg::percentile_plot(
-                    &path,
-                    &title,
-                    &[("delivery", &report.delivery_latency_us), ("last receiver", &report.last_receiver_latency_us)],
-                )?;
-            }
-            if let Some(path) = json {
-                let doc = serde_json::json!({ "scenario": "fanout", "url": url, "machine": target::machine(), "report": report });
-                std::fs::write(&path, serde_json::to_string_pretty(&doc)?)
-                    .with_context(|| format!("write {}", path.display()))?;
-            }
-            if report.lost > max_loss {
-                bail!("{} deliveries lost (--max-loss {max_loss})", report.lost);
-            }
-            Ok(())
-        })(),
-        Scenario::Churn { url, room, connections, duration_secs, connect_timeout_secs, threads, source_ips, json } => {
-            (|| {
-                if threads == 0 || threads > 64 {
-                    return Err(usage("--threads must be between 1 and 64".into()));
-                }
-                if connections == 0 {
-                    return Err(usage("--connections must be at least 1".into()));
-                }
-                let plan = fanout::Plan {
-                    target: Target::parse(&url).map_err(|e| usage(e.to_string()))?,
-                    room,
-                    rooms: 1,
-                    connections,
-                    publishers: 1,
-                    rate: 1.0,
-                    payload_bytes: fanout::HEADER_BYTES,
-                    duration: seconds("duration-secs", duration_secs)?,
-                    drain: Duration::ZERO,
-                    connect_timeout: seconds("connect-timeout-secs", connect_timeout_secs)?,
-                    threads,
-                    source_ips: match source_ips {
-                        Some(spec) => target::parse_source_ips(&spec).map_err(|e| usage(e.to_string()))?,
-                        None => Vec::new(),
-                    },
-                    server_pid: None,
-                };
-                let report = fanout::churn(plan)?;
-                println!("connections/cycle     {} ({} cycles)", report.connections_per_cycle, report.cycles);
-                println!(
-                    "handshakes            {} in {:.1} s ({:.0} connects/s)",
-                    report.handshakes, report.elapsed_secs, report.connects_per_sec
-                );
-                print_percentiles("handshake latency", &report.handshake_latency_us);
-                print_errors(&report.errors);
-                if let Some(path) = json {
-                    let doc = serde_json::json!({ "scenario": "churn", "url": url, "machine": target::machine(), "report": report });
-                    std::fs::write(&path, serde_json::to_string_pretty(&doc)?)
-                        .with_context(|| format!("write {}", path.display()))?;
-                }
-                Ok(())
-            })()
+            finish(&connect, &publish, "fanout", &report)
         }
-        Scenario::Rooms {
-            url,
-            room,
-            rooms,
-            per_room,
-            rate,
-            duration_secs,
-            drain_secs,
-            connect_timeout_secs,
-            threads,
-            source_ips,
-            server_pid,
-            json,
-            max_loss,
-        } => (|| {
-            if threads == 0 || threads > 64 {
-                return Err(usage("--threads must be between 1 and 64".into()));
+        Scenario::Rooms { connect, publish, rooms, per_room, rate } => {
+            if rooms == 0 || per_room < 2 || rooms.checked_mul(per_room).is_none() {
+                return Err(usage("need --rooms >= 1 and --per-room >= 2".into()));
             }
-            if rooms == 0 || per_room < 2 || rooms.checked_mul(per_room).is_none_or(|n| n > 1_000_000) {
-                return Err(usage("need --rooms >= 1, --per-room >= 2, and at most 1,000,000 connections".into()));
-            }
-            if !(rate.is_finite() && rate > 0.0) {
-                return Err(usage("--rate must be a positive number".into()));
-            }
-            let plan = fanout::Plan {
-                target: Target::parse(&url).map_err(|e| usage(e.to_string()))?,
-                room,
+            let shape = Shape {
                 rooms,
                 connections: rooms * per_room,
                 publishers: rooms,
                 rate,
                 payload_bytes: fanout::HEADER_BYTES,
-                duration: seconds("duration-secs", duration_secs)?,
-                drain: seconds("drain-secs", drain_secs)?,
-                connect_timeout: seconds("connect-timeout-secs", connect_timeout_secs)?,
-                threads,
-                source_ips: match source_ips {
-                    Some(spec) => target::parse_source_ips(&spec).map_err(|e| usage(e.to_string()))?,
-                    None => Vec::new(),
-                },
-                server_pid,
             };
-            let report = fanout::run(plan)?;
+            let report = fanout::run(plan(&connect, Some(&publish), publish.duration_secs, shape)?)?;
             println!("rooms                 {} x {} connections", report.rooms, report.connections / report.rooms);
             println!("wakes                 {} in {:.1} s", report.messages_sent, report.publish_secs);
             println!("deliveries            {} of {} expected", report.deliveries, report.deliveries_expected);
@@ -315,26 +236,31 @@ fn main() -> ExitCode {
             print_percentiles("wake, first members", &report.delivery_latency_us);
             print_percentiles("wake, whole room", &report.last_receiver_latency_us);
             if let Some(b) = report.server_bytes_per_connection {
-                println!(
-                    "server memory         {:.0} B per room, {b:.0} B per connection",
-                    b * (report.connections / report.rooms) as f64
-                );
+                let per_room = b * (report.connections / report.rooms) as f64;
+                println!("server memory         {per_room:.0} B per room, {b:.0} B per connection");
             }
             print_errors(&report.errors);
-            if let Some(path) = json {
-                let doc = serde_json::json!({ "scenario": "rooms", "url": url, "machine": target::machine(), "report": report });
-                std::fs::write(&path, serde_json::to_string_pretty(&doc)?)
-                    .with_context(|| format!("write {}", path.display()))?;
-            }
-            if report.lost > max_loss {
-                bail!("{} deliveries lost (--max-loss {max_loss})", report.lost);
-            }
-            Ok(())
-        })(),
+            finish(&connect, &publish, "rooms", &report)
+        }
+        Scenario::Churn { connect, connections, duration_secs } => {
+            let shape = Shape { rooms: 1, connections, publishers: 1, rate: 1.0, payload_bytes: fanout::HEADER_BYTES };
+            let report = fanout::churn(plan(&connect, None, duration_secs, shape)?)?;
+            println!("connections/cycle     {} ({} cycles)", report.connections_per_cycle, report.cycles);
+            println!(
+                "handshakes            {} of {} attempted in {:.1} s ({:.0} connects/s)",
+                report.handshakes, report.attempts, report.elapsed_secs, report.connects_per_sec
+            );
+            print_percentiles("handshake latency", &report.handshake_latency_us);
+            print_errors(&report.errors);
+            write_json(&connect, "churn", &report)
+        }
         Scenario::Compare { files } => compare::run(&files).map(|table| print!("{table}")),
         Scenario::Idle { url, connections, server_pid, hold_secs } => idle(&url, connections, server_pid, hold_secs),
-    };
-    match result {
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse().scenario) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is::<Usage>() => {
             eprintln!("dormouse-loadtest: {e}");

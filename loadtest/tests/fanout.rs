@@ -11,13 +11,27 @@ fn loadtest(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dormouse-loadtest")).args(args).output().expect("the loadtest binary runs")
 }
 
+/// Runs a scenario that must succeed, with `--json`, and returns its report
+/// document and standard output.
+fn loadtest_json(name: &str, args: &[&str]) -> (serde_json::Value, String) {
+    let json = std::env::temp_dir().join(format!("dormouse-{name}-{}.json", std::process::id()));
+    let mut args = args.to_vec();
+    args.extend(["--json", json.to_str().unwrap()]);
+    let out = loadtest(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let doc = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    std::fs::remove_file(&json).unwrap();
+    (doc, stdout)
+}
+
 #[test]
 fn fanout_delivers_every_message_exactly_once_and_reports_it() {
     let server = server();
     let url = format!("ws://{}/parties/main/{{room}}", server.local_addr());
-    let json = std::env::temp_dir().join(format!("dormouse-fanout-{}.json", std::process::id()));
-    let svg = json.with_extension("svg");
-    let out = loadtest(&[
+    let svg = std::env::temp_dir().join(format!("dormouse-fanout-{}.svg", std::process::id()));
+    let svg_path = svg.to_str().unwrap();
+    let args = [
         "fanout",
         "--url",
         &url,
@@ -31,15 +45,10 @@ fn fanout_delivers_every_message_exactly_once_and_reports_it() {
         "1",
         "--threads",
         "2",
-        "--json",
-        json.to_str().unwrap(),
         "--svg",
-        svg.to_str().unwrap(),
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    std::fs::remove_file(&json).unwrap();
+        svg_path,
+    ];
+    let (doc, stdout) = loadtest_json("fanout", &args);
     let r = &doc["report"];
     let sent = r["messages_sent"].as_u64().unwrap();
     assert!(sent >= 100, "about 150 messages are sent in one second, got {sent}");
@@ -103,21 +112,7 @@ fn impossible_values_exit_2_with_a_message() {
 fn churn_opens_and_closes_cleanly_and_leaves_nothing_open() {
     let server = server();
     let url = format!("ws://{}/parties/main/{{room}}", server.local_addr());
-    let json = std::env::temp_dir().join(format!("dormouse-churn-{}.json", std::process::id()));
-    let out = loadtest(&[
-        "churn",
-        "--url",
-        &url,
-        "--connections",
-        "50",
-        "--duration-secs",
-        "0.5",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    std::fs::remove_file(&json).unwrap();
+    let (doc, _) = loadtest_json("churn", &["churn", "--url", &url, "--connections", "50", "--duration-secs", "0.5"]);
     let r = &doc["report"];
     assert!(r["cycles"].as_u64().unwrap() >= 1);
     let attempts = r["attempts"].as_u64().unwrap();
@@ -137,25 +132,8 @@ fn churn_opens_and_closes_cleanly_and_leaves_nothing_open() {
 fn rooms_are_woken_separately_and_each_wake_reaches_its_room_only() {
     let server = server();
     let url = format!("ws://{}/parties/main/{{room}}", server.local_addr());
-    let json = std::env::temp_dir().join(format!("dormouse-rooms-{}.json", std::process::id()));
-    let out = loadtest(&[
-        "rooms",
-        "--url",
-        &url,
-        "--rooms",
-        "20",
-        "--per-room",
-        "3",
-        "--rate",
-        "40",
-        "--duration-secs",
-        "1",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    std::fs::remove_file(&json).unwrap();
+    let args = ["rooms", "--url", &url, "--rooms", "20", "--per-room", "3", "--rate", "40", "--duration-secs", "1"];
+    let (doc, _) = loadtest_json("rooms", &args);
     let r = &doc["report"];
     let wakes = r["messages_sent"].as_u64().unwrap();
     assert!((30..=50).contains(&wakes), "about 40 wakes in one second at an even rate, got {wakes}");

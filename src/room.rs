@@ -32,6 +32,17 @@ pub(crate) enum Admission {
     Refused { reason: String },
 }
 
+/// A party callback panicked. The room object may be half-updated, so the
+/// caller must drop the room (and close its connections) rather than use it.
+#[derive(Debug)]
+pub(crate) struct RoomFailed;
+
+/// Runs a party callback, turning a panic into `RoomFailed`. The callback's
+/// state is thrown away on failure, which is why unwind safety is asserted.
+fn guard<R>(callback: impl FnOnce() -> R) -> Result<R, RoomFailed> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback)).map_err(|_| RoomFailed)
+}
+
 /// A room object and the room it runs in.
 pub(crate) struct RoomHost {
     party: Box<dyn Party>,
@@ -48,16 +59,24 @@ pub(crate) struct Joining {
 }
 
 impl RoomHost {
-    pub fn new(key: &RoomKey, kind: &dyn PartyKind, cores: usize, max_state_bytes: usize) -> RoomHost {
+    pub fn new(
+        key: &RoomKey,
+        kind: &dyn PartyKind,
+        cores: usize,
+        max_state_bytes: usize,
+    ) -> Result<RoomHost, RoomFailed> {
         let room = Room::new(key.id.to_string(), key.party.to_string(), cores, max_state_bytes);
-        let mut party = kind.create(&room);
-        party.on_start(&room);
-        RoomHost { party, room }
+        let party = guard(|| {
+            let mut party = kind.create(&room);
+            party.on_start(&room);
+            party
+        })?;
+        Ok(RoomHost { party, room })
     }
 
     /// Admits a connection: a connection with the same id that is still open
     /// is replaced (and closed), then `on_connect` decides.
-    pub fn connect(&mut self, conn: ConnRef, joining: Joining) -> Admission {
+    pub fn connect(&mut self, conn: ConnRef, joining: Joining) -> Result<Admission, RoomFailed> {
         if let Some(&old) = self.room.by_id.get(joining.id.as_str()) {
             let old_conn = self.remove_member(old).conn;
             self.room.effects.borrow_mut().push(Effect::Close {
@@ -79,11 +98,12 @@ impl RoomHost {
 
         let mut ctx = ConnectCtx { request: &joining.head, protocols: &joining.protocols, chosen_protocol: None };
         let handle = Connection { room: &self.room, index: member };
-        match self.party.on_connect(&handle, &self.room, &mut ctx) {
-            Ok(()) => Admission::Accepted { member, protocol: ctx.chosen_protocol },
+        let (party, room) = (&mut self.party, &self.room);
+        match guard(|| party.on_connect(&handle, room, &mut ctx))? {
+            Ok(()) => Ok(Admission::Accepted { member, protocol: ctx.chosen_protocol }),
             Err(reason) => {
                 self.remove_member(member);
-                Admission::Refused { reason }
+                Ok(Admission::Refused { reason })
             }
         }
     }
@@ -102,29 +122,48 @@ impl RoomHost {
         self.room.members.get(member as usize).is_some_and(|m| m.conn == conn)
     }
 
-    pub fn message(&mut self, conn: ConnRef, member: u32, message: Message<'_>) {
+    pub fn message(&mut self, conn: ConnRef, member: u32, message: Message<'_>) -> Result<(), RoomFailed> {
         if self.is_current(conn, member) {
             let sender = Connection { room: &self.room, index: member };
-            self.party.on_message(message, &sender, &self.room);
+            let (party, room) = (&mut self.party, &self.room);
+            guard(|| party.on_message(message, &sender, room))?;
         }
+        Ok(())
     }
 
     /// The socket is gone. A replaced socket's close is ignored, so it never
     /// removes the connection that replaced it.
-    pub fn closed(&mut self, conn: ConnRef, member: u32, code: u16, reason: &str, error: Option<&str>) {
+    pub fn closed(
+        &mut self,
+        conn: ConnRef,
+        member: u32,
+        code: u16,
+        reason: &str,
+        error: Option<&str>,
+    ) -> Result<(), RoomFailed> {
         if !self.is_current(conn, member) {
-            return;
+            return Ok(());
         }
         let handle = Connection { room: &self.room, index: member };
-        if let Some(error) = error {
-            self.party.on_error(&handle, error, &self.room);
-        }
-        self.party.on_close(&handle, code, reason, &self.room);
+        let (party, room) = (&mut self.party, &self.room);
+        guard(|| {
+            if let Some(error) = error {
+                party.on_error(&handle, error, room);
+            }
+            party.on_close(&handle, code, reason, room);
+        })?;
         self.remove_member(member);
+        Ok(())
     }
 
-    pub fn request(&mut self, request: &Request) -> Response {
-        self.party.on_request(request, &self.room)
+    pub fn request(&mut self, request: &Request) -> Result<Response, RoomFailed> {
+        let (party, room) = (&mut self.party, &self.room);
+        guard(|| party.on_request(request, room))
+    }
+
+    /// The sockets of every member, for closing them when the room fails.
+    pub fn member_conns(&self) -> impl Iterator<Item = ConnRef> + '_ {
+        self.room.members.iter().map(|(_, m)| m.conn)
     }
 
     /// Moves the effects of the last event into `out`, keeping both

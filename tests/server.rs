@@ -230,6 +230,31 @@ fn the_binary_refuses_a_bad_config_with_exit_2_naming_the_key() {
 }
 
 #[test]
+fn a_panicking_party_costs_only_its_own_room() {
+    let server = start("");
+    let addr = server.local_addr();
+    let mut a = Client::connect(addr, "/parties/panicky/r?_pk=a");
+    let mut b = Client::connect(addr, "/parties/panicky/r?_pk=b");
+    let mut elsewhere = Client::connect(addr, "/parties/panicky/other?_pk=c");
+    a.send_text("count");
+    assert_eq!(a.recv_text(), "1");
+    a.send_text("boom");
+    let reason = "room failed: the party code panicked".to_owned();
+    assert_eq!(a.expect_close(), (1011, reason.clone()));
+    assert_eq!(b.expect_close(), (1011, reason));
+    // Another room, on whichever core, is untouched.
+    elsewhere.send_text("count");
+    assert_eq!(elsewhere.recv_text(), "1");
+    // The failed room comes back, fresh, on its next event.
+    let mut again = Client::connect(addr, "/parties/panicky/r?_pk=a");
+    again.send_text("count");
+    assert_eq!(again.recv_text(), "1");
+    let got = http(addr, "GET", "/parties/panicky/r/boom", "", "");
+    assert_eq!((got.status, got.text().as_str()), (500, "room failed: the party code panicked"));
+    assert_eq!(again.expect_close().0, 1011, "the HTTP panic reset the room too");
+}
+
+#[test]
 fn malformed_http_is_400() {
     let server = start("");
     let got = http_raw(server.local_addr(), b"GET / HTTP/1.1\r\nbad header line\r\n\r\n");

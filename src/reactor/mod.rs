@@ -18,7 +18,7 @@ use crate::config::Limits;
 use crate::http::{self, BodyDecoder, BodyFraming, HttpError, HttpLimits, RequestHead, Response};
 use crate::kind::PartyKind;
 use crate::party::{ConnRef, Effect, Lobby, Message, Request};
-use crate::room::{Admission, Joining, RoomHost, RoomKey};
+use crate::room::{Admission, Joining, RoomFailed, RoomHost, RoomKey};
 use crate::route::{self, Route};
 use crate::ws::{self, WsEvent, WsLimits};
 use bytes::Bytes;
@@ -38,6 +38,8 @@ pub type FetchHandler = Arc<dyn Fn(&Request) -> Response + Send + Sync>;
 /// Most messages taken from the inbox in one turn, so sockets keep being
 /// served while another core floods this one.
 const INBOX_BATCH: usize = 4096;
+/// The reason given to clients of a room whose party code panicked.
+const ROOM_FAILED: &str = "room failed: the party code panicked";
 /// Longest wait for completions when no timer is due sooner.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
 
@@ -874,16 +876,18 @@ impl State {
     fn on_core_msg(&mut self, msg: CoreMsg) {
         match msg {
             CoreMsg::Connect { conn, room, joining } => {
-                let host = self.host(&room);
-                let admission = host.connect(conn, *joining);
-                let reply = match admission {
-                    Admission::Accepted { member, protocol } => CoreMsg::Accepted {
+                let reply = match self.host(&room).and_then(|host| host.connect(conn, *joining)) {
+                    Ok(Admission::Accepted { member, protocol }) => CoreMsg::Accepted {
                         conn,
                         room: room.clone(),
                         member,
                         protocol: protocol.map(String::into_boxed_str),
                     },
-                    Admission::Refused { reason } => CoreMsg::Refused { conn, reason: reason.into_boxed_str() },
+                    Ok(Admission::Refused { reason }) => CoreMsg::Refused { conn, reason: reason.into_boxed_str() },
+                    Err(RoomFailed) => {
+                        self.fail_room(&room);
+                        CoreMsg::Refused { conn, reason: ROOM_FAILED.into() }
+                    }
                 };
                 self.send_to(usize::from(conn.core), reply);
                 self.dispatch_effects(&room);
@@ -895,16 +899,26 @@ impl State {
                 } else {
                     Message::Binary(&data)
                 };
-                host.message(conn, member, message);
-                self.dispatch_effects(&room);
+                match host.message(conn, member, message) {
+                    Ok(()) => self.dispatch_effects(&room),
+                    Err(RoomFailed) => self.fail_room(&room),
+                }
             }
             CoreMsg::Closed { conn, room, member, close } => {
                 let Some(host) = self.hosts.get_mut(&room) else { return };
-                host.closed(conn, member, close.code, &close.reason, close.error.as_deref());
-                self.dispatch_effects(&room);
+                match host.closed(conn, member, close.code, &close.reason, close.error.as_deref()) {
+                    Ok(()) => self.dispatch_effects(&room),
+                    Err(RoomFailed) => self.fail_room(&room),
+                }
             }
             CoreMsg::Request { conn, room, request } => {
-                let response = self.host(&room).request(&request);
+                let response = match self.host(&room).and_then(|host| host.request(&request)) {
+                    Ok(response) => response,
+                    Err(RoomFailed) => {
+                        self.fail_room(&room);
+                        Response::text(500, ROOM_FAILED)
+                    }
+                };
                 self.send_to(usize::from(conn.core), CoreMsg::Respond { conn, response: Box::new(response) });
                 self.dispatch_effects(&room);
             }
@@ -945,14 +959,31 @@ impl State {
         self.conns.get(conn.slot as usize).filter(|c| c.gen == conn.gen && c.phase == phase).map(|_| conn.slot)
     }
 
-    fn host(&mut self, room: &Arc<RoomKey>) -> &mut RoomHost {
+    /// The room's host, created on its first event. Fails when creating the
+    /// room object panicked.
+    fn host(&mut self, room: &Arc<RoomKey>) -> Result<&mut RoomHost, RoomFailed> {
         let shared = &self.shared;
-        let stats = &shared.stats[usize::from(self.index)];
-        self.hosts.entry(room.clone()).or_insert_with(|| {
-            let kind = shared.kinds.get(&*room.party).expect("rooms are only addressed for registered parties");
-            stats.rooms_resident.fetch_add(1, Ordering::Relaxed);
-            RoomHost::new(room, kind.as_ref(), shared.cores, shared.limits.max_state_bytes)
-        })
+        match self.hosts.entry(room.clone()) {
+            std::collections::hash_map::Entry::Occupied(entry) => Ok(entry.into_mut()),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                let kind = shared.kinds.get(&*room.party).expect("rooms are only addressed for registered parties");
+                let host = RoomHost::new(room, kind.as_ref(), shared.cores, shared.limits.max_state_bytes)?;
+                shared.stats[usize::from(self.index)].rooms_resident.fetch_add(1, Ordering::Relaxed);
+                Ok(entry.insert(host))
+            }
+        }
+    }
+
+    /// A party callback panicked: the room object may be half-updated, so it
+    /// is dropped (with the effects of the failed event) and its connections
+    /// are closed with 1011. The next event for the room starts a fresh one.
+    fn fail_room(&mut self, room: &Arc<RoomKey>) {
+        tracing::error!(party = %room.party, room = %room.id, "a party callback panicked; the room was reset");
+        let Some(host) = self.hosts.remove(room) else { return };
+        self.shared.stats[usize::from(self.index)].rooms_resident.fetch_sub(1, Ordering::Relaxed);
+        for conn in host.member_conns() {
+            self.send_to(usize::from(conn.core), CoreMsg::Close { conn, code: 1011, reason: ROOM_FAILED.into() });
+        }
     }
 
     fn on_accepted(&mut self, conn: ConnRef, room: Arc<RoomKey>, member: u32, protocol: Option<Box<str>>) {

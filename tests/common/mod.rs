@@ -40,6 +40,7 @@ pub fn start(extra_toml: &str) -> ServerHandle {
         .party::<Probe>("probe")
         .party::<Counter>("counter")
         .party::<Guarded>("guarded")
+        .party::<Panicky>("panicky")
         .start()
         .expect("server starts")
 }
@@ -151,6 +152,31 @@ impl Party for Guarded {
 
     fn on_request(&mut self, _request: &Request, _room: &Room) -> Response {
         Response::text(200, "inside")
+    }
+}
+
+/// Counts `count` messages per room and answers with the count; panics on
+/// `boom` and on HTTP requests to a path ending in `/boom`.
+pub struct Panicky(u64);
+
+impl Party for Panicky {
+    fn new(_room: &Room) -> Self {
+        Panicky(0)
+    }
+
+    fn on_message(&mut self, message: Message<'_>, sender: &Connection<'_>, _room: &Room) {
+        match message {
+            Message::Text("boom") => panic!("the party asked to panic"),
+            _ => {
+                self.0 += 1;
+                sender.send(self.0.to_string().as_str());
+            }
+        }
+    }
+
+    fn on_request(&mut self, request: &Request, _room: &Room) -> Response {
+        assert!(!request.path().ends_with("/boom"), "the request asked to panic");
+        Response::text(200, self.0.to_string())
     }
 }
 

@@ -30,6 +30,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tungstenite::protocol::frame::Utf8Bytes;
 use uring::{Completion, Op, Uring};
 
 /// A handler for HTTP requests outside the room routes.
@@ -76,7 +77,7 @@ pub struct CoreStats {
 pub(crate) enum CoreMsg {
     // To a room's owner core.
     Connect { conn: ConnRef, room: Arc<RoomKey>, joining: Box<Joining> },
-    Message { conn: ConnRef, room: Arc<RoomKey>, member: u32, data: Bytes, text: bool },
+    Message { conn: ConnRef, room: Arc<RoomKey>, member: u32, data: Payload },
     Closed { conn: ConnRef, room: Arc<RoomKey>, member: u32, close: Box<CloseInfo> },
     Request { conn: ConnRef, room: Arc<RoomKey>, request: Box<Request> },
     // To a connection's core.
@@ -89,6 +90,12 @@ pub(crate) enum CoreMsg {
 }
 
 const _: () = assert!(size_of::<CoreMsg>() <= 80, "core messages are small; big payloads are boxed");
+
+/// A message's data on its way to the room: text keeps its proof of UTF-8.
+pub(crate) enum Payload {
+    Text(Utf8Bytes),
+    Binary(Bytes),
+}
 
 pub(crate) struct CloseInfo {
     code: u16,
@@ -638,8 +645,8 @@ impl State {
         let Some(conn) = live(&mut self.conns, slot) else { return };
         let phase = conn.phase;
         match (phase, event) {
-            (Phase::Open, WsEvent::Text(data)) => self.forward_to_room(slot, data, true),
-            (Phase::Open, WsEvent::Binary(data)) => self.forward_to_room(slot, data, false),
+            (Phase::Open, WsEvent::Text(text)) => self.forward_to_room(slot, Payload::Text(text)),
+            (Phase::Open, WsEvent::Binary(data)) => self.forward_to_room(slot, Payload::Binary(data)),
             (Phase::Open | Phase::Closing, WsEvent::Ping(data)) => self.enqueue(slot, ws::pong_frame(&data)),
             (Phase::Open, WsEvent::Close { code, reason }) => {
                 // Echo the peer's code (RFC 6455 §5.5.1), then close.
@@ -655,12 +662,12 @@ impl State {
         }
     }
 
-    fn forward_to_room(&mut self, slot: u32, data: Bytes, text: bool) {
+    fn forward_to_room(&mut self, slot: u32, data: Payload) {
         let conn = &self.conns[slot as usize];
         let member = conn.member;
         let room = self.local_rooms[conn.local_room as usize].key.clone();
         let conn = self.conn_ref(slot);
-        self.send_to_owner(room, |room| CoreMsg::Message { conn, room, member, data, text });
+        self.send_to_owner(room, |room| CoreMsg::Message { conn, room, member, data });
     }
 
     fn protocol_error(&mut self, slot: u32, error: &ws::WsError) {
@@ -892,12 +899,11 @@ impl State {
                 self.send_to(usize::from(conn.core), reply);
                 self.dispatch_effects(&room);
             }
-            CoreMsg::Message { conn, room, member, data, text } => {
+            CoreMsg::Message { conn, room, member, data } => {
                 let Some(host) = self.hosts.get_mut(&room) else { return };
-                let message = if text {
-                    Message::Text(std::str::from_utf8(&data).expect("the frame decoder validated this text message"))
-                } else {
-                    Message::Binary(&data)
+                let message = match &data {
+                    Payload::Text(text) => Message::Text(text.as_str()),
+                    Payload::Binary(data) => Message::Binary(data),
                 };
                 match host.message(conn, member, message) {
                     Ok(()) => self.dispatch_effects(&room),

@@ -25,6 +25,12 @@ pub struct Config {
     /// Number of core threads; default: the machine's available parallelism.
     #[serde(default)]
     pub cores: Option<usize>,
+    /// Bearer token of the publish API (`POST /parties/:party/:room/_publish`).
+    /// Without one the endpoint is off and answers 404.
+    #[serde(default)]
+    pub publish_token: Option<String>,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     #[serde(default)]
     pub limits: Limits,
     /// Parties served by built-in kinds, by name.
@@ -42,6 +48,33 @@ pub struct PartyConfig {
     pub hibernate: bool,
     #[serde(default = "default_idle_evict_ms")]
     pub idle_evict_ms: u64,
+}
+
+/// The Prometheus endpoint on the main listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve the counters (on by default).
+    pub enabled: bool,
+    /// Path of the endpoint (`/metrics`); it must not be a room route.
+    pub path: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { enabled: true, path: "/metrics".to_owned() }
+    }
+}
+
+/// What happens to a connection whose write backlog is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SlowConsumerPolicy {
+    /// Discard its backlog and close it with 1008 and a reason (default).
+    #[default]
+    Close,
+    /// Keep it open and drop the frames that do not fit (counted in metrics).
+    Drop,
 }
 
 /// Every bound the server enforces. Defaults are chosen so that one peer can
@@ -63,8 +96,11 @@ pub struct Limits {
     /// Time to wait for the peer's close frame after ours (5 s).
     pub close_timeout_ms: u64,
     /// Bytes queued for one socket that it has not read yet (4 MiB). Past it
-    /// the connection is a slow consumer and is closed with 1008.
+    /// the connection is a slow consumer, handled by `slow_consumer`.
     pub max_write_backlog_bytes: usize,
+    /// `close` (default: close 1008 with a reason) or `drop` (drop the frames
+    /// that do not fit).
+    pub slow_consumer: SlowConsumerPolicy,
     /// Open sockets per core (50,000). Past it new connections get 503.
     pub max_connections_per_core: usize,
     /// Per-connection state set by the party (2 KiB, as Durable Objects).
@@ -80,6 +116,10 @@ pub struct Limits {
     pub recv_buffers_per_core: usize,
     /// Messages queued between two cores before the sender holds them back (65,536).
     pub core_channel_capacity: usize,
+    /// A broadcast to more local recipients than this (16,384) is written in
+    /// slices of this many per turn, so other rooms on the core are served
+    /// in between; a core queues at most four slices' worth per turn.
+    pub fanout_slice: usize,
 }
 
 impl Default for Limits {
@@ -92,6 +132,7 @@ impl Default for Limits {
             head_timeout_ms: 10_000,
             close_timeout_ms: 5_000,
             max_write_backlog_bytes: 4 << 20,
+            slow_consumer: SlowConsumerPolicy::Close,
             max_connections_per_core: 50_000,
             max_state_bytes: 2 << 10,
             max_room_id_bytes: 256,
@@ -99,6 +140,7 @@ impl Default for Limits {
             recv_buffer_bytes: 4 << 10,
             recv_buffers_per_core: 1024,
             core_channel_capacity: 65_536,
+            fanout_slice: 16_384,
         }
     }
 }
@@ -169,6 +211,20 @@ impl Config {
                 );
             }
         }
+        if let Some(token) = &self.publish_token {
+            if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                return invalid("publish_token", "must be at least 16 printable ASCII characters without spaces");
+            }
+        }
+        if self.metrics.enabled {
+            let path = &self.metrics.path;
+            if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
+                return invalid("metrics.path", "must be a path starting with '/', without query or spaces");
+            }
+            if crate::route::route(path) != crate::route::Route::Other {
+                return invalid("metrics.path", "must not be a room route (/parties/... or /party/...)");
+            }
+        }
         let l = &self.limits;
         let positive = [
             ("limits.max_message_bytes", l.max_message_bytes as u64),
@@ -181,6 +237,7 @@ impl Config {
             ("limits.max_room_id_bytes", l.max_room_id_bytes as u64),
             ("limits.max_conn_id_bytes", l.max_conn_id_bytes as u64),
             ("limits.core_channel_capacity", l.core_channel_capacity as u64),
+            ("limits.fanout_slice", l.fanout_slice as u64),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -244,5 +301,11 @@ mod tests {
         assert!(err.to_string().contains("limits.recv_buffers_per_core"), "{err}");
         let err = Config::from_toml("[parties.Main]\nkind = \"relay\"\n").unwrap_err();
         assert!(err.to_string().contains("parties.Main"), "{err}");
+        let err = Config::from_toml("publish_token = \"short\"\n").unwrap_err();
+        assert!(err.to_string().contains("publish_token"), "{err}");
+        let err = Config::from_toml("[metrics]\npath = \"/party/x\"\n").unwrap_err();
+        assert!(err.to_string().contains("metrics.path"), "{err}");
+        let err = Config::from_toml("[limits]\nslow_consumer = \"ignore\"\n").unwrap_err();
+        assert!(err.to_string().contains("slow_consumer"), "{err}");
     }
 }

@@ -28,6 +28,7 @@ mod builtin;
 pub mod config;
 pub mod http;
 mod kind;
+mod metrics;
 pub mod party;
 mod reactor;
 mod room;
@@ -36,7 +37,7 @@ mod server;
 pub mod ws;
 
 pub use builtin::{Echo, Relay};
-pub use config::{Config, Limits};
+pub use config::{Config, Limits, MetricsConfig, SlowConsumerPolicy};
 pub use http::{RequestHead, Response};
 pub use party::{ConnectCtx, Connection, Lobby, Message, Party, Rejection, Request, Room, StateTooLarge};
 pub use server::{Server, ServerHandle, StartError};

@@ -10,9 +10,11 @@
 
 use crate::http::{RequestHead, Response};
 use bytes::Bytes;
+use dormouse_tags::{MemberKey, TagIndex, TagInterner};
 use smallvec::SmallVec;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// A WebSocket message as a room sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +171,14 @@ pub trait Party: 'static {
     /// Runs once, after `new`, before the room's first event.
     fn on_start(&mut self, _room: &Room) {}
 
+    /// The tags of a joining connection, asked before `on_connect`. A
+    /// connection carries its id as a tag too, so at most 9 more (each at most
+    /// 256 bytes; duplicates and the id count once). More, or longer, refuse
+    /// the connection: 101 then close 1011 with the reason.
+    fn connection_tags(&mut self, _conn: &Connection<'_>, _ctx: &ConnectCtx<'_>) -> Vec<String> {
+        Vec::new()
+    }
+
     /// A WebSocket connection is joining. The 101 is sent only after this
     /// returns; an error is sent as 101 followed by close 1011 with the reason.
     fn on_connect(&mut self, _conn: &Connection<'_>, _room: &Room, _ctx: &mut ConnectCtx<'_>) -> Result<(), String> {
@@ -207,13 +217,15 @@ pub(crate) struct Member {
     pub uri: Box<str>,
     pub conn: ConnRef,
     pub state: RefCell<Option<Box<[u8]>>>,
+    /// The member's entry in the room's tag index.
+    pub tags: MemberKey,
 }
 
 /// A side effect requested by room logic, carried out after the callback.
 #[derive(Debug)]
 pub(crate) enum Effect {
     Send { to: ConnRef, frame: Bytes },
-    Broadcast { frame: Bytes, without: SmallVec<[ConnRef; 1]> },
+    Broadcast { frame: Bytes, tag: Option<Arc<str>>, without: SmallVec<[ConnRef; 1]> },
     Close { to: ConnRef, code: u16, reason: String },
 }
 
@@ -229,6 +241,9 @@ pub struct Room {
     pub(crate) max_state_bytes: usize,
     /// Members per core, so a broadcast goes only to cores that have some.
     pub(crate) members_per_core: Vec<Cell<u32>>,
+    /// Members by tag (their ids aside: those are in `by_id`).
+    pub(crate) tag_index: TagIndex,
+    pub(crate) tag_names: TagInterner,
 }
 
 impl Room {
@@ -241,6 +256,8 @@ impl Room {
             effects: RefCell::new(Vec::new()),
             max_state_bytes,
             members_per_core: (0..cores).map(|_| Cell::new(0)).collect(),
+            tag_index: TagIndex::new(),
+            tag_names: TagInterner::new(),
         }
     }
 
@@ -257,9 +274,48 @@ impl Room {
     /// Sends `message` to every connection of the room except those whose ids
     /// are in `without`. The frame is encoded once for all recipients.
     pub fn broadcast<'m>(&self, message: impl Into<Message<'m>>, without: &[&str]) {
-        let without =
+        self.broadcast_filtered(None, message.into(), without);
+    }
+
+    /// Sends `message` to every connection carrying `tag` (a connection's id
+    /// counts as one of its tags) except those whose ids are in `without`.
+    /// Only the tagged connections' records are visited, on every core.
+    pub fn broadcast_tagged<'m>(&self, tag: &str, message: impl Into<Message<'m>>, without: &[&str]) {
+        self.broadcast_filtered(Some(tag), message.into(), without);
+    }
+
+    fn broadcast_filtered(&self, tag: Option<&str>, message: Message<'_>, without: &[&str]) {
+        let mut without: SmallVec<[ConnRef; 1]> =
             without.iter().filter_map(|id| self.by_id.get(*id)).map(|&i| self.members[i as usize].conn).collect();
-        self.effects.borrow_mut().push(Effect::Broadcast { frame: message.into().to_frame(), without });
+        let frame = message.to_frame();
+        let mut effects = self.effects.borrow_mut();
+        if let Some(tag) = tag {
+            // The member whose id is the tag is reached directly, unless it
+            // also carries the tag (then the tag broadcast reaches it).
+            if let Some(conn) = self.id_member_not_tagged(tag) {
+                let to = self.members[conn.index as usize].conn;
+                if !without.contains(&to) {
+                    effects.push(Effect::Send { to, frame: frame.clone() });
+                    without.push(to);
+                }
+            }
+        }
+        effects.push(Effect::Broadcast { frame, tag: tag.map(Arc::from), without });
+    }
+
+    /// The member whose id is `tag`, if it does not also carry `tag` as a tag.
+    fn id_member_not_tagged(&self, tag: &str) -> Option<Connection<'_>> {
+        let conn = self.connection(tag)?;
+        let carried = self.tag_names.lookup(tag).is_some_and(|t| self.tag_index.has_tag(conn.member().tags, t));
+        (!carried).then_some(conn)
+    }
+
+    /// Every connection carrying `tag` (a connection's id counts as one of
+    /// its tags), in unspecified order.
+    pub fn connections_tagged<'a>(&'a self, tag: &str) -> impl Iterator<Item = Connection<'a>> + 'a {
+        let by_id = self.id_member_not_tagged(tag);
+        let tagged = self.tag_names.lookup(tag).map(|t| self.tag_index.slots(Some(t)));
+        by_id.into_iter().chain(tagged.into_iter().flatten().map(move |index| Connection { room: self, index }))
     }
 
     /// The open connection with this id, if any.
@@ -306,6 +362,13 @@ impl<'r> Connection<'r> {
     /// The connection id: the client's `_pk`, or one the server generated.
     pub fn id(&self) -> &'r str {
         &self.member().id
+    }
+
+    /// The connection's tags: its id first, then those `connection_tags` gave.
+    pub fn tags(&self) -> impl Iterator<Item = &'r str> + 'r {
+        let room = self.room;
+        let own = room.tag_index.tags(self.member().tags).map(move |t| room.tag_names.name(t));
+        std::iter::once(self.id()).chain(own)
     }
 
     /// The request target the connection was opened with.

@@ -28,8 +28,16 @@ impl RoomKey {
 
 /// What became of a connection attempt.
 pub(crate) enum Admission {
-    Accepted { member: u32, protocol: Option<String> },
-    Refused { reason: String },
+    /// Admitted, with the sub-protocol chosen and the tags the connection's
+    /// core indexes (those `connection_tags` gave, the id aside).
+    Accepted {
+        member: u32,
+        protocol: Option<String>,
+        tags: Box<[Box<str>]>,
+    },
+    Refused {
+        reason: String,
+    },
 }
 
 /// A party callback panicked. The room object may be half-updated, so the
@@ -56,6 +64,25 @@ pub(crate) struct Joining {
     pub uri: String,
     pub head: RequestHead,
     pub protocols: Vec<String>,
+}
+
+/// Checks the tags a party gave a connection against the limits and returns
+/// them without duplicates and without the connection's id (always a tag).
+fn check_tags(id: &str, mut tags: Vec<String>) -> Result<Vec<String>, String> {
+    use dormouse_tags::{MAX_TAGS, MAX_TAG_BYTES};
+    if let Some(long) = tags.iter().find(|t| t.len() > MAX_TAG_BYTES) {
+        return Err(format!("a connection tag of {} bytes exceeds the limit of {MAX_TAG_BYTES} bytes", long.len()));
+    }
+    tags.retain(|t| t != id);
+    tags.sort_unstable();
+    tags.dedup();
+    if tags.len() + 1 > MAX_TAGS {
+        return Err(format!(
+            "{} connection tags exceed the limit of {MAX_TAGS} (the connection id is one of them)",
+            tags.len() + 1
+        ));
+    }
+    Ok(tags)
 }
 
 impl RoomHost {
@@ -85,22 +112,43 @@ impl RoomHost {
                 reason: "replaced by a new connection with the same id".to_owned(),
             });
         }
-        let member = self.room.members.insert(Member {
+        let room = &mut self.room;
+        let member = room.members.vacant_key() as u32;
+        let tags = room.tag_index.join::<&str>(member, &[], &mut room.tag_names);
+        room.members.insert(Member {
             id: joining.id.into_boxed_str(),
             uri: joining.uri.into_boxed_str(),
             conn,
             state: RefCell::new(None),
-        }) as u32;
-        let id = self.room.members[member as usize].id.clone();
-        self.room.by_id.insert(id, member);
-        let counter = &self.room.members_per_core[usize::from(conn.core)];
+            tags,
+        });
+        let id = room.members[member as usize].id.clone();
+        room.by_id.insert(id, member);
+        let counter = &room.members_per_core[usize::from(conn.core)];
         counter.set(counter.get() + 1);
 
         let mut ctx = ConnectCtx { request: &joining.head, protocols: &joining.protocols, chosen_protocol: None };
         let handle = Connection { room: &self.room, index: member };
+        let party = &mut self.party;
+        let asked = guard(|| party.connection_tags(&handle, &ctx))?;
+        let own = match check_tags(&self.room.members[member as usize].id, asked) {
+            Ok(own) => own,
+            Err(reason) => {
+                self.remove_member(member);
+                return Ok(Admission::Refused { reason });
+            }
+        };
+        let room = &mut self.room;
+        room.tag_index.set_tags(tags, &own, &mut room.tag_names);
+
+        let handle = Connection { room: &self.room, index: member };
         let (party, room) = (&mut self.party, &self.room);
         match guard(|| party.on_connect(&handle, room, &mut ctx))? {
-            Ok(()) => Ok(Admission::Accepted { member, protocol: ctx.chosen_protocol }),
+            Ok(()) => Ok(Admission::Accepted {
+                member,
+                protocol: ctx.chosen_protocol,
+                tags: own.into_iter().map(String::into_boxed_str).collect(),
+            }),
             Err(reason) => {
                 self.remove_member(member);
                 Ok(Admission::Refused { reason })
@@ -109,7 +157,9 @@ impl RoomHost {
     }
 
     fn remove_member(&mut self, member: u32) -> Member {
-        let removed = self.room.members.remove(member as usize);
+        let room = &mut self.room;
+        let removed = room.members.remove(member as usize);
+        room.tag_index.leave(removed.tags, &mut room.tag_names);
         self.room.by_id.remove(&removed.id);
         let counter = &self.room.members_per_core[usize::from(removed.conn.core)];
         counter.set(counter.get() - 1);

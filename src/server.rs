@@ -92,6 +92,8 @@ impl Server {
             wake_fds,
             stopping: Default::default(),
             stats: (0..cores).map(|_| CoreStats::default()).collect(),
+            publish_auth: self.config.publish_token.as_ref().map(|token| format!("Bearer {token}")),
+            metrics_path: self.config.metrics.enabled.then(|| self.config.metrics.path.clone()),
         });
         // Each core sets up its ring on its own thread (a ring stays on the
         // thread that made it) and reports back, so a kernel without io_uring

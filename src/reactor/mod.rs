@@ -14,7 +14,7 @@
 
 mod uring;
 
-use crate::config::Limits;
+use crate::config::{Limits, SlowConsumerPolicy};
 use crate::http::{self, BodyDecoder, BodyFraming, HttpError, HttpLimits, RequestHead, Response};
 use crate::kind::PartyKind;
 use crate::party::{ConnRef, Effect, Lobby, Message, Request};
@@ -23,7 +23,7 @@ use crate::route::{self, Route};
 use crate::ws::{self, WsEvent, WsLimits};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use dormouse_tags::MemberList;
+use dormouse_tags::{MemberKey, TagIndex, TagInterner};
 use smallvec::SmallVec;
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -43,6 +43,10 @@ const INBOX_BATCH: usize = 4096;
 const ROOM_FAILED: &str = "room failed: the party code panicked";
 /// Longest wait for completions when no timer is due sooner.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
+/// Recipients a core queues frames for in one turn, in slices (config
+/// `limits.fanout_slice`), before it stops taking broadcasts from its inbox
+/// and serves its sockets.
+const FANOUT_SLICES_PER_TURN: usize = 4;
 
 /// What every core shares: configuration, party kinds, and the way to reach
 /// every other core.
@@ -55,6 +59,10 @@ pub(crate) struct Shared {
     pub wake_fds: Vec<std::fs::File>,
     pub stopping: AtomicBool,
     pub stats: Vec<CoreStats>,
+    /// `Authorization` header value the publish API accepts ("Bearer <token>").
+    pub publish_auth: Option<String>,
+    /// Path of the Prometheus endpoint, if enabled.
+    pub metrics_path: Option<String>,
 }
 
 impl Shared {
@@ -66,27 +74,138 @@ impl Shared {
     }
 }
 
-/// Counters one core publishes for the server handle and tests.
+/// Counters one core publishes for the server handle, `/metrics` and tests.
 #[derive(Debug, Default)]
 pub struct CoreStats {
     pub connections_open: AtomicU64,
     pub rooms_resident: AtomicU64,
+    /// The counters below are the core's [`Counters`], stored once per turn.
+    pub rooms_created: AtomicU64,
+    pub rooms_woken: AtomicU64,
+    pub room_events: AtomicU64,
+    pub messages_in: AtomicU64,
+    pub frames_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub broadcasts: AtomicU64,
+    pub publishes: AtomicU64,
+    pub slow_consumers_closed: AtomicU64,
+    pub frames_dropped: AtomicU64,
+}
+
+/// Monotonic counters a core keeps in plain integers on its own thread and
+/// stores into its [`CoreStats`] at the end of each turn.
+#[derive(Debug, Default)]
+struct Counters {
+    /// Room objects created.
+    rooms_created: u64,
+    /// Room objects brought back from a snapshot (hibernation).
+    rooms_woken: u64,
+    /// Events delivered to room objects (connect, message, close, request).
+    room_events: u64,
+    /// WebSocket messages received.
+    messages_in: u64,
+    /// WebSocket frames queued to sockets by sends and broadcasts.
+    frames_out: u64,
+    /// Bytes written to sockets.
+    bytes_out: u64,
+    /// Broadcasts this core carried out for its local members.
+    broadcasts: u64,
+    /// Publish API requests accepted on this core.
+    publishes: u64,
+    /// Connections closed by the slow-consumer policy.
+    slow_consumers_closed: u64,
+    /// Frames not queued to a slow consumer under the `drop` policy.
+    frames_dropped: u64,
+}
+
+impl Counters {
+    fn store(&self, stats: &CoreStats) {
+        let pairs = [
+            (&stats.rooms_created, self.rooms_created),
+            (&stats.rooms_woken, self.rooms_woken),
+            (&stats.room_events, self.room_events),
+            (&stats.messages_in, self.messages_in),
+            (&stats.frames_out, self.frames_out),
+            (&stats.bytes_out, self.bytes_out),
+            (&stats.broadcasts, self.broadcasts),
+            (&stats.publishes, self.publishes),
+            (&stats.slow_consumers_closed, self.slow_consumers_closed),
+            (&stats.frames_dropped, self.frames_dropped),
+        ];
+        for (stat, value) in pairs {
+            stat.store(value, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A message between cores.
 pub(crate) enum CoreMsg {
     // To a room's owner core.
-    Connect { conn: ConnRef, room: Arc<RoomKey>, joining: Box<Joining> },
-    Message { conn: ConnRef, room: Arc<RoomKey>, member: u32, data: Payload },
-    Closed { conn: ConnRef, room: Arc<RoomKey>, member: u32, close: Box<CloseInfo> },
-    Request { conn: ConnRef, room: Arc<RoomKey>, request: Box<Request> },
+    Connect {
+        conn: ConnRef,
+        room: Arc<RoomKey>,
+        joining: Box<Joining>,
+    },
+    Message {
+        conn: ConnRef,
+        room: Arc<RoomKey>,
+        member: u32,
+        data: Payload,
+    },
+    Closed {
+        conn: ConnRef,
+        room: Arc<RoomKey>,
+        member: u32,
+        close: Box<CloseInfo>,
+    },
+    Request {
+        conn: ConnRef,
+        room: Arc<RoomKey>,
+        request: Box<Request>,
+    },
     // To a connection's core.
-    Accepted { conn: ConnRef, room: Arc<RoomKey>, member: u32, protocol: Option<Box<str>> },
-    Refused { conn: ConnRef, reason: Box<str> },
-    Send { conn: ConnRef, frame: Bytes },
-    Broadcast { room: Arc<RoomKey>, frame: Bytes, without: SmallVec<[ConnRef; 1]> },
-    Close { conn: ConnRef, code: u16, reason: Box<str> },
-    Respond { conn: ConnRef, response: Box<Response> },
+    Accepted {
+        conn: ConnRef,
+        room: Arc<RoomKey>,
+        member: u32,
+        protocol: Option<Box<str>>,
+        tags: Box<[Box<str>]>,
+    },
+    Refused {
+        conn: ConnRef,
+        reason: Box<str>,
+    },
+    Send {
+        conn: ConnRef,
+        frame: Bytes,
+    },
+    /// One broadcast, shared by every core it goes to.
+    Broadcast(Arc<Broadcast>),
+    Close {
+        conn: ConnRef,
+        code: u16,
+        reason: Box<str>,
+    },
+    Respond {
+        conn: ConnRef,
+        response: Box<Response>,
+    },
+    /// To a publish request's core: how many local members one core reached.
+    Published {
+        conn: ConnRef,
+        delivered: u64,
+    },
+}
+
+/// A pre-framed message for a room's members on one or more cores.
+pub(crate) struct Broadcast {
+    room: Arc<RoomKey>,
+    frame: Bytes,
+    /// Only members carrying this tag.
+    tag: Option<Arc<str>>,
+    without: SmallVec<[ConnRef; 1]>,
+    /// A publish request waiting for the count of members reached.
+    reply: Option<ConnRef>,
 }
 
 const _: () = assert!(size_of::<CoreMsg>() <= 80, "core messages are small; big payloads are boxed");
@@ -133,6 +252,8 @@ struct HttpState {
     keep_alive: bool,
     /// For an upgrade: the client's key, needed for the 101.
     ws_key: Option<String>,
+    /// For a publish: cores yet to answer, and members reached so far.
+    publish: Option<(usize, u64)>,
 }
 
 /// One socket. Small, and allocation-free while idle: the read buffer holds
@@ -150,7 +271,8 @@ struct ConnRecord {
     write_q_bytes: usize,
     deadline_ms: u64,
     local_room: u32,
-    member_pos: u32,
+    /// The socket's key in its local room's tag index.
+    member_key: u32,
     member: u32,
     /// The close code we sent, reported to the room if the peer never answers.
     close_code: u16,
@@ -162,10 +284,25 @@ struct ConnRecord {
 
 const _: () = assert!(size_of::<ConnRecord>() <= 160, "a connection record stays compact");
 
-/// The members of one room that live on this core.
+/// The members of one room that live on this core, indexed by tag.
 struct LocalRoom {
     key: Arc<RoomKey>,
-    members: MemberList,
+    index: TagIndex,
+    /// A broadcast being written in slices (`limits.fanout_slice`).
+    job: Option<Box<FanoutJob>>,
+    /// Messages for the room and its members that arrived during `job`, held
+    /// back in arrival order so each member still sees them in order.
+    backlog: VecDeque<CoreMsg>,
+}
+
+/// A broadcast too big for one turn: the recipients at its arrival, and how
+/// far it has got. Members that leave meanwhile are skipped; none can join,
+/// since their admission waits in the room's backlog.
+struct FanoutJob {
+    broadcast: Arc<Broadcast>,
+    slots: Vec<u32>,
+    next: usize,
+    delivered: u64,
 }
 
 pub(crate) struct Core {
@@ -186,6 +323,15 @@ struct State {
     next_gen: u32,
     local_rooms: slab::Slab<LocalRoom>,
     local_room_ids: HashMap<Arc<RoomKey>, u32>,
+    /// Tag names of this core's sockets.
+    tag_names: TagInterner,
+    /// Local rooms with a sliced broadcast in progress, served round-robin.
+    busy_rooms: VecDeque<u32>,
+    /// Recipients queued this turn, against `fanout_turn_budget`.
+    fanout_this_turn: usize,
+    /// Sockets found over their write backlog by the last fan-out.
+    slow: Vec<u32>,
+    counters: Counters,
     hosts: HashMap<Arc<RoomKey>, RoomHost>,
     /// Messages for each core (this core's own entry is delivered locally).
     outboxes: Vec<VecDeque<CoreMsg>>,
@@ -223,6 +369,11 @@ impl Core {
             next_gen: 0,
             local_rooms: slab::Slab::new(),
             local_room_ids: HashMap::new(),
+            tag_names: TagInterner::new(),
+            busy_rooms: VecDeque::new(),
+            fanout_this_turn: 0,
+            slow: Vec::new(),
+            counters: Counters::default(),
             hosts: HashMap::new(),
             outboxes: (0..shared.cores).map(|_| VecDeque::new()).collect(),
             dirty: Vec::new(),
@@ -271,13 +422,18 @@ impl Core {
                 self.io.arm_accept(self.listener.as_raw_fd());
             }
 
+            self.st.fanout_this_turn = 0;
             for _ in 0..INBOX_BATCH {
+                if self.st.fanout_this_turn >= self.st.fanout_turn_budget() {
+                    break;
+                }
                 match self.inbox.try_recv() {
                     Ok(msg) => self.st.on_core_msg(msg),
                     Err(_) => break,
                 }
             }
             self.st.deliver_local();
+            self.st.run_fanout_jobs();
             self.st.expire_timers();
             for (slot, gen) in self.st.rearm.drain(..) {
                 if let Some(conn) = self.st.conns.get_mut(slot as usize) {
@@ -289,11 +445,14 @@ impl Core {
             }
             self.flush_sends();
             let pending_elsewhere = self.st.flush_outboxes();
+            self.st.counters.store(&self.st.shared.stats[usize::from(self.st.index)]);
 
             if self.st.shared.stopping.load(Ordering::Acquire) {
                 break;
             }
-            let busy = !self.inbox.is_empty() || !self.st.outboxes[usize::from(self.st.index)].is_empty();
+            let busy = !self.inbox.is_empty()
+                || !self.st.outboxes[usize::from(self.st.index)].is_empty()
+                || !self.st.busy_rooms.is_empty();
             let wait =
                 self.st.next_deadline_wait().min(if pending_elsewhere { Duration::from_millis(1) } else { IDLE_WAIT });
             let wait = match accept_retry_ms {
@@ -390,7 +549,7 @@ impl State {
             write_q_bytes: 0,
             deadline_ms,
             local_room: 0,
-            member_pos: 0,
+            member_key: 0,
             member: 0,
             close_code: 1006,
             read_buf: Vec::new(),
@@ -497,7 +656,7 @@ impl State {
             framing => Some(BodyDecoder::new(framing, self.shared.limits.max_body_bytes)),
         };
         let has_body = body.is_some();
-        conn.http = Some(Box::new(HttpState { head, body, keep_alive, ws_key: None }));
+        conn.http = Some(Box::new(HttpState { head, body, keep_alive, ws_key: None, publish: None }));
         if has_body {
             conn.phase = Phase::Body;
         } else {
@@ -516,11 +675,19 @@ impl State {
         conn.phase = Phase::AwaitResponse;
         match route::route(request.head.path()) {
             Route::Other => {
-                let response = match &self.shared.fetch {
-                    Some(fetch) => fetch(&request),
-                    None => Response::text(404, "Not found"),
+                let response = if self.shared.metrics_path.as_deref() == Some(request.head.path()) {
+                    crate::metrics::respond(&request, &self.shared.stats)
+                } else if let Some(fetch) = &self.shared.fetch {
+                    fetch(&request)
+                } else {
+                    Response::text(404, "Not found")
                 };
                 self.respond(slot, &response, keep_alive);
+            }
+            Route::Room { party, room_raw, rest: "/_publish" } => {
+                if let Err(response) = self.publish(slot, party, room_raw, &request) {
+                    self.respond(slot, &response, keep_alive);
+                }
             }
             Route::Room { party, room_raw, .. } => {
                 let (kind, room) = match self.resolve(party, room_raw) {
@@ -534,6 +701,56 @@ impl State {
                 let conn = self.conn_ref(slot);
                 self.send_to_owner(room, |room| CoreMsg::Request { conn, room, request: Box::new(request) });
             }
+        }
+    }
+
+    /// The publish API: broadcasts the body to the room's members on every
+    /// core, filtered by `?tag=`, without reaching the room object. The
+    /// response waits for every core's count.
+    fn publish(&mut self, slot: u32, party: &str, room_raw: &str, request: &Request) -> Result<(), Response> {
+        let Some(auth) = &self.shared.publish_auth else { return Err(Response::text(404, "Not found")) };
+        if request.method() != "POST" {
+            return Err(Response::text(405, "The publish API takes POST").with_header("Allow", "POST"));
+        }
+        let given = request.header("authorization").unwrap_or("");
+        if !constant_time_eq(given.as_bytes(), auth.as_bytes()) {
+            let response = Response::text(401, "A valid bearer token is required to publish");
+            return Err(response.with_header("WWW-Authenticate", "Bearer"));
+        }
+        let (_, room) = self.resolve(party, room_raw)?;
+        let binary =
+            request.header("content-type").is_some_and(|t| t.trim().eq_ignore_ascii_case("application/octet-stream"));
+        let frame = if binary {
+            ws::binary_frame(&request.body)
+        } else {
+            let text = std::str::from_utf8(&request.body)
+                .map_err(|_| Response::text(400, "The body is not UTF-8; send binary as application/octet-stream"))?;
+            ws::text_frame(text.as_bytes())
+        };
+        let tag = route::query_param(request.query(), "tag").map(|t| Arc::<str>::from(&*t));
+        let conn = self.conn_ref(slot);
+        let broadcast = Arc::new(Broadcast { room, frame, tag, without: SmallVec::new(), reply: Some(conn) });
+        let http = self.conns[slot as usize].http.as_mut().expect("a request in progress has its state");
+        http.publish = Some((self.shared.cores, 0));
+        self.counters.publishes += 1;
+        for core in 0..self.shared.cores {
+            self.send_to(core, CoreMsg::Broadcast(broadcast.clone()));
+        }
+        Ok(())
+    }
+
+    /// One core's count for a publish: the last one answers the request.
+    fn on_published(&mut self, conn: ConnRef, delivered: u64) {
+        let Some(slot) = self.current(conn, Phase::AwaitResponse) else { return };
+        let http = self.conns[slot as usize].http.as_mut().expect("a request in progress has its state");
+        let Some((waiting, total)) = http.publish.as_mut() else { return };
+        *waiting -= 1;
+        *total += delivered;
+        if *waiting == 0 {
+            let (total, keep_alive) = (*total, http.keep_alive);
+            let response = Response::json(200, format!("{{\"delivered\":{total}}}"));
+            self.respond(slot, &response, keep_alive);
+            self.on_data(slot, None);
         }
     }
 
@@ -568,8 +785,13 @@ impl State {
         conn.phase = Phase::AwaitConnect;
         conn.deadline_ms = u64::MAX;
         let uri = head.target.clone();
-        conn.http =
-            Some(Box::new(HttpState { head: empty_head(), body: None, keep_alive: false, ws_key: Some(upgrade.key) }));
+        conn.http = Some(Box::new(HttpState {
+            head: empty_head(),
+            body: None,
+            keep_alive: false,
+            ws_key: Some(upgrade.key),
+            publish: None,
+        }));
         let joining = Box::new(Joining { id, uri, head, protocols: upgrade.protocols });
         let conn = self.conn_ref(slot);
         self.send_to_owner(room, |room| CoreMsg::Connect { conn, room, joining });
@@ -663,6 +885,7 @@ impl State {
     }
 
     fn forward_to_room(&mut self, slot: u32, data: Payload) {
+        self.counters.messages_in += 1;
         let conn = &self.conns[slot as usize];
         let member = conn.member;
         let room = self.local_rooms[conn.local_room as usize].key.clone();
@@ -701,16 +924,11 @@ impl State {
             return;
         }
         conn.joined = false;
-        let (local_room, pos, member) = (conn.local_room, conn.member_pos, conn.member);
+        let (local_room, key, member) = (conn.local_room, conn.member_key, conn.member);
         let lr = &mut self.local_rooms[local_room as usize];
-        if let Some(moved) = lr.members.remove(pos, slot) {
-            self.conns[moved.slot as usize].member_pos = moved.pos;
-        }
+        lr.index.leave(MemberKey(key), &mut self.tag_names);
         let room = lr.key.clone();
-        if lr.members.is_empty() {
-            self.local_room_ids.remove(&room);
-            self.local_rooms.remove(local_room as usize);
-        }
+        self.forget_room_if_unused(local_room);
         let close = Box::new(CloseInfo { code, reason: reason.to_owned(), error: error.map(str::to_owned) });
         let conn = self.conn_ref(slot);
         self.send_to_owner(room, |room| CoreMsg::Closed { conn, room, member, close });
@@ -745,22 +963,43 @@ impl State {
         }
     }
 
-    /// Queues a frame for the socket. Past the write backlog bound the socket
-    /// is a slow consumer: it gets a 1008 close and the close timeout to read it.
+    /// Queues a frame for the socket. Past the write backlog bound an open
+    /// socket is a slow consumer, handled by the configured policy.
     fn enqueue(&mut self, slot: u32, frame: Bytes) {
         let max = self.shared.limits.max_write_backlog_bytes;
         let Some(conn) = live(&mut self.conns, slot) else { return };
         if conn.write_q_bytes + frame.len() > max && conn.phase == Phase::Open {
-            let reason = "slow consumer: write backlog exceeded";
-            conn.write_q.push_back(ws::close_frame(Some(1008), reason));
-            mark_dirty(conn, slot, &mut self.dirty);
-            self.leave(slot, 1008, reason, Some(reason));
-            self.drain_then_close(slot);
-            return;
+            return self.slow_consumer(slot);
         }
         conn.write_q_bytes += frame.len();
         conn.write_q.push_back(frame);
         mark_dirty(conn, slot, &mut self.dirty);
+    }
+
+    /// An open socket's backlog is full. Under `close`, what it has not been
+    /// sent is discarded (only frames an in-flight send may still be writing
+    /// are kept), a 1008 close is queued, and it has the close timeout to read
+    /// it. Under `drop`, the frame that did not fit is dropped.
+    fn slow_consumer(&mut self, slot: u32) {
+        let Some(conn) = live(&mut self.conns, slot) else { return };
+        if conn.phase != Phase::Open {
+            return;
+        }
+        if self.shared.limits.slow_consumer == SlowConsumerPolicy::Drop {
+            self.counters.frames_dropped += 1;
+            return;
+        }
+        let keep = if conn.sending { uring::MAX_SEND_FRAMES } else { usize::from(conn.sent_offset > 0) };
+        conn.write_q.truncate(keep);
+        conn.write_q_bytes = conn.write_q.iter().map(Bytes::len).sum::<usize>() - conn.sent_offset as usize;
+        let reason = "slow consumer: write backlog exceeded";
+        let close = ws::close_frame(Some(1008), reason);
+        conn.write_q_bytes += close.len();
+        conn.write_q.push_back(close);
+        mark_dirty(conn, slot, &mut self.dirty);
+        self.counters.slow_consumers_closed += 1;
+        self.leave(slot, 1008, reason, Some(reason));
+        self.drain_then_close(slot);
     }
 
     fn on_sent(&mut self, slot: u32, result: i32) {
@@ -774,6 +1013,7 @@ impl State {
             return self.release_if_done(slot);
         }
         let mut sent = result as usize;
+        self.counters.bytes_out += sent as u64;
         conn.write_q_bytes -= sent;
         while sent > 0 {
             let front = conn.write_q.front().expect("the kernel sent no more than was queued");
@@ -881,14 +1121,19 @@ impl State {
     }
 
     fn on_core_msg(&mut self, msg: CoreMsg) {
+        if let Some(lr) = self.busy_room_of(&msg) {
+            return self.local_rooms[lr as usize].backlog.push_back(msg);
+        }
         match msg {
             CoreMsg::Connect { conn, room, joining } => {
+                self.counters.room_events += 1;
                 let reply = match self.host(&room).and_then(|host| host.connect(conn, *joining)) {
-                    Ok(Admission::Accepted { member, protocol }) => CoreMsg::Accepted {
+                    Ok(Admission::Accepted { member, protocol, tags }) => CoreMsg::Accepted {
                         conn,
                         room: room.clone(),
                         member,
                         protocol: protocol.map(String::into_boxed_str),
+                        tags,
                     },
                     Ok(Admission::Refused { reason }) => CoreMsg::Refused { conn, reason: reason.into_boxed_str() },
                     Err(RoomFailed) => {
@@ -901,6 +1146,7 @@ impl State {
             }
             CoreMsg::Message { conn, room, member, data } => {
                 let Some(host) = self.hosts.get_mut(&room) else { return };
+                self.counters.room_events += 1;
                 let message = match &data {
                     Payload::Text(text) => Message::Text(text.as_str()),
                     Payload::Binary(data) => Message::Binary(data),
@@ -912,12 +1158,14 @@ impl State {
             }
             CoreMsg::Closed { conn, room, member, close } => {
                 let Some(host) = self.hosts.get_mut(&room) else { return };
+                self.counters.room_events += 1;
                 match host.closed(conn, member, close.code, &close.reason, close.error.as_deref()) {
                     Ok(()) => self.dispatch_effects(&room),
                     Err(RoomFailed) => self.fail_room(&room),
                 }
             }
             CoreMsg::Request { conn, room, request } => {
+                self.counters.room_events += 1;
                 let response = match self.host(&room).and_then(|host| host.request(&request)) {
                     Ok(response) => response,
                     Err(RoomFailed) => {
@@ -928,7 +1176,9 @@ impl State {
                 self.send_to(usize::from(conn.core), CoreMsg::Respond { conn, response: Box::new(response) });
                 self.dispatch_effects(&room);
             }
-            CoreMsg::Accepted { conn, room, member, protocol } => self.on_accepted(conn, room, member, protocol),
+            CoreMsg::Accepted { conn, room, member, protocol, tags } => {
+                self.on_accepted(conn, room, member, protocol, &tags);
+            }
             CoreMsg::Refused { conn, reason } => {
                 let Some(slot) = self.current(conn, Phase::AwaitConnect) else { return };
                 let key =
@@ -940,10 +1190,12 @@ impl State {
             }
             CoreMsg::Send { conn, frame } => {
                 if let Some(slot) = self.current(conn, Phase::Open) {
+                    self.counters.frames_out += 1;
                     self.enqueue(slot, frame);
                 }
             }
-            CoreMsg::Broadcast { room, frame, without } => self.on_broadcast(&room, &frame, &without),
+            CoreMsg::Broadcast(broadcast) => self.on_broadcast(broadcast),
+            CoreMsg::Published { conn, delivered } => self.on_published(conn, delivered),
             CoreMsg::Close { conn, code, reason } => {
                 if let Some(slot) = self.current(conn, Phase::Open) {
                     self.enqueue(slot, ws::close_frame(Some(code), &reason));
@@ -974,6 +1226,7 @@ impl State {
             std::collections::hash_map::Entry::Vacant(entry) => {
                 let kind = shared.kinds.get(&*room.party).expect("rooms are only addressed for registered parties");
                 let host = RoomHost::new(room, kind.as_ref(), shared.cores, shared.limits.max_state_bytes)?;
+                self.counters.rooms_created += 1;
                 shared.stats[usize::from(self.index)].rooms_resident.fetch_add(1, Ordering::Relaxed);
                 Ok(entry.insert(host))
             }
@@ -992,7 +1245,14 @@ impl State {
         }
     }
 
-    fn on_accepted(&mut self, conn: ConnRef, room: Arc<RoomKey>, member: u32, protocol: Option<Box<str>>) {
+    fn on_accepted(
+        &mut self,
+        conn: ConnRef,
+        room: Arc<RoomKey>,
+        member: u32,
+        protocol: Option<Box<str>>,
+        tags: &[Box<str>],
+    ) {
         let Some(slot) = self.current(conn, Phase::AwaitConnect) else {
             // The socket went away while the room admitted it: the room must
             // hear that it is gone.
@@ -1004,15 +1264,16 @@ impl State {
         let local_room = match self.local_room_ids.get(&room) {
             Some(&id) => id,
             None => {
-                let id = self.local_rooms.insert(LocalRoom { key: room.clone(), members: MemberList::new() }) as u32;
+                let lr = LocalRoom { key: room.clone(), index: TagIndex::new(), job: None, backlog: VecDeque::new() };
+                let id = self.local_rooms.insert(lr) as u32;
                 self.local_room_ids.insert(room, id);
                 id
             }
         };
-        let pos = self.local_rooms[local_room as usize].members.insert(slot);
+        let key = self.local_rooms[local_room as usize].index.join(slot, tags, &mut self.tag_names);
         let conn = &mut self.conns[slot as usize];
         conn.local_room = local_room;
-        conn.member_pos = pos;
+        conn.member_key = key.0;
         conn.member = member;
         conn.joined = true;
         conn.phase = Phase::Open;
@@ -1020,27 +1281,113 @@ impl State {
         self.on_data(slot, None);
     }
 
-    /// Writes one pre-framed broadcast to every local member of the room.
-    fn on_broadcast(&mut self, room: &Arc<RoomKey>, frame: &Bytes, without: &[ConnRef]) {
-        let Some(&local_room) = self.local_room_ids.get(room) else { return };
-        let max = self.shared.limits.max_write_backlog_bytes;
-        let mut slow: SmallVec<[u32; 4]> = SmallVec::new();
-        let core = self.index;
-        for &slot in self.local_rooms[local_room as usize].members.as_slice() {
-            let conn = &mut self.conns[slot as usize];
-            if conn.phase != Phase::Open || without.contains(&ConnRef { core, slot, gen: conn.gen }) {
-                continue;
+    /// The local room a message must wait for, if it concerns a room (or a
+    /// member of a room) whose sliced broadcast is still going out.
+    fn busy_room_of(&self, msg: &CoreMsg) -> Option<u32> {
+        let lr = match msg {
+            CoreMsg::Broadcast(broadcast) => *self.local_room_ids.get(&broadcast.room)?,
+            CoreMsg::Accepted { room, .. } => *self.local_room_ids.get(room)?,
+            CoreMsg::Send { conn, .. } | CoreMsg::Close { conn, .. } => {
+                self.conns.get(conn.slot as usize).filter(|c| c.gen == conn.gen && c.joined)?.local_room
             }
-            if conn.write_q_bytes + frame.len() > max {
-                slow.push(slot);
-                continue;
-            }
-            conn.write_q_bytes += frame.len();
-            conn.write_q.push_back(frame.clone());
-            mark_dirty(conn, slot, &mut self.dirty);
+            _ => return None,
+        };
+        self.local_rooms[lr as usize].job.is_some().then_some(lr)
+    }
+
+    /// Writes one pre-framed broadcast to the matching local members of its
+    /// room: at once when they are few, else in slices (`limits.fanout_slice`).
+    fn on_broadcast(&mut self, broadcast: Arc<Broadcast>) {
+        self.counters.broadcasts += 1;
+        let Some(&lr) = self.local_room_ids.get(&broadcast.room) else { return self.reply_published(&broadcast, 0) };
+        let tag = match &broadcast.tag {
+            None => None,
+            Some(name) => match self.tag_names.lookup(name) {
+                Some(tag) => Some(tag),
+                None => return self.reply_published(&broadcast, 0),
+            },
+        };
+        let room = &mut self.local_rooms[lr as usize];
+        let recipients = room.index.slots(tag);
+        if recipients.len() > self.shared.limits.fanout_slice {
+            let slots = recipients.collect();
+            room.job = Some(Box::new(FanoutJob { broadcast, slots, next: 0, delivered: 0 }));
+            self.busy_rooms.push_back(lr);
+            return;
         }
-        for slot in slow {
-            self.enqueue(slot, frame.clone());
+        self.fanout_this_turn += recipients.len();
+        let mut out = FanOut { conns: &mut self.conns, dirty: &mut self.dirty, slow: &mut self.slow };
+        let delivered = out.write(recipients, lr, &broadcast, self.index, self.shared.limits.max_write_backlog_bytes);
+        self.after_fan_out(delivered);
+        self.reply_published(&broadcast, delivered);
+    }
+
+    /// Advances sliced broadcasts, one slice per busy room in turn, within
+    /// what is left of this turn's budget (and at least one slice).
+    fn run_fanout_jobs(&mut self) {
+        let slice = self.shared.limits.fanout_slice;
+        let mut budget = self.fanout_turn_budget().saturating_sub(self.fanout_this_turn).max(slice);
+        while budget > 0 {
+            let Some(lr) = self.busy_rooms.pop_front() else { break };
+            let job = self.local_rooms[lr as usize].job.as_mut().expect("a busy room has a job");
+            let end = job.slots.len().min(job.next + budget.min(slice));
+            let mut out = FanOut { conns: &mut self.conns, dirty: &mut self.dirty, slow: &mut self.slow };
+            let slice = job.slots[job.next..end].iter().copied();
+            let delivered =
+                out.write(slice, lr, &job.broadcast, self.index, self.shared.limits.max_write_backlog_bytes);
+            budget -= end - job.next;
+            self.fanout_this_turn += end - job.next;
+            job.next = end;
+            job.delivered += delivered;
+            let done = end == job.slots.len();
+            self.after_fan_out(delivered);
+            if done {
+                let job = self.local_rooms[lr as usize].job.take().expect("a busy room has a job");
+                self.reply_published(&job.broadcast, job.delivered);
+                self.drain_backlog(lr);
+            } else {
+                self.busy_rooms.push_back(lr);
+            }
+        }
+    }
+
+    fn fanout_turn_budget(&self) -> usize {
+        self.shared.limits.fanout_slice.saturating_mul(FANOUT_SLICES_PER_TURN)
+    }
+
+    /// Handles what a room held back during its sliced broadcast, until the
+    /// backlog is empty or another sliced broadcast starts.
+    fn drain_backlog(&mut self, lr: u32) {
+        while self.local_rooms[lr as usize].job.is_none() {
+            let Some(msg) = self.local_rooms[lr as usize].backlog.pop_front() else { break };
+            self.on_core_msg(msg);
+        }
+        self.forget_room_if_unused(lr);
+    }
+
+    /// Drops a local room with no members and nothing in progress.
+    fn forget_room_if_unused(&mut self, lr: u32) {
+        let room = &self.local_rooms[lr as usize];
+        if room.index.is_empty() && room.job.is_none() && room.backlog.is_empty() {
+            self.local_room_ids.remove(&room.key);
+            self.local_rooms.remove(lr as usize);
+        }
+    }
+
+    /// Counts a fan-out's frames and applies the slow-consumer policy to the
+    /// members it found over their backlog.
+    fn after_fan_out(&mut self, delivered: u64) {
+        self.counters.frames_out += delivered;
+        let mut slow = std::mem::take(&mut self.slow);
+        for slot in slow.drain(..) {
+            self.slow_consumer(slot);
+        }
+        self.slow = slow;
+    }
+
+    fn reply_published(&mut self, broadcast: &Broadcast, delivered: u64) {
+        if let Some(conn) = broadcast.reply {
+            self.send_to(usize::from(conn.core), CoreMsg::Published { conn, delivered });
         }
     }
 
@@ -1058,17 +1405,65 @@ impl State {
                     let reason = reason.into_boxed_str();
                     self.send_to(usize::from(to.core), CoreMsg::Close { conn: to, code, reason });
                 }
-                Effect::Broadcast { frame, without } => {
+                Effect::Broadcast { frame, tag, without } => {
+                    let broadcast = Arc::new(Broadcast { room: room.clone(), frame, tag, without, reply: None });
                     for &core in &cores_with_members {
-                        let msg =
-                            CoreMsg::Broadcast { room: room.clone(), frame: frame.clone(), without: without.clone() };
-                        self.send_to(core, msg);
+                        self.send_to(core, CoreMsg::Broadcast(broadcast.clone()));
                     }
                 }
             }
         }
         self.effects = effects;
     }
+}
+
+/// The borrows a fan-out needs, apart from the room it reads recipients from.
+struct FanOut<'a> {
+    conns: &'a mut slab::Slab<ConnRecord>,
+    dirty: &'a mut Vec<u32>,
+    slow: &'a mut Vec<u32>,
+}
+
+impl FanOut<'_> {
+    /// Queues the broadcast's frame (the same `Bytes`, no copy) on every
+    /// recipient still open in local room `lr`; those over their backlog go to
+    /// `slow`. Returns how many got the frame.
+    #[inline]
+    fn write(
+        &mut self,
+        recipients: impl Iterator<Item = u32>,
+        lr: u32,
+        broadcast: &Broadcast,
+        core: u16,
+        max_backlog: usize,
+    ) -> u64 {
+        let frame = &broadcast.frame;
+        let mut delivered = 0;
+        for slot in recipients {
+            let Some(conn) = self.conns.get_mut(slot as usize) else { continue };
+            if conn.phase != Phase::Open || !conn.joined || conn.local_room != lr {
+                continue;
+            }
+            if !broadcast.without.is_empty() && broadcast.without.contains(&ConnRef { core, slot, gen: conn.gen }) {
+                continue;
+            }
+            if conn.write_q_bytes + frame.len() > max_backlog {
+                self.slow.push(slot);
+                continue;
+            }
+            conn.write_q_bytes += frame.len();
+            conn.write_q.push_back(frame.clone());
+            mark_dirty(conn, slot, self.dirty);
+            delivered += 1;
+        }
+        delivered
+    }
+}
+
+/// Compares a secret without an early exit, so the time taken does not tell
+/// how much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The record of a socket that is still being served.

@@ -41,6 +41,7 @@ pub fn start(extra_toml: &str) -> ServerHandle {
         .party::<Counter>("counter")
         .party::<Guarded>("guarded")
         .party::<Panicky>("panicky")
+        .party::<Tagger>("tagger")
         .start()
         .expect("server starts")
 }
@@ -378,4 +379,55 @@ pub fn encode_frame(fin: bool, opcode: u8, payload: &[u8], masked: bool) -> Vec<
         out.extend_from_slice(payload);
     }
     out
+}
+
+/// Tags each connection with its `tag` query parameters and drives the tag
+/// API from messages: `tag:T:m` broadcasts m to tag T, `all:m` to everyone,
+/// `direct:ID:m` sends m to connection ID (all without the sender);
+/// `tagged:T` answers the sorted ids tagged T; `mytags` answers the sender's
+/// tags.
+pub struct Tagger;
+
+impl Party for Tagger {
+    fn new(_room: &Room) -> Self {
+        Tagger
+    }
+
+    fn connection_tags(&mut self, _conn: &Connection<'_>, ctx: &ConnectCtx<'_>) -> Vec<String> {
+        ctx.request().query().split('&').filter_map(|pair| pair.strip_prefix("tag=")).map(str::to_owned).collect()
+    }
+
+    fn on_message(&mut self, message: Message<'_>, sender: &Connection<'_>, room: &Room) {
+        let Message::Text(text) = message else { return };
+        if let Some(rest) = text.strip_prefix("tag:") {
+            let (tag, payload) = rest.split_once(':').unwrap();
+            room.broadcast_tagged(tag, payload, &[sender.id()]);
+        } else if let Some(payload) = text.strip_prefix("all:") {
+            room.broadcast(payload, &[sender.id()]);
+        } else if let Some(rest) = text.strip_prefix("direct:") {
+            let (id, payload) = rest.split_once(':').unwrap();
+            room.connection(id).unwrap().send(payload);
+        } else if let Some(tag) = text.strip_prefix("tagged:") {
+            let mut ids: Vec<&str> = room.connections_tagged(tag).map(|c| c.id()).collect();
+            ids.sort_unstable();
+            sender.send(ids.join(",").as_str());
+        } else if text == "mytags" {
+            sender.send(sender.tags().collect::<Vec<_>>().join(",").as_str());
+        }
+    }
+}
+
+/// The sum over cores of a metric from `GET /metrics`.
+pub fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let response = http(addr, "GET", "/metrics", "", "");
+    assert_eq!(response.status, 200, "{}", response.text());
+    let text = response.text();
+    let prefix = format!("{name}{{");
+    let values: Vec<u64> = text
+        .lines()
+        .filter(|line| line.starts_with(&prefix))
+        .map(|line| line.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(!values.is_empty(), "metric {name} is served");
+    values.iter().sum()
 }

@@ -1,0 +1,137 @@
+//! The Prometheus text exposition of the cores' counters, served at
+//! `GET /metrics` (configurable) on the main listener.
+
+use crate::http::Response;
+use crate::party::Request;
+use crate::reactor::CoreStats;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// One metric: its name, kind, help text and where each core keeps it.
+struct Metric {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    value: fn(&CoreStats) -> &AtomicU64,
+}
+
+const METRICS: &[Metric] = &[
+    Metric {
+        name: "dormouse_connections_open",
+        kind: "gauge",
+        help: "Open sockets (HTTP and WebSocket) held by the core.",
+        value: |s| &s.connections_open,
+    },
+    Metric {
+        name: "dormouse_rooms_resident",
+        kind: "gauge",
+        help: "Room objects in memory on their owner core.",
+        value: |s| &s.rooms_resident,
+    },
+    Metric {
+        name: "dormouse_rooms_created_total",
+        kind: "counter",
+        help: "Room objects created.",
+        value: |s| &s.rooms_created,
+    },
+    Metric {
+        name: "dormouse_rooms_woken_total",
+        kind: "counter",
+        help: "Room objects brought back from a hibernation snapshot.",
+        value: |s| &s.rooms_woken,
+    },
+    Metric {
+        name: "dormouse_room_events_total",
+        kind: "counter",
+        help: "Events delivered to room objects (connect, message, close, request).",
+        value: |s| &s.room_events,
+    },
+    Metric {
+        name: "dormouse_messages_in_total",
+        kind: "counter",
+        help: "WebSocket messages received.",
+        value: |s| &s.messages_in,
+    },
+    Metric {
+        name: "dormouse_frames_out_total",
+        kind: "counter",
+        help: "WebSocket frames queued to sockets by sends, broadcasts and publishes.",
+        value: |s| &s.frames_out,
+    },
+    Metric {
+        name: "dormouse_bytes_out_total",
+        kind: "counter",
+        help: "Bytes written to sockets.",
+        value: |s| &s.bytes_out,
+    },
+    Metric {
+        name: "dormouse_broadcasts_total",
+        kind: "counter",
+        help: "Broadcasts (including publishes) carried out for the core's members.",
+        value: |s| &s.broadcasts,
+    },
+    Metric {
+        name: "dormouse_publishes_total",
+        kind: "counter",
+        help: "Publish API requests accepted.",
+        value: |s| &s.publishes,
+    },
+    Metric {
+        name: "dormouse_slow_consumers_closed_total",
+        kind: "counter",
+        help: "Connections closed with 1008 because their write backlog was full.",
+        value: |s| &s.slow_consumers_closed,
+    },
+    Metric {
+        name: "dormouse_frames_dropped_total",
+        kind: "counter",
+        help: "Frames not queued to a slow consumer under the drop policy.",
+        value: |s| &s.frames_dropped,
+    },
+];
+
+/// Renders every metric, one sample per core.
+pub(crate) fn render(stats: &[CoreStats]) -> String {
+    let mut out = String::with_capacity(4096);
+    for metric in METRICS {
+        // Writing to a String cannot fail.
+        let _ = writeln!(out, "# HELP {} {}\n# TYPE {} {}", metric.name, metric.help, metric.name, metric.kind);
+        for (core, core_stats) in stats.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{}{{core=\"{core}\"}} {}",
+                metric.name,
+                (metric.value)(core_stats).load(Ordering::Relaxed)
+            );
+        }
+    }
+    out
+}
+
+/// Answers a request to the metrics path.
+pub(crate) fn respond(request: &Request, stats: &[CoreStats]) -> Response {
+    match request.method() {
+        "GET" | "HEAD" => Response::new(200)
+            .with_header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+            .with_body(render(stats)),
+        _ => Response::text(405, "Metrics are read with GET").with_header("Allow", "GET, HEAD"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_has_help_type_and_one_sample_per_core() {
+        let stats = [CoreStats::default(), CoreStats::default()];
+        stats[1].frames_out.store(7, Ordering::Relaxed);
+        let text = render(&stats);
+        for metric in METRICS {
+            assert!(text.contains(&format!("# TYPE {} {}\n", metric.name, metric.kind)));
+            assert!(text.contains(&format!("{}{{core=\"0\"}} ", metric.name)));
+            assert!(text.contains(&format!("{}{{core=\"1\"}} ", metric.name)));
+        }
+        assert!(text.contains("dormouse_frames_out_total{core=\"1\"} 7\n"));
+    }
+}

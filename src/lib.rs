@@ -29,6 +29,7 @@ pub mod config;
 pub mod http;
 mod kind;
 mod metrics;
+mod outq;
 pub mod party;
 mod reactor;
 mod room;
@@ -41,3 +42,10 @@ pub use config::{Config, Limits, MetricsConfig, SlowConsumerPolicy};
 pub use http::{RequestHead, Response};
 pub use party::{ConnectCtx, Connection, Lobby, Message, Party, Rejection, Request, Room, StateTooLarge};
 pub use server::{Server, ServerHandle, StartError};
+
+/// Internals the benchmarks in `benches/` drive; not a stable API.
+#[doc(hidden)]
+pub mod bench {
+    pub use crate::outq::WriteQueue;
+    pub use crate::reactor::CONN_RECORD_BYTES;
+}

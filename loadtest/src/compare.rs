@@ -18,6 +18,15 @@ const FIGURES: &[(&str, &str, bool)] = &[
     ("last receiver max (us)", "/report/last_receiver_latency_us/max", true),
     ("server B/connection", "/report/server_bytes_per_connection", true),
     ("server CPU us/frame", "/report/server_cpu_us_per_delivery", true),
+    // The tags scenario: phase 0 publishes to the tag, phase 1 to the room.
+    ("tag: publish p50 (us)", "/report/phases/0/publish_latency_us/p50", true),
+    ("tag: last recv p99 (us)", "/report/phases/0/last_receiver_latency_us/p99", true),
+    ("tag: CPU us/message", "/report/phases/0/server_cpu_us_per_message", true),
+    ("full: publish p50 (us)", "/report/phases/1/publish_latency_us/p50", true),
+    ("full: last recv p99 (us)", "/report/phases/1/last_receiver_latency_us/p99", true),
+    ("full: CPU us/message", "/report/phases/1/server_cpu_us_per_message", true),
+    ("tag/full CPU", "/report/cpu_ratio_tag_to_full", true),
+    ("wrong receivers", "/report/wrong_receivers", true),
 ];
 
 pub fn run(files: &[PathBuf]) -> Result<String> {

@@ -25,7 +25,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 const MAGIC: &[u8; 4] = b"DMLT";
-/// magic, publisher u32, sequence u64, send time u64.
+/// Magic, publisher u32, sequence u64, send time u64.
 pub const HEADER_BYTES: usize = 24;
 /// Handshakes in flight per thread while ramping up.
 const HANDSHAKES_IN_FLIGHT: usize = 256;
@@ -42,6 +42,12 @@ pub struct Plan {
     pub publishers: usize,
     /// Messages per second, over all publishers.
     pub rate: f64,
+    /// Instead of `rate`: keep about this many messages in flight (sent and
+    /// not yet at every receiver), sending as fast as they are delivered.
+    pub in_flight: Option<u64>,
+    /// For the `tags` scenario: every `tag_every`-th connection carries
+    /// `?tag=hot`, the others `?tag=cold`.
+    pub tag_every: Option<usize>,
     pub payload_bytes: usize,
     pub duration: Duration,
     /// How long to wait for outstanding deliveries after the last send.
@@ -66,6 +72,52 @@ impl Plan {
     pub fn receivers_per_message(&self) -> u64 {
         (self.connections / self.rooms - 1) as u64
     }
+
+    /// The tag connection `global` carries, if the run tags connections.
+    pub fn tag_of(&self, global: usize) -> Option<&'static str> {
+        self.tag_every.map(|every| if global % every == 0 { HOT_TAG } else { COLD_TAG })
+    }
+
+    /// How many connections carry the hot tag.
+    pub fn hot_connections(&self) -> u64 {
+        (0..self.connections).filter(|&g| self.tag_of(g) == Some(HOT_TAG)).count() as u64
+    }
+
+    /// Receivers of a message from `publisher`: the hot connections for a tag
+    /// publish, every connection for a full publish, else the relay convention.
+    pub fn receivers_of(&self, publisher: u32) -> u64 {
+        match publisher {
+            TAG_PUBLISHER => self.hot_connections(),
+            FULL_PUBLISHER => self.connections as u64,
+            _ => self.receivers_per_message(),
+        }
+    }
+}
+
+/// Publisher ids of messages sent through the publish API (not by a
+/// connection): to the hot tag, and to the whole room.
+pub const TAG_PUBLISHER: u32 = 0xffff_fff0;
+pub const FULL_PUBLISHER: u32 = 0xffff_fff1;
+pub const HOT_TAG: &str = "hot";
+/// Classes of messages, reported apart: from connections, tag publishes, full publishes.
+const CLASSES: usize = 3;
+
+pub fn class_of(publisher: u32) -> usize {
+    match publisher {
+        TAG_PUBLISHER => 1,
+        FULL_PUBLISHER => 2,
+        _ => 0,
+    }
+}
+pub const COLD_TAG: &str = "cold";
+
+/// A message of the harness's format: magic, publisher, sequence, send time
+/// (ns since `epoch`), padded to `payload.len()`.
+pub fn stamp(payload: &mut [u8], publisher: u32, seq: u64, sent_ns: u64) {
+    payload[..4].copy_from_slice(MAGIC);
+    payload[4..8].copy_from_slice(&publisher.to_le_bytes());
+    payload[8..16].copy_from_slice(&seq.to_le_bytes());
+    payload[16..24].copy_from_slice(&sent_ns.to_le_bytes());
 }
 
 /// Everything one run measured.
@@ -113,7 +165,7 @@ pub struct Percentiles {
 const CURVE_QUANTILES: &[f64] = &[0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999, 1.0];
 
 impl Percentiles {
-    fn from(h: &Histogram<u64>) -> Percentiles {
+    pub(crate) fn from(h: &Histogram<u64>) -> Percentiles {
         let us = |v: u64| v as f64 / 1000.0;
         Percentiles {
             p50: us(h.value_at_quantile(0.5)),
@@ -131,7 +183,7 @@ impl Percentiles {
     }
 }
 
-fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds are valid")
 }
 
@@ -157,19 +209,24 @@ struct Conn {
     /// Highest sequence seen from each publisher heard so far. A connection
     /// hears few publishers, so a short list beats a table of all of them.
     last_seq: Vec<(u32, u64)>,
+    /// Whether this connection carries the hot tag (tags scenario).
+    hot: bool,
 }
 
 /// One worker's tallies.
-struct Tally {
+pub(crate) struct Tally {
     /// (publisher, seq) -> (deliveries, latest latency ns)
     messages: HashMap<(u32, u64), (u32, u64)>,
-    latency: Histogram<u64>,
+    /// Delivery latency per class of publisher (see [`class_of`]).
+    latency: [Histogram<u64>; CLASSES],
     /// From connect to the 101, per successful handshake.
     handshake: Histogram<u64>,
     /// Connections started.
     attempts: u64,
     sent: u64,
     out_of_order: u64,
+    /// Tag publishes that reached a connection without the tag.
+    wrong_receivers: u64,
     /// When the last delivery arrived (ns since the epoch).
     last_delivery_ns: u64,
     errors: HashMap<String, u64>,
@@ -187,7 +244,7 @@ impl Tally {
     }
 }
 
-fn now_ns(epoch: Instant) -> u64 {
+pub(crate) fn now_ns(epoch: Instant) -> u64 {
     epoch.elapsed().as_nanos() as u64
 }
 
@@ -229,12 +286,17 @@ fn connect(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStrea
 /// Counts all workers share, so the drain ends once every expected delivery
 /// has arrived. Workers add to them once per poll turn, not per message.
 #[derive(Default)]
-struct Progress {
+pub(crate) struct Progress {
     sent: AtomicU64,
+    /// Deliveries the messages sent so far should make.
+    expected: AtomicU64,
     delivered: AtomicU64,
     /// Handshakes completed and errors so far, for the live progress line.
     handshakes: AtomicU64,
     errors: AtomicU64,
+    /// Set once whoever publishes from outside the workers has finished (at
+    /// once when the workers' own publishers are all there is).
+    driver_done: std::sync::atomic::AtomicBool,
 }
 
 /// Prints one line, rewritten every second, while a run is under way; only
@@ -271,6 +333,19 @@ impl ProgressLine {
     }
 }
 
+impl Progress {
+    /// Whether every message sent so far has reached all its receivers.
+    pub(crate) fn all_delivered(&self) -> bool {
+        self.delivered.load(Ordering::Relaxed) >= self.expected.load(Ordering::Relaxed)
+    }
+
+    /// Counts a message sent from outside the workers (the publish API).
+    pub(crate) fn count_sent(&self, receivers: u64) {
+        self.expected.fetch_add(receivers, Ordering::Relaxed);
+        self.sent.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 impl Drop for ProgressLine {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -303,11 +378,12 @@ impl Worker {
     fn new(plan: Arc<Plan>, index: usize, epoch: Instant, progress: Arc<Progress>) -> Result<Worker> {
         let tally = Tally {
             messages: HashMap::new(),
-            latency: histogram(),
+            latency: std::array::from_fn(|_| histogram()),
             handshake: histogram(),
             attempts: 0,
             sent: 0,
             out_of_order: 0,
+            wrong_receivers: 0,
             last_delivery_ns: 0,
             errors: HashMap::new(),
             progress: progress.clone(),
@@ -353,6 +429,7 @@ impl Worker {
                             rbuf: Vec::new(),
                             wbuf: Vec::new(),
                             last_seq: Vec::new(),
+                            hot: self.plan.tag_of(global) == Some(HOT_TAG),
                         });
                         in_flight += 1;
                     }
@@ -384,10 +461,14 @@ impl Worker {
         if conn.state == State::Connecting {
             match conn.stream.peer_addr() {
                 Ok(_) => {
-                    let target = self
+                    let mut target = self
                         .plan
                         .target
                         .request_target(&self.plan.room_of(conn.global), &format!("lt-{}-{}", self.cycle, conn.global));
+                    if let Some(tag) = self.plan.tag_of(conn.global) {
+                        target.push_str("&tag=");
+                        target.push_str(tag);
+                    }
                     let request = format!(
                         "GET {target} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
@@ -500,7 +581,10 @@ impl Worker {
                     let seq = u64::from_le_bytes(payload[8..16].try_into().expect("8 bytes"));
                     let sent = u64::from_le_bytes(payload[16..24].try_into().expect("8 bytes"));
                     let latency = now.saturating_sub(sent).max(1);
-                    let _ = self.tally.latency.record(latency);
+                    let _ = self.tally.latency[class_of(publisher)].record(latency);
+                    if publisher == TAG_PUBLISHER && !conn.hot {
+                        self.tally.wrong_receivers += 1;
+                    }
                     self.unreported += 1;
                     self.tally.last_delivery_ns = now;
                     let entry = self.tally.messages.entry((publisher, seq)).or_insert((0, 0));
@@ -540,33 +624,55 @@ impl Worker {
         let mine: Vec<usize> = (0..self.conns.len()).filter(|&i| self.conns[i].global < plan.publishers).collect();
         let mut seqs = vec![0u64; mine.len()];
         let mut payload = vec![0u8; plan.payload_bytes.max(HEADER_BYTES)];
-        payload[..4].copy_from_slice(MAGIC);
+        let receivers = plan.receivers_per_message();
         let mut events = Events::with_capacity(4096);
         loop {
             let now = Instant::now();
             if now < end {
                 for (k, &i) in mine.iter().enumerate() {
-                    // Messages due by now, on a fixed schedule from the start;
-                    // publisher g is offset by g/P of an interval, so the
-                    // publishers together send at an even total rate.
-                    let phase = self.conns[i].global as f64 / plan.publishers as f64;
-                    let elapsed = (now - start).as_secs_f64() * per_publisher;
-                    let due = if elapsed >= phase { (elapsed - phase) as u64 + 1 } else { 0 };
+                    let due = match plan.in_flight {
+                        // As fast as delivered: one more whenever the room has
+                        // fewer than `window` messages outstanding.
+                        Some(window) => {
+                            let outstanding = self.progress.expected.load(Ordering::Relaxed)
+                                - self
+                                    .progress
+                                    .delivered
+                                    .load(Ordering::Relaxed)
+                                    .min(self.progress.expected.load(Ordering::Relaxed));
+                            seqs[k] + u64::from(outstanding < window * receivers)
+                        }
+                        // Messages due by now, on a fixed schedule from the
+                        // start; publisher g is offset by g/P of an interval,
+                        // so the publishers together send at an even total rate.
+                        None => {
+                            let phase = self.conns[i].global as f64 / plan.publishers as f64;
+                            let elapsed = (now - start).as_secs_f64() * per_publisher;
+                            if elapsed >= phase {
+                                (elapsed - phase) as u64 + 1
+                            } else {
+                                0
+                            }
+                        }
+                    };
                     while seqs[k] < due && self.conns[i].state == State::Open {
-                        payload[4..8].copy_from_slice(&(self.conns[i].global as u32).to_le_bytes());
-                        payload[8..16].copy_from_slice(&seqs[k].to_le_bytes());
-                        payload[16..24].copy_from_slice(&now_ns(self.epoch).to_le_bytes());
+                        stamp(&mut payload, self.conns[i].global as u32, seqs[k], now_ns(self.epoch));
                         client_frame(2, &payload, &mut self.conns[i].wbuf);
                         seqs[k] += 1;
                         self.tally.sent += 1;
+                        self.progress.expected.fetch_add(receivers, Ordering::Relaxed);
                         self.progress.sent.fetch_add(1, Ordering::Relaxed);
                     }
                     self.flush(i);
                 }
-            } else if now >= drain_end || self.all_delivered() {
+            } else if self.progress.driver_done.load(Ordering::Relaxed) && (now >= drain_end || self.all_delivered()) {
                 return Ok(());
             }
-            let wait = if now < end { interval.min(Duration::from_millis(1)) } else { Duration::from_millis(10) };
+            let wait = match plan.in_flight {
+                Some(_) if now < end => Duration::from_micros(100),
+                _ if now < end => interval.min(Duration::from_millis(1)),
+                _ => Duration::from_millis(10),
+            };
             self.poll.poll(&mut events, Some(wait))?;
             for event in events.iter() {
                 let i = event.token().0;
@@ -580,8 +686,7 @@ impl Worker {
     /// Whether every message sent so far, by any worker, has reached all its
     /// receivers.
     fn all_delivered(&self) -> bool {
-        let receivers = self.plan.receivers_per_message();
-        self.progress.delivered.load(Ordering::Relaxed) >= self.progress.sent.load(Ordering::Relaxed) * receivers
+        self.progress.all_delivered()
     }
 
     /// Closes every open connection with a close handshake, waiting (at most
@@ -620,6 +725,32 @@ pub fn run(plan: Plan) -> Result<Report> {
         "the CLI validates the plan"
     );
     let plan = Arc::new(plan);
+    let run = drive(plan.clone(), |_, _, _| Ok(()))?;
+    let start_ns = (run.start - run.epoch).as_nanos() as u64;
+    Ok(merge(&plan, run.tallies, start_ns, run.connect_secs, run.before, run.connected, run.after))
+}
+
+/// A run of the workers: their tallies, when publishing started, and the
+/// server samples before connecting, once connected, and at the end.
+pub(crate) struct Driven<T> {
+    pub tallies: Vec<Tally>,
+    pub epoch: Instant,
+    pub start: Instant,
+    pub connect_secs: f64,
+    pub before: Option<ProcSample>,
+    pub connected: Option<ProcSample>,
+    pub after: Option<ProcSample>,
+    pub out: T,
+}
+
+/// Connects the workers' connections, then, while the workers publish their
+/// share (if any) and read, runs `driver` on this thread with the shared
+/// progress and the publishing start; the workers stop after the driver
+/// returns and their own publishing and drain are over.
+pub(crate) fn drive<T>(
+    plan: Arc<Plan>,
+    driver: impl FnOnce(&Progress, Instant, Instant) -> Result<T>,
+) -> Result<Driven<T>> {
     let epoch = Instant::now();
     let before = plan.server_pid.map(crate::target::sample).transpose()?;
     let connected = Arc::new(Barrier::new(plan.threads + 1));
@@ -651,45 +782,42 @@ pub fn run(plan: Plan) -> Result<Report> {
     let start = Instant::now();
     *schedule.lock().expect("not poisoned") = Some((start, start + plan.duration, start + plan.duration + plan.drain));
     go.wait();
+    let out = driver(&progress, epoch, start);
+    progress.driver_done.store(true, Ordering::Relaxed);
     let mut tallies = Vec::new();
     for handle in handles {
         tallies.push(handle.join().map_err(|_| anyhow::anyhow!("a worker thread panicked"))??);
     }
     let after = plan.server_pid.map(crate::target::sample).transpose()?;
-    let start_ns = (start - epoch).as_nanos() as u64;
-    Ok(merge(&plan, tallies, start_ns, connect_secs, before, connected_sample, after))
+    Ok(Driven { tallies, epoch, start, connect_secs, before, connected: connected_sample, after, out: out? })
 }
 
-fn merge(
-    plan: &Plan,
-    tallies: Vec<Tally>,
-    start_ns: u64,
-    connect_secs: f64,
-    before: Option<ProcSample>,
-    connected: Option<ProcSample>,
-    after: Option<ProcSample>,
-) -> Report {
-    let mut messages: HashMap<(u32, u64), (u32, u64)> = HashMap::new();
+/// What the receivers saw of one class of messages.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Summary {
+    pub messages_sent: u64,
+    pub receivers_per_message: u64,
+    pub deliveries_expected: u64,
+    pub deliveries: u64,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub delivery_latency_us: Percentiles,
+    pub last_receiver_latency_us: Percentiles,
+}
+
+/// Merges the workers' tallies of message class `class`, `sent` messages
+/// of `receivers` receivers each.
+pub(crate) fn summarize(tallies: &[Tally], class: usize, sent: u64, receivers: u64) -> Summary {
     let mut latency = histogram();
-    let mut handshake = histogram();
-    let mut errors = HashMap::new();
-    let (mut sent, mut out_of_order, mut last_delivery_ns) = (0, 0, 0);
+    let mut messages: HashMap<(u32, u64), (u32, u64)> = HashMap::new();
     for tally in tallies {
-        last_delivery_ns = last_delivery_ns.max(tally.last_delivery_ns);
-        sent += tally.sent;
-        out_of_order += tally.out_of_order;
-        latency.add(&tally.latency).expect("histograms share bounds");
-        handshake.add(&tally.handshake).expect("histograms share bounds");
-        for (kind, n) in tally.errors {
-            *errors.entry(kind).or_default() += n;
-        }
-        for (key, (count, max)) in tally.messages {
+        latency.add(&tally.latency[class]).expect("histograms share bounds");
+        for (&key, &(count, max)) in tally.messages.iter().filter(|(k, _)| class_of(k.0) == class) {
             let entry = messages.entry(key).or_insert((0, 0));
             entry.0 += count;
             entry.1 = entry.1.max(max);
         }
     }
-    let receivers = plan.receivers_per_message();
     let mut last = histogram();
     let (mut deliveries, mut duplicates) = (0u64, 0u64);
     for &(count, max) in messages.values() {
@@ -702,8 +830,62 @@ fn merge(
         }
     }
     let expected = sent * receivers;
+    Summary {
+        messages_sent: sent,
+        receivers_per_message: receivers,
+        deliveries_expected: expected,
+        deliveries,
+        lost: expected.saturating_sub(deliveries),
+        duplicates,
+        delivery_latency_us: Percentiles::from(&latency),
+        last_receiver_latency_us: Percentiles::from(&last),
+    }
+}
+
+/// What every scenario's tallies share: handshakes, errors, order, timing.
+pub(crate) struct Common {
+    pub handshake: Histogram<u64>,
+    pub errors: HashMap<String, u64>,
+    pub out_of_order: u64,
+    pub wrong_receivers: u64,
+    pub last_delivery_ns: u64,
+}
+
+pub(crate) fn common(tallies: &[Tally]) -> Common {
+    let mut c = Common {
+        handshake: histogram(),
+        errors: HashMap::new(),
+        out_of_order: 0,
+        wrong_receivers: 0,
+        last_delivery_ns: 0,
+    };
+    for tally in tallies {
+        c.handshake.add(&tally.handshake).expect("histograms share bounds");
+        for (kind, n) in &tally.errors {
+            *c.errors.entry(kind.clone()).or_default() += n;
+        }
+        c.out_of_order += tally.out_of_order;
+        c.wrong_receivers += tally.wrong_receivers;
+        c.last_delivery_ns = c.last_delivery_ns.max(tally.last_delivery_ns);
+    }
+    c
+}
+
+fn merge(
+    plan: &Plan,
+    tallies: Vec<Tally>,
+    start_ns: u64,
+    connect_secs: f64,
+    before: Option<ProcSample>,
+    connected: Option<ProcSample>,
+    after: Option<ProcSample>,
+) -> Report {
+    let sent = tallies.iter().map(|t| t.sent).sum();
+    let summary = summarize(&tallies, 0, sent, plan.receivers_per_message());
+    let c = common(&tallies);
     let publish_secs = plan.duration.as_secs_f64();
-    let delivery_secs = (last_delivery_ns.saturating_sub(start_ns) as f64 / 1e9).max(1e-9);
+    let delivery_secs = (c.last_delivery_ns.saturating_sub(start_ns) as f64 / 1e9).max(1e-9);
+    let deliveries = summary.deliveries;
     Report {
         rooms: plan.rooms,
         connections: plan.connections,
@@ -713,16 +895,16 @@ fn merge(
         publish_secs,
         delivery_secs,
         messages_sent: sent,
-        deliveries_expected: expected,
+        deliveries_expected: summary.deliveries_expected,
         deliveries,
         delivered_frames_per_sec: deliveries as f64 / delivery_secs,
-        lost: expected.saturating_sub(deliveries),
-        duplicates,
-        out_of_order,
-        errors,
-        delivery_latency_us: Percentiles::from(&latency),
-        last_receiver_latency_us: Percentiles::from(&last),
-        handshake_latency_us: Percentiles::from(&handshake),
+        lost: summary.lost,
+        duplicates: summary.duplicates,
+        out_of_order: c.out_of_order,
+        errors: c.errors,
+        delivery_latency_us: summary.delivery_latency_us,
+        last_receiver_latency_us: summary.last_receiver_latency_us,
+        handshake_latency_us: Percentiles::from(&c.handshake),
         server_bytes_per_connection: before
             .zip(connected)
             .map(|(b, c)| c.rss_bytes.saturating_sub(b.rss_bytes) as f64 / plan.connections as f64),

@@ -5,12 +5,17 @@
 //! frames/s, per-delivery and last-receiver latency, losses, duplicates and
 //! order) and `idle` (N idle connections: the server's memory per
 //! connection), `churn` (a connect/disconnect storm: connects/s and handshake
-//! latency); `compare` prints several runs' JSON reports side by side. Any server works that follows the relay convention: each
-//! message a client sends goes to every other client of the room.
+//! latency), `rooms` (many small rooms woken at a low rate) and `tags`
+//! (publishes to a tagged subset against publishes to the whole room, through
+//! dormouse's publish API); `compare` prints several runs' JSON reports side
+//! by side. Any server works that follows the relay convention (each message
+//! a client sends goes to every other client of the room); `tags` needs
+//! dormouse.
 
 mod compare;
 mod fanout;
 mod svg;
+mod tags;
 mod target;
 
 use anyhow::{bail, Context, Result};
@@ -87,9 +92,37 @@ enum Scenario {
         /// Messages per second over all publishers.
         #[arg(long, default_value_t = 100.0)]
         rate: f64,
+        /// As fast as delivered: instead of --rate, keep about this many
+        /// messages in flight (sent, not yet at every receiver).
+        #[arg(long, conflicts_with = "rate")]
+        in_flight: Option<u64>,
         /// Message size in bytes (at least 24: the header with sequence and timestamp).
         #[arg(long, default_value_t = 100)]
         payload_bytes: usize,
+    },
+    /// N connections in one room, every K-th tagged `hot` (`?tag=hot`, the
+    /// others `?tag=cold`); publishes to the hot tag, then to the whole room,
+    /// through dormouse's publish API. Checks that only tagged connections
+    /// receive and reports the cost of a tag publish against a full one.
+    Tags {
+        #[command(flatten)]
+        connect: Connect,
+        /// --duration-secs is per phase.
+        #[command(flatten)]
+        publish: Publish,
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// Every K-th connection carries the hot tag.
+        #[arg(long, default_value_t = 100)]
+        tag_every: usize,
+        /// Publishes per second in each phase.
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 100)]
+        payload_bytes: usize,
+        /// The server's `publish_token`.
+        #[arg(long)]
+        publish_token: String,
     },
     /// M rooms of k connections, mostly idle; one member of each room wakes it
     /// in turn at a low total rate. Reports the server's memory per room and
@@ -147,6 +180,8 @@ struct Shape {
     connections: usize,
     publishers: usize,
     rate: f64,
+    in_flight: Option<u64>,
+    tag_every: Option<usize>,
     payload_bytes: usize,
 }
 
@@ -168,6 +203,8 @@ fn plan(connect: &Connect, publish: Option<&Publish>, duration_secs: f64, shape:
         connections: shape.connections,
         publishers: shape.publishers,
         rate: shape.rate,
+        in_flight: shape.in_flight,
+        tag_every: shape.tag_every,
         payload_bytes: shape.payload_bytes,
         duration: seconds("duration-secs", duration_secs)?,
         drain: seconds("drain-secs", publish.map_or(0.0, |p| p.drain_secs))?,
@@ -205,14 +242,15 @@ fn finish(connect: &Connect, publish: &Publish, scenario: &str, report: &fanout:
 
 fn run(scenario: Scenario) -> Result<()> {
     match scenario {
-        Scenario::Fanout { connect, publish, connections, publishers, rate, payload_bytes } => {
-            if !(fanout::HEADER_BYTES..=16 << 20).contains(&payload_bytes) {
-                return Err(usage(format!("--payload-bytes must be between {} and 16777216", fanout::HEADER_BYTES)));
-            }
+        Scenario::Fanout { connect, publish, connections, publishers, rate, in_flight, payload_bytes } => {
+            check_payload(payload_bytes)?;
             if connections < 2 || publishers == 0 || publishers > connections {
                 return Err(usage("need --connections >= 2 and 1 <= --publishers <= --connections".into()));
             }
-            let shape = Shape { rooms: 1, connections, publishers, rate, payload_bytes };
+            if in_flight == Some(0) {
+                return Err(usage("--in-flight must be at least 1".into()));
+            }
+            let shape = Shape { rooms: 1, connections, publishers, rate, in_flight, tag_every: None, payload_bytes };
             let report = fanout::run(plan(&connect, Some(&publish), publish.duration_secs, shape)?)?;
             print_fanout(&report);
             finish(&connect, &publish, "fanout", &report)
@@ -226,6 +264,8 @@ fn run(scenario: Scenario) -> Result<()> {
                 connections: rooms * per_room,
                 publishers: rooms,
                 rate,
+                in_flight: None,
+                tag_every: None,
                 payload_bytes: fanout::HEADER_BYTES,
             };
             let report = fanout::run(plan(&connect, Some(&publish), publish.duration_secs, shape)?)?;
@@ -243,7 +283,15 @@ fn run(scenario: Scenario) -> Result<()> {
             finish(&connect, &publish, "rooms", &report)
         }
         Scenario::Churn { connect, connections, duration_secs } => {
-            let shape = Shape { rooms: 1, connections, publishers: 1, rate: 1.0, payload_bytes: fanout::HEADER_BYTES };
+            let shape = Shape {
+                rooms: 1,
+                connections,
+                publishers: 1,
+                rate: 1.0,
+                in_flight: None,
+                tag_every: None,
+                payload_bytes: fanout::HEADER_BYTES,
+            };
             let report = fanout::churn(plan(&connect, None, duration_secs, shape)?)?;
             println!("connections/cycle     {} ({} cycles)", report.connections_per_cycle, report.cycles);
             println!(
@@ -253,6 +301,40 @@ fn run(scenario: Scenario) -> Result<()> {
             print_percentiles("handshake latency", &report.handshake_latency_us);
             print_errors(&report.errors);
             write_json(&connect, "churn", &report)
+        }
+        Scenario::Tags { connect, publish, connections, tag_every, rate, payload_bytes, publish_token } => {
+            check_payload(payload_bytes)?;
+            if tag_every == 0 || tag_every > connections {
+                return Err(usage("--tag-every must be between 1 and --connections".into()));
+            }
+            let shape = Shape {
+                rooms: 1,
+                connections,
+                publishers: 0,
+                rate,
+                in_flight: None,
+                tag_every: Some(tag_every),
+                payload_bytes,
+            };
+            // The workers only read; the publishing is the driver's, per phase.
+            let mut plan = plan(&connect, Some(&publish), 0.0, shape)?;
+            let phase = seconds("duration-secs", publish.duration_secs)?;
+            plan.duration = phase;
+            let report = tags::run(plan, &publish_token, rate)?;
+            print_tags(&report);
+            write_json(&connect, "tags", &report)?;
+            let lost: u64 = report.phases.iter().map(|p| p.summary.lost).sum();
+            if lost > publish.max_loss {
+                bail!("{lost} deliveries lost (--max-loss {})", publish.max_loss);
+            }
+            if report.wrong_receivers > 0 || report.delivered_count_mismatches > 0 {
+                bail!(
+                    "{} tag deliveries reached untagged connections, {} publish counts were wrong",
+                    report.wrong_receivers,
+                    report.delivered_count_mismatches
+                );
+            }
+            Ok(())
         }
         Scenario::Compare { files } => compare::run(&files).map(|table| print!("{table}")),
         Scenario::Idle { url, connections, server_pid, hold_secs } => idle(&url, connections, server_pid, hold_secs),
@@ -311,6 +393,45 @@ fn print_errors(errors: &std::collections::HashMap<String, u64>) {
     for (kind, n) in errors {
         println!("error                 {kind}: {n}");
     }
+}
+
+fn check_payload(payload_bytes: usize) -> Result<()> {
+    if (fanout::HEADER_BYTES..=16 << 20).contains(&payload_bytes) {
+        Ok(())
+    } else {
+        Err(usage(format!("--payload-bytes must be between {} and 16777216", fanout::HEADER_BYTES)))
+    }
+}
+
+fn print_tags(r: &tags::TagsReport) {
+    println!(
+        "connections           {} ({} tagged hot: every {}th; {} B messages)",
+        r.connections, r.tagged_connections, r.tag_every, r.payload_bytes
+    );
+    println!("connect time          {:.2} s", r.connect_secs);
+    for p in &r.phases {
+        let s = &p.summary;
+        println!("-- {} publishes ({} receivers each)", p.name, s.receivers_per_message);
+        println!("messages sent         {} in {:.1} s", s.messages_sent, p.secs);
+        println!("deliveries            {} of {} expected", s.deliveries, s.deliveries_expected);
+        println!("lost / dup            {} / {}", s.lost, s.duplicates);
+        print_percentiles("publish latency", &p.publish_latency_us);
+        print_percentiles("last receiver", &s.last_receiver_latency_us);
+        if let Some(c) = p.server_cpu_us_per_message {
+            println!("server CPU            {c:.1} us per message");
+        }
+    }
+    println!("wrong receivers       {} (tag publishes at untagged connections)", r.wrong_receivers);
+    println!("out of order          {}", r.out_of_order);
+    println!(
+        "count mismatches      {} (publish responses with an unexpected delivered count)",
+        r.delivered_count_mismatches
+    );
+    if let Some(ratio) = r.cpu_ratio_tag_to_full {
+        println!("tag vs full           {:.1}% of the server CPU per message", ratio * 100.0);
+    }
+    println!("tag vs full           {:.1}% of the median publish latency", r.publish_p50_ratio_tag_to_full * 100.0);
+    print_errors(&r.errors);
 }
 
 fn print_fanout(r: &fanout::Report) {

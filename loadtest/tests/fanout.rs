@@ -2,8 +2,11 @@
 
 use std::process::{Command, Output};
 
+const TOKEN: &str = "loadtest-token-0123456789";
+
 fn server() -> dormouse::ServerHandle {
-    let config = dormouse::Config::from_toml("listen = \"127.0.0.1:0\"\ncores = 2\n").unwrap();
+    let toml = format!("listen = \"127.0.0.1:0\"\ncores = 2\npublish_token = \"{TOKEN}\"\n");
+    let config = dormouse::Config::from_toml(&toml).unwrap();
     dormouse::Server::new(config).party::<dormouse::Relay>("main").party::<dormouse::Echo>("echo").start().unwrap()
 }
 
@@ -97,6 +100,10 @@ fn impossible_values_exit_2_with_a_message() {
         (vec!["fanout", "--url", "ws://127.0.0.1:1/x", "--rate", "0"], "--rate"),
         (vec!["fanout", "--url", "http://127.0.0.1:1/x"], "ws://"),
         (vec!["fanout", "--bogus-flag"], "--bogus-flag"),
+        (vec!["fanout", "--url", "ws://127.0.0.1:1/x", "--in-flight", "0"], "--in-flight"),
+        (vec!["fanout", "--url", "ws://127.0.0.1:1/x", "--in-flight", "2", "--rate", "3"], "--rate"),
+        (vec!["tags", "--url", "ws://127.0.0.1:1/x", "--publish-token", "t", "--tag-every", "0"], "--tag-every"),
+        (vec!["tags", "--url", "ws://127.0.0.1:1/x"], "--publish-token"),
     ] {
         let out = loadtest(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -143,4 +150,71 @@ fn rooms_are_woken_separately_and_each_wake_reaches_its_room_only() {
     assert_eq!(r["duplicates"], 0);
     assert_eq!(r["lost"], 0);
     assert_eq!(r["rooms"], 20);
+}
+
+#[test]
+fn fanout_as_fast_as_delivered_keeps_the_window_and_loses_nothing() {
+    let server = server();
+    let url = format!("ws://{}/parties/main/{{room}}", server.local_addr());
+    let args = ["fanout", "--url", &url, "--connections", "40", "--in-flight", "4", "--duration-secs", "0.5"];
+    let (doc, _) = loadtest_json("in-flight", &args);
+    let r = &doc["report"];
+    let sent = r["messages_sent"].as_u64().unwrap();
+    assert!(sent > 4, "more than one window is sent as deliveries complete, got {sent}");
+    assert_eq!(r["deliveries"].as_u64().unwrap(), sent * 39);
+    assert_eq!(r["lost"], 0);
+    assert_eq!(r["duplicates"], 0);
+    assert_eq!(r["out_of_order"], 0);
+}
+
+#[test]
+fn tags_reach_exactly_the_tagged_set_and_cost_is_reported() {
+    let server = server();
+    let url = format!("ws://{}/parties/main/{{room}}", server.local_addr());
+    let args = [
+        "tags",
+        "--url",
+        &url,
+        "--connections",
+        "60",
+        "--tag-every",
+        "7",
+        "--rate",
+        "40",
+        "--duration-secs",
+        "0.5",
+        "--publish-token",
+        TOKEN,
+    ];
+    let (doc, stdout) = loadtest_json("tags", &args);
+    let r = &doc["report"];
+    // Connections 0, 7, ..., 56 carry the hot tag.
+    assert_eq!(r["tagged_connections"], 9);
+    assert_eq!(r["wrong_receivers"], 0, "no untagged connection got a tag publish");
+    assert_eq!(r["delivered_count_mismatches"], 0, "the server's counts match the tagged set");
+    assert_eq!(r["out_of_order"], 0);
+    let (tag, full) = (&r["phases"][0], &r["phases"][1]);
+    assert_eq!((tag["name"].as_str(), full["name"].as_str()), (Some("tag"), Some("full")));
+    for (phase, receivers) in [(tag, 9), (full, 60)] {
+        let sent = phase["messages_sent"].as_u64().unwrap();
+        assert!(sent >= 10, "about 20 publishes per phase, got {sent}");
+        assert_eq!(phase["receivers_per_message"], receivers);
+        assert_eq!(phase["deliveries"].as_u64().unwrap(), sent * receivers, "each reaches its set once");
+        assert_eq!(phase["lost"], 0);
+        assert_eq!(phase["duplicates"], 0);
+    }
+    assert!(r["publish_p50_ratio_tag_to_full"].as_f64().unwrap() > 0.0);
+    assert!(stdout.contains("wrong receivers       0"), "{stdout}");
+}
+
+#[test]
+fn tags_against_a_server_without_the_publish_api_fail_clearly() {
+    let config = dormouse::Config::from_toml("listen = \"127.0.0.1:0\"\ncores = 1\n").unwrap();
+    let server = dormouse::Server::new(config).party::<dormouse::Relay>("main").start().unwrap();
+    let url = format!("ws://{}/parties/main/{{room}}", server.local_addr());
+    let args = ["tags", "--url", &url, "--connections", "4", "--tag-every", "2", "--duration-secs", "0.2"];
+    let out = loadtest(&[&args[..], &["--publish-token", TOKEN]].concat());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("publish answered 404"), "{stderr}");
 }

@@ -17,6 +17,7 @@ mod uring;
 use crate::config::{Limits, SlowConsumerPolicy};
 use crate::http::{self, BodyDecoder, BodyFraming, HttpError, HttpLimits, RequestHead, Response};
 use crate::kind::PartyKind;
+use crate::outq::WriteQueue;
 use crate::party::{ConnRef, Effect, Lobby, Message, Request};
 use crate::room::{Admission, Joining, RoomFailed, RoomHost, RoomKey};
 use crate::route::{self, Route};
@@ -266,9 +267,6 @@ struct ConnRecord {
     sending: bool,
     in_dirty: bool,
     joined: bool,
-    /// Bytes of the first queued frame already written.
-    sent_offset: u32,
-    write_q_bytes: usize,
     deadline_ms: u64,
     local_room: u32,
     /// The socket's key in its local room's tag index.
@@ -277,12 +275,14 @@ struct ConnRecord {
     /// The close code we sent, reported to the room if the peer never answers.
     close_code: u16,
     read_buf: Vec<u8>,
-    write_q: VecDeque<Bytes>,
+    out: WriteQueue,
     decoder: ws::Decoder,
     http: Option<Box<HttpState>>,
 }
 
-const _: () = assert!(size_of::<ConnRecord>() <= 160, "a connection record stays compact");
+/// The size of a socket's record, pinned here and reported in the docs.
+pub const CONN_RECORD_BYTES: usize = size_of::<ConnRecord>();
+const _: () = assert!(CONN_RECORD_BYTES <= 160, "a connection record stays compact");
 
 /// The members of one room that live on this core, indexed by tag.
 struct LocalRoom {
@@ -498,11 +498,12 @@ impl Core {
         for slot in self.st.dirty.drain(..) {
             let Some(conn) = self.st.conns.get_mut(slot as usize) else { continue };
             conn.in_dirty = false;
-            if conn.sending || conn.write_q.is_empty() || conn.phase == Phase::Dead {
+            if conn.sending || conn.out.is_empty() || conn.phase == Phase::Dead {
                 continue;
             }
             conn.sending = true;
-            self.io.send(slot, conn.fd.as_raw_fd(), conn.write_q.iter(), conn.sent_offset as usize);
+            let (frames, offset) = conn.out.unsent();
+            self.io.send(slot, conn.fd.as_raw_fd(), frames, offset);
         }
     }
 }
@@ -545,15 +546,13 @@ impl State {
             sending: false,
             in_dirty: false,
             joined: false,
-            sent_offset: 0,
-            write_q_bytes: 0,
             deadline_ms,
             local_room: 0,
             member_key: 0,
             member: 0,
             close_code: 1006,
             read_buf: Vec::new(),
-            write_q: VecDeque::new(),
+            out: WriteQueue::new(),
             decoder: ws::Decoder::new(),
             http: None,
         }) as u32;
@@ -831,7 +830,7 @@ impl State {
         let gen = conn.gen;
         let deadline = self.now_ms + self.shared.limits.close_timeout_ms;
         conn.deadline_ms = deadline;
-        let idle = !conn.sending && conn.write_q.is_empty();
+        let idle = !conn.sending && conn.out.is_empty();
         self.close_timers.push_back((deadline, slot, gen));
         if idle {
             self.linger(slot);
@@ -946,8 +945,7 @@ impl State {
         self.leave(slot, code, "", None);
         let conn = &mut self.conns[slot as usize];
         conn.phase = Phase::Dead;
-        conn.write_q.clear();
-        conn.write_q_bytes = 0;
+        conn.out.clear();
         conn.read_buf = Vec::new();
         conn.http = None;
         shutdown(&conn.fd, std::net::Shutdown::Both);
@@ -968,11 +966,10 @@ impl State {
     fn enqueue(&mut self, slot: u32, frame: Bytes) {
         let max = self.shared.limits.max_write_backlog_bytes;
         let Some(conn) = live(&mut self.conns, slot) else { return };
-        if conn.write_q_bytes + frame.len() > max && conn.phase == Phase::Open {
+        if !conn.out.fits(frame.len(), max) && conn.phase == Phase::Open {
             return self.slow_consumer(slot);
         }
-        conn.write_q_bytes += frame.len();
-        conn.write_q.push_back(frame);
+        conn.out.push(frame);
         mark_dirty(conn, slot, &mut self.dirty);
     }
 
@@ -989,13 +986,11 @@ impl State {
             self.counters.frames_dropped += 1;
             return;
         }
-        let keep = if conn.sending { uring::MAX_SEND_FRAMES } else { usize::from(conn.sent_offset > 0) };
-        conn.write_q.truncate(keep);
-        conn.write_q_bytes = conn.write_q.iter().map(Bytes::len).sum::<usize>() - conn.sent_offset as usize;
+        let keep = if conn.sending { uring::MAX_SEND_FRAMES } else { usize::from(conn.out.front_started()) };
+        conn.out.keep_front(keep);
         let reason = "slow consumer: write backlog exceeded";
         let close = ws::close_frame(Some(1008), reason);
-        conn.write_q_bytes += close.len();
-        conn.write_q.push_back(close);
+        conn.out.push(close);
         mark_dirty(conn, slot, &mut self.dirty);
         self.counters.slow_consumers_closed += 1;
         self.leave(slot, 1008, reason, Some(reason));
@@ -1012,22 +1007,9 @@ impl State {
             self.abort(slot);
             return self.release_if_done(slot);
         }
-        let mut sent = result as usize;
-        self.counters.bytes_out += sent as u64;
-        conn.write_q_bytes -= sent;
-        while sent > 0 {
-            let front = conn.write_q.front().expect("the kernel sent no more than was queued");
-            let left = front.len() - conn.sent_offset as usize;
-            if sent >= left {
-                sent -= left;
-                conn.sent_offset = 0;
-                conn.write_q.pop_front();
-            } else {
-                conn.sent_offset += sent as u32;
-                sent = 0;
-            }
-        }
-        if !conn.write_q.is_empty() {
+        self.counters.bytes_out += result as u64;
+        conn.out.advance(result as usize);
+        if !conn.out.is_empty() {
             mark_dirty(conn, slot, &mut self.dirty);
         } else if conn.phase == Phase::Draining {
             self.linger(slot);
@@ -1447,12 +1429,10 @@ impl FanOut<'_> {
             if !broadcast.without.is_empty() && broadcast.without.contains(&ConnRef { core, slot, gen: conn.gen }) {
                 continue;
             }
-            if conn.write_q_bytes + frame.len() > max_backlog {
+            if !conn.out.try_push(frame, max_backlog) {
                 self.slow.push(slot);
                 continue;
             }
-            conn.write_q_bytes += frame.len();
-            conn.write_q.push_back(frame.clone());
             mark_dirty(conn, slot, self.dirty);
             delivered += 1;
         }

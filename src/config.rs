@@ -25,6 +25,9 @@ pub struct Config {
     /// Number of core threads; default: the machine's available parallelism.
     #[serde(default)]
     pub cores: Option<usize>,
+    /// The I/O backend: `auto` (io_uring where it works, else epoll), `uring` or `epoll`.
+    #[serde(default)]
+    pub io: IoBackend,
     /// Bearer token of the publish API (`POST /parties/:party/:room/_publish`).
     /// Without one the endpoint is off and answers 404.
     #[serde(default)]
@@ -48,6 +51,20 @@ pub struct PartyConfig {
     pub hibernate: bool,
     #[serde(default = "default_idle_evict_ms")]
     pub idle_evict_ms: u64,
+}
+
+/// Which I/O backend the cores run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum IoBackend {
+    /// io_uring when a start-up probe finds every feature it needs, else
+    /// epoll (with one log line naming the reason).
+    #[default]
+    Auto,
+    /// io_uring, or refuse to start.
+    Uring,
+    /// epoll.
+    Epoll,
 }
 
 /// The Prometheus endpoint on the main listener.

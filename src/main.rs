@@ -2,7 +2,8 @@
 //! a TOML config.
 
 use clap::{Parser, Subcommand};
-use dormouse::{Config, Server};
+use dormouse::config::IoBackend;
+use dormouse::{Config, Server, StartError};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +28,9 @@ enum Command {
         /// Listen address, overriding the config's `listen`.
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// I/O backend, overriding the config's `io`.
+        #[arg(long, value_enum)]
+        io: Option<IoBackend>,
     },
     /// Print the embedded default config.
     DefaultConfig,
@@ -34,6 +38,8 @@ enum Command {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     match Cli::parse().command {
@@ -41,7 +47,7 @@ fn main() -> ExitCode {
             print!("{}", dormouse::config::DEFAULT_CONFIG_TOML);
             ExitCode::SUCCESS
         }
-        Command::Serve { config, listen } => {
+        Command::Serve { config, listen, io } => {
             let config = match &config {
                 Some(path) => Config::from_file(path),
                 None => Ok(Config::embedded_default()),
@@ -56,6 +62,9 @@ fn main() -> ExitCode {
             if let Some(listen) = listen {
                 config.listen = listen;
             }
+            if let Some(io) = io {
+                config.io = io;
+            }
             match Server::new(config).start() {
                 Ok(server) => {
                     server.wait();
@@ -63,7 +72,8 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("dormouse: {e}");
-                    ExitCode::from(1)
+                    // A forced backend that cannot run is a configuration error.
+                    ExitCode::from(if matches!(e, StartError::Uring(_)) { 2 } else { 1 })
                 }
             }
         }

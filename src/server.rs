@@ -2,11 +2,11 @@
 //! per core (SO_REUSEPORT), starts the core threads and stops them.
 
 use crate::builtin::{Echo, Relay};
-use crate::config::Config;
+use crate::config::{Config, IoBackend};
 use crate::http::Response;
 use crate::kind::{Kind, PartyKind};
 use crate::party::{Party, Request};
-use crate::reactor::{Core, CoreStats, FetchHandler, Shared};
+use crate::reactor::{probe_uring, Backend, Core, CoreMsg, CoreStats, Epoll, FetchHandler, Shared, Uring};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -19,8 +19,12 @@ use std::thread::JoinHandle;
 pub enum StartError {
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
-    #[error("io_uring is unavailable: {0} (is it blocked by seccomp, gVisor or kernel.io_uring_disabled?)")]
-    Uring(std::io::Error),
+    /// `io = "uring"` was asked for where io_uring does not work.
+    #[error("io_uring is unavailable: {0}")]
+    Uring(String),
+    /// A core could not set up its backend.
+    #[error("the {backend} backend failed to start: {source}")]
+    Backend { backend: &'static str, source: std::io::Error },
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("party {0:?} is configured but no kind is registered for it")]
@@ -95,40 +99,70 @@ impl Server {
             publish_auth: self.config.publish_token.as_ref().map(|token| format!("Bearer {token}")),
             metrics_path: self.config.metrics.enabled.then(|| self.config.metrics.path.clone()),
         });
-        // Each core sets up its ring on its own thread (a ring stays on the
-        // thread that made it) and reports back, so a kernel without io_uring
-        // fails the start instead of a running core.
+        let backend = match self.config.io {
+            IoBackend::Uring => {
+                probe_uring().map_err(StartError::Uring)?;
+                Uring::NAME
+            }
+            IoBackend::Epoll => Epoll::NAME,
+            IoBackend::Auto => match probe_uring() {
+                Ok(()) => Uring::NAME,
+                Err(reason) => {
+                    tracing::warn!(%reason, "io_uring is unavailable; using the epoll backend");
+                    Epoll::NAME
+                }
+            },
+        };
+        // Each core sets up its backend on its own thread (a ring stays on
+        // the thread that made it) and reports back, so a failure fails the
+        // start instead of a running core.
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(cores);
         let mut threads = Vec::with_capacity(cores);
         for (index, (inbox, listener)) in receivers.into_iter().zip(listeners).enumerate() {
             let shared = shared.clone();
             let ready = ready_tx.clone();
-            let thread = std::thread::Builder::new().name(format!("dormouse-core-{index}")).spawn(move || {
-                match Core::new(index, shared, inbox, listener) {
-                    Ok(core) => {
-                        let _ = ready.send(Ok(()));
-                        core.run();
-                    }
-                    Err(e) => {
-                        let _ = ready.send(Err(e));
-                    }
+            let name = format!("dormouse-core-{index}");
+            let thread = std::thread::Builder::new().name(name).spawn(move || {
+                if backend == Uring::NAME {
+                    run_core::<Uring>(index, shared, inbox, listener, &ready);
+                } else {
+                    run_core::<Epoll>(index, shared, inbox, listener, &ready);
                 }
             })?;
             threads.push(thread);
         }
-        let mut handle = ServerHandle { shared, threads, addr };
+        let mut handle = ServerHandle { shared, threads, addr, backend };
         for _ in 0..cores {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => {
+                Ok(Err(source)) => {
                     handle.stop_cores();
-                    return Err(StartError::Uring(e));
+                    return Err(StartError::Backend { backend, source });
                 }
                 Err(_) => unreachable!("every core thread reports once before it can end"),
             }
         }
-        tracing::info!(%addr, cores, backend = "io_uring", "dormouse listening");
+        tracing::info!(%addr, cores, backend, "dormouse listening");
         Ok(handle)
+    }
+}
+
+/// Sets up one core with backend `B`, reports whether that worked, and runs it.
+fn run_core<B: Backend>(
+    index: usize,
+    shared: Arc<Shared>,
+    inbox: crossbeam_channel::Receiver<CoreMsg>,
+    listener: OwnedFd,
+    ready: &crossbeam_channel::Sender<std::io::Result<()>>,
+) {
+    match Core::<B>::new(index, shared, inbox, listener) {
+        Ok(core) => {
+            let _ = ready.send(Ok(()));
+            core.run();
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+        }
     }
 }
 
@@ -160,9 +194,15 @@ pub struct ServerHandle {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
     addr: SocketAddr,
+    backend: &'static str,
 }
 
 impl ServerHandle {
+    /// The I/O backend the cores run: `"io_uring"` or `"epoll"`.
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
     /// The address the server listens on (with the real port when 0 was asked).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr

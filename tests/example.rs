@@ -2,15 +2,15 @@
 
 mod common;
 
+backend_tests!(counter_chat_counts_over_http_and_chats_over_websocket,);
+
 #[path = "../examples/counter_chat.rs"]
 mod example;
 
 use common::*;
 
-#[test]
 fn counter_chat_counts_over_http_and_chats_over_websocket() {
-    let config = dormouse::Config::from_toml("listen = \"127.0.0.1:0\"\ncores = 2\n").unwrap();
-    let server = dormouse::Server::new(config).party::<example::CounterChat>("counter").start().unwrap();
+    let server = dormouse::Server::new(config("")).party::<example::CounterChat>("counter").start().unwrap();
     let addr = server.local_addr();
     let mut ann = Client::connect(addr, "/parties/counter/r1?_pk=ann");
     assert_eq!(ann.recv_text(), "welcome ann, count is 0");

@@ -6,6 +6,8 @@
 
 mod common;
 
+backend_tests!(partysocket_connects_sends_receives_and_reconnects_with_the_same_id,);
+
 use dormouse::{Connection, Message, Party, Room};
 use std::path::Path;
 use std::process::Command;
@@ -38,9 +40,11 @@ impl Party for E2e {
     }
 }
 
-#[test]
 fn partysocket_connects_sends_receives_and_reconnects_with_the_same_id() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/partysocket");
+    // One install for both backends' runs of this test.
+    static NPM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _installing = NPM.lock().unwrap_or_else(|e| e.into_inner());
     if !dir.join("node_modules/partysocket").exists() {
         let status = Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund"])
@@ -49,8 +53,8 @@ fn partysocket_connects_sends_receives_and_reconnects_with_the_same_id() {
             .expect("npm runs (Node and npm are needed for this test)");
         assert!(status.success(), "npm ci failed in {}", dir.display());
     }
-    let config = dormouse::Config::from_toml("listen = \"127.0.0.1:0\"\ncores = 2\n").unwrap();
-    let server = dormouse::Server::new(config).party::<E2e>("e2e").start().unwrap();
+    drop(_installing);
+    let server = dormouse::Server::new(common::config("")).party::<E2e>("e2e").start().unwrap();
     let output = Command::new("node")
         .arg("e2e.mjs")
         .arg(server.local_addr().to_string())

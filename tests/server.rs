@@ -3,10 +3,41 @@
 
 mod common;
 
+backend_tests!(
+    two_clients_see_each_others_messages_and_rooms_are_isolated,
+    http_reaches_the_room_and_state_persists_between_requests,
+    keep_alive_and_chunked_bodies,
+    unknown_party_and_unknown_paths_are_404,
+    fetch_handler_serves_other_paths,
+    pre_connect_hook_rejects_with_401_and_adds_headers,
+    on_connect_runs_before_the_101_and_its_failure_closes_1011,
+    sub_protocol_chosen_by_the_party_is_echoed,
+    generated_ids_are_unique_when_no_pk_is_given,
+    connection_state_is_kept_and_bounded,
+    room_can_close_a_connection,
+    oversized_message_closes_1009,
+    unmasked_client_frame_closes_1002,
+    invalid_utf8_text_closes_1007,
+    bad_input_costs_only_that_connection,
+    the_room_hears_errors_and_close_codes,
+    the_binary_refuses_a_bad_config_with_exit_2_naming_the_key,
+    a_panicking_party_costs_only_its_own_room,
+    malformed_http_is_400,
+    oversized_head_is_431,
+    oversized_body_is_413,
+    bad_upgrade_requests_are_refused,
+    silent_and_slow_peers_are_dropped_at_the_head_timeout,
+    fragmented_message_is_reassembled_with_a_ping_between_fragments,
+    ping_is_answered_with_pong,
+    close_handshake_echoes_the_code_and_closes_tcp,
+    duplicate_pk_replaces_the_old_socket_and_its_close_keeps_the_new_one,
+    two_thousand_connections_receive_one_broadcast_exactly_once,
+    every_way_of_ending_a_socket_frees_its_record,
+);
+
 use common::*;
 use std::io::{BufReader, Write};
 
-#[test]
 fn two_clients_see_each_others_messages_and_rooms_are_isolated() {
     let server = start("");
     let addr = server.local_addr();
@@ -23,7 +54,6 @@ fn two_clients_see_each_others_messages_and_rooms_are_isolated() {
     assert_eq!(other.recv_text(), "room 2 only");
 }
 
-#[test]
 fn http_reaches_the_room_and_state_persists_between_requests() {
     let server = start("");
     let addr = server.local_addr();
@@ -38,7 +68,6 @@ fn http_reaches_the_room_and_state_persists_between_requests() {
     assert_eq!(http(addr, "GET", "/parties/counter/a%20b", "", "").text(), "a b:2");
 }
 
-#[test]
 fn keep_alive_and_chunked_bodies() {
     let server = start("");
     let mut stream = connect_tcp(server.local_addr());
@@ -57,7 +86,6 @@ fn keep_alive_and_chunked_bodies() {
     assert_eq!(last.header("connection"), Some("close"));
 }
 
-#[test]
 fn unknown_party_and_unknown_paths_are_404() {
     let server = start("");
     let addr = server.local_addr();
@@ -68,7 +96,6 @@ fn unknown_party_and_unknown_paths_are_404() {
     assert_eq!(http(addr, "GET", "/elsewhere", "", "").status, 404);
 }
 
-#[test]
 fn fetch_handler_serves_other_paths() {
     let config = dormouse::Config::from_toml("listen = \"127.0.0.1:0\"\ncores = 2\n").unwrap();
     let server = dormouse::Server::new(config)
@@ -78,7 +105,6 @@ fn fetch_handler_serves_other_paths() {
     assert_eq!(http(server.local_addr(), "GET", "/health", "", "").text(), "fetched /health");
 }
 
-#[test]
 fn pre_connect_hook_rejects_with_401_and_adds_headers() {
     let server = start("");
     let addr = server.local_addr();
@@ -92,7 +118,6 @@ fn pre_connect_hook_rejects_with_401_and_adds_headers() {
     assert_eq!((allowed.status, allowed.text().as_str()), (200, "inside"));
 }
 
-#[test]
 fn on_connect_runs_before_the_101_and_its_failure_closes_1011() {
     let server = start("");
     let addr = server.local_addr();
@@ -106,7 +131,6 @@ fn on_connect_runs_before_the_101_and_its_failure_closes_1011() {
     assert_eq!(client.recv_text(), "p1");
 }
 
-#[test]
 fn sub_protocol_chosen_by_the_party_is_echoed() {
     let server = start("");
     let client = Client::try_connect(server.local_addr(), "/parties/probe/r", "Sec-WebSocket-Protocol: v1, v2\r\n");
@@ -116,7 +140,6 @@ fn sub_protocol_chosen_by_the_party_is_echoed() {
     assert_eq!(plain.response.header("sec-websocket-protocol"), None);
 }
 
-#[test]
 fn generated_ids_are_unique_when_no_pk_is_given() {
     let server = start("");
     let mut a = Client::connect(server.local_addr(), "/parties/probe/ids");
@@ -127,7 +150,6 @@ fn generated_ids_are_unique_when_no_pk_is_given() {
     assert_eq!(id_a.len(), "welcome:".len() + 36, "a UUID: {id_a}");
 }
 
-#[test]
 fn connection_state_is_kept_and_bounded() {
     let server = start("[limits]\nmax_state_bytes = 8\n");
     let mut client = Client::connect(server.local_addr(), "/parties/probe/s?_pk=s");
@@ -138,7 +160,6 @@ fn connection_state_is_kept_and_bounded() {
     assert_eq!(client.recv_text(), "error:connection state of 9 bytes exceeds the limit of 8 bytes");
 }
 
-#[test]
 fn room_can_close_a_connection() {
     let server = start("");
     let mut client = Client::connect(server.local_addr(), "/parties/probe/c?_pk=x");
@@ -147,7 +168,6 @@ fn room_can_close_a_connection() {
     assert_eq!(client.expect_close(), (4000, "closed by probe".to_owned()));
 }
 
-#[test]
 fn oversized_message_closes_1009() {
     let server = start("[limits]\nmax_message_bytes = 1000\n");
     let mut client = Client::connect(server.local_addr(), "/parties/echo/r");
@@ -162,7 +182,6 @@ fn oversized_message_closes_1009() {
     assert_eq!(client.expect_close().0, 1009);
 }
 
-#[test]
 fn unmasked_client_frame_closes_1002() {
     let server = start("");
     let mut client = Client::connect(server.local_addr(), "/parties/echo/r");
@@ -170,7 +189,6 @@ fn unmasked_client_frame_closes_1002() {
     assert_eq!(client.expect_close().0, 1002);
 }
 
-#[test]
 fn invalid_utf8_text_closes_1007() {
     let server = start("");
     let mut client = Client::connect(server.local_addr(), "/parties/echo/r");
@@ -178,7 +196,6 @@ fn invalid_utf8_text_closes_1007() {
     assert_eq!(client.expect_close().0, 1007);
 }
 
-#[test]
 fn bad_input_costs_only_that_connection() {
     let server = start("");
     let addr = server.local_addr();
@@ -191,7 +208,6 @@ fn bad_input_costs_only_that_connection() {
     assert_eq!(good.recv_text(), "still here");
 }
 
-#[test]
 fn the_room_hears_errors_and_close_codes() {
     let server = start("");
     let addr = server.local_addr();
@@ -215,7 +231,6 @@ fn the_room_hears_errors_and_close_codes() {
     assert_eq!(watcher.recv_text(), "closed:abrupt:1006:");
 }
 
-#[test]
 fn the_binary_refuses_a_bad_config_with_exit_2_naming_the_key() {
     let path = std::env::temp_dir().join(format!("dormouse-bad-config-{}.toml", std::process::id()));
     std::fs::write(&path, "listen = \"127.0.0.1:0\"\n[limits]\nmax_mesage_bytes = 5\n").unwrap();
@@ -229,7 +244,6 @@ fn the_binary_refuses_a_bad_config_with_exit_2_naming_the_key() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("max_mesage_bytes"));
 }
 
-#[test]
 fn a_panicking_party_costs_only_its_own_room() {
     let server = start("");
     let addr = server.local_addr();
@@ -254,7 +268,6 @@ fn a_panicking_party_costs_only_its_own_room() {
     assert_eq!(again.expect_close().0, 1011, "the HTTP panic reset the room too");
 }
 
-#[test]
 fn malformed_http_is_400() {
     let server = start("");
     let got = http_raw(server.local_addr(), b"GET / HTTP/1.1\r\nbad header line\r\n\r\n");
@@ -263,21 +276,18 @@ fn malformed_http_is_400() {
     assert_eq!(got.status, 400);
 }
 
-#[test]
 fn oversized_head_is_431() {
     let server = start("");
     let big = format!("GET / HTTP/1.1\r\nx-big: {}\r\n\r\n", "a".repeat(17 * 1024));
     assert_eq!(http_raw(server.local_addr(), big.as_bytes()).status, 431);
 }
 
-#[test]
 fn oversized_body_is_413() {
     let server = start("[limits]\nmax_body_bytes = 10\n");
     let got = http(server.local_addr(), "POST", "/parties/counter/c", "", "12345678901");
     assert_eq!(got.status, 413);
 }
 
-#[test]
 fn bad_upgrade_requests_are_refused() {
     let server = start("");
     let addr = server.local_addr();
@@ -291,7 +301,6 @@ fn bad_upgrade_requests_are_refused() {
     assert_eq!(got.header("sec-websocket-version"), Some("13"));
 }
 
-#[test]
 fn silent_and_slow_peers_are_dropped_at_the_head_timeout() {
     let server = start("[limits]\nhead_timeout_ms = 300\n");
     let mut silent = connect_tcp(server.local_addr());
@@ -303,7 +312,6 @@ fn silent_and_slow_peers_are_dropped_at_the_head_timeout() {
     assert_eq!(read_response(&mut BufReader::new(slow)).status, 408);
 }
 
-#[test]
 fn fragmented_message_is_reassembled_with_a_ping_between_fragments() {
     let server = start("");
     let mut client = Client::connect(server.local_addr(), "/parties/echo/r");
@@ -317,7 +325,6 @@ fn fragmented_message_is_reassembled_with_a_ping_between_fragments() {
     assert_eq!(client.recv_text(), "hello wörld");
 }
 
-#[test]
 fn ping_is_answered_with_pong() {
     let server = start("");
     let mut client = Client::connect(server.local_addr(), "/parties/main/r");
@@ -326,7 +333,6 @@ fn ping_is_answered_with_pong() {
     assert_eq!((pong.opcode, pong.payload.as_slice()), (10, &b"are you there"[..]));
 }
 
-#[test]
 fn close_handshake_echoes_the_code_and_closes_tcp() {
     let server = start("");
     let mut client = Client::connect(server.local_addr(), "/parties/main/r");
@@ -342,7 +348,6 @@ fn close_handshake_echoes_the_code_and_closes_tcp() {
     assert_eq!(client.expect_close().0, 1002);
 }
 
-#[test]
 fn duplicate_pk_replaces_the_old_socket_and_its_close_keeps_the_new_one() {
     let server = start("");
     let addr = server.local_addr();
@@ -361,7 +366,6 @@ fn duplicate_pk_replaces_the_old_socket_and_its_close_keeps_the_new_one() {
     assert_eq!(new.recv_text(), "still works");
 }
 
-#[test]
 fn two_thousand_connections_receive_one_broadcast_exactly_once() {
     raise_fd_limit();
     let server = start("");
@@ -389,7 +393,6 @@ fn wait_for_no_connections(server: &dormouse::ServerHandle) {
     }
 }
 
-#[test]
 fn every_way_of_ending_a_socket_frees_its_record() {
     let server = start("[limits]\nhead_timeout_ms = 200\n");
     let addr = server.local_addr();

@@ -5,6 +5,8 @@
 
 mod common;
 
+backend_tests!(a_client_that_never_reads_is_closed_and_memory_stays_bounded,);
+
 use common::{metric, read_response, start, Client, KEY};
 use std::io::{BufReader, Write};
 use std::net::SocketAddr;
@@ -58,7 +60,6 @@ fn relay_batch(sender: &mut Client, reader: &mut Client, next: &mut usize) {
     *next += BATCH;
 }
 
-#[test]
 fn a_client_that_never_reads_is_closed_and_memory_stays_bounded() {
     let server = start("[limits]\nmax_write_backlog_bytes = 262144\nclose_timeout_ms = 120000\n");
     let addr = server.local_addr();

@@ -3,6 +3,16 @@
 
 mod common;
 
+backend_tests!(
+    a_tag_broadcast_reaches_exactly_the_tagged_set_in_order_once,
+    tags_are_readable_and_the_connection_id_is_a_tag,
+    tags_over_the_limits_are_refused_after_the_upgrade,
+    publish_reaches_the_tagged_set_without_waking_the_room,
+    publish_refuses_bad_requests,
+    without_a_token_publish_is_off_and_metrics_can_move_or_go,
+    sliced_broadcasts_keep_each_members_order,
+);
+
 use common::{http, metric, start, Client, Frame};
 use std::net::SocketAddr;
 
@@ -46,7 +56,6 @@ fn tagged_path(room: &str, i: usize) -> String {
     path
 }
 
-#[test]
 fn a_tag_broadcast_reaches_exactly_the_tagged_set_in_order_once() {
     let server = start("");
     let addr = server.local_addr();
@@ -85,7 +94,6 @@ fn a_tag_broadcast_reaches_exactly_the_tagged_set_in_order_once() {
     assert_eq!(other.recv_text(), "b0", "room B's member got nothing of room A's traffic");
 }
 
-#[test]
 fn tags_are_readable_and_the_connection_id_is_a_tag() {
     let server = start("");
     let addr = server.local_addr();
@@ -110,7 +118,6 @@ fn tags_are_readable_and_the_connection_id_is_a_tag() {
     assert_eq!(a.recv_text(), "after");
 }
 
-#[test]
 fn tags_over_the_limits_are_refused_after_the_upgrade() {
     let server = start("");
     let addr = server.local_addr();
@@ -139,7 +146,6 @@ fn publish(addr: SocketAddr, path: &str, headers: &str, body: &str) -> common::H
     http(addr, "POST", path, &format!("authorization: Bearer {TOKEN}\r\n{headers}"), body)
 }
 
-#[test]
 fn publish_reaches_the_tagged_set_without_waking_the_room() {
     let server = start(&format!("publish_token = \"{TOKEN}\"\n"));
     let addr = server.local_addr();
@@ -184,7 +190,6 @@ fn publish_reaches_the_tagged_set_without_waking_the_room() {
     assert_eq!(metric(addr, "dormouse_publishes_total"), 4);
 }
 
-#[test]
 fn publish_refuses_bad_requests() {
     let server = start(&format!("publish_token = \"{TOKEN}\"\n"));
     let addr = server.local_addr();
@@ -209,7 +214,6 @@ fn publish_refuses_bad_requests() {
     assert_eq!(bad_utf8.status, 400, "{}", bad_utf8.text());
 }
 
-#[test]
 fn without_a_token_publish_is_off_and_metrics_can_move_or_go() {
     let server = start("[metrics]\npath = \"/_stats\"\n");
     let addr = server.local_addr();
@@ -228,7 +232,6 @@ fn without_a_token_publish_is_off_and_metrics_can_move_or_go() {
 /// With a slice of two recipients, every broadcast to the room is written
 /// over several turns while direct sends, tag broadcasts and a publish
 /// arrive: each member still sees exactly its messages, once, in order.
-#[test]
 fn sliced_broadcasts_keep_each_members_order() {
     let server = start(&format!("publish_token = \"{TOKEN}\"\n[limits]\nfanout_slice = 2\n"));
     let addr = server.local_addr();

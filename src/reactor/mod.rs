@@ -12,7 +12,13 @@
 //! to the room's owner core as [`CoreMsg`] values, and the room's effects come
 //! back the same way. Only this module and its backend touch sockets.
 
+mod backend;
+mod epoll;
 mod uring;
+
+pub(crate) use backend::Backend;
+pub(crate) use epoll::Epoll;
+pub(crate) use uring::{probe as probe_uring, Uring};
 
 use crate::config::{Limits, SlowConsumerPolicy};
 use crate::http::{self, BodyDecoder, BodyFraming, HttpError, HttpLimits, RequestHead, Response};
@@ -22,6 +28,7 @@ use crate::party::{ConnRef, Effect, Lobby, Message, Request};
 use crate::room::{Admission, Joining, RoomFailed, RoomHost, RoomKey};
 use crate::route::{self, Route};
 use crate::ws::{self, WsEvent, WsLimits};
+use backend::{Event, Received, MAX_SEND_FRAMES};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use dormouse_tags::{MemberKey, TagIndex, TagInterner};
@@ -32,7 +39,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tungstenite::protocol::frame::Utf8Bytes;
-use uring::{Completion, Op, Uring};
 
 /// A handler for HTTP requests outside the room routes.
 pub type FetchHandler = Arc<dyn Fn(&Request) -> Response + Send + Sync>;
@@ -305,8 +311,8 @@ struct FanoutJob {
     delivered: u64,
 }
 
-pub(crate) struct Core {
-    io: Uring,
+pub(crate) struct Core<B: Backend> {
+    io: B,
     inbox: Receiver<CoreMsg>,
     listener: OwnedFd,
     st: State,
@@ -347,16 +353,15 @@ struct State {
     effects: Vec<Effect>,
 }
 
-impl Core {
+impl<B: Backend> Core<B> {
     pub fn new(
         index: usize,
         shared: Arc<Shared>,
         inbox: Receiver<CoreMsg>,
         listener: OwnedFd,
-    ) -> std::io::Result<Core> {
+    ) -> std::io::Result<Core<B>> {
         let limits = &shared.limits;
-        let buffers = u16::try_from(limits.recv_buffers_per_core).expect("buffer count is validated to fit in u16");
-        let io = Uring::new(shared.wake_fds[index].as_raw_fd(), buffers, limits.recv_buffer_bytes)?;
+        let io = B::new(shared.wake_fds[index].as_raw_fd(), limits)?;
         let st = State {
             index: index as u16,
             http_limits: HttpLimits {
@@ -391,32 +396,21 @@ impl Core {
 
     pub fn run(mut self) {
         self.io.arm_accept(self.listener.as_raw_fd());
-        self.io.arm_wake();
-        let mut completions = Vec::new();
         let mut accept_retry_ms: Option<u64> = None;
         loop {
             self.st.now_ms = self.st.epoch.elapsed().as_millis() as u64;
-            self.io.take_completions(&mut completions);
-            for c in &completions {
-                match c.op {
-                    Op::Accept => {
-                        if let Some(socket) = c.accepted() {
-                            self.st.on_accept(socket);
-                        } else {
-                            tracing::warn!(core = self.st.index, error = %std::io::Error::from_raw_os_error(-c.result), "accept failed; retrying");
-                        }
-                        if !c.more() {
-                            // Out of file descriptors (or a similar operating
-                            // fault): back off a little, then accept again.
-                            accept_retry_ms = Some(self.st.now_ms + if c.result < 0 { 100 } else { 0 });
-                        }
-                    }
-                    Op::Wake => self.io.arm_wake(),
-                    Op::Recv => self.on_recv(c),
-                    Op::Send => self.st.on_sent(c.slot, c.result),
+            let st = &mut self.st;
+            self.io.complete(|event| match event {
+                Event::Accepted(socket) => st.on_accept(socket),
+                Event::AcceptError(error) => tracing::warn!(core = st.index, %error, "accept failed; retrying"),
+                // Out of file descriptors (or a similar operating fault):
+                // back off a little, then accept again.
+                Event::AcceptStopped { after_error } => {
+                    accept_retry_ms = Some(st.now_ms + if after_error { 100 } else { 0 });
                 }
-            }
-            self.io.publish_buffers();
+                Event::Recv { slot, armed, outcome } => st.on_recv(slot, armed, outcome),
+                Event::Sent { slot, result } => st.on_sent(slot, result),
+            });
             if accept_retry_ms.is_some_and(|at| at <= self.st.now_ms) {
                 accept_retry_ms = None;
                 self.io.arm_accept(self.listener.as_raw_fd());
@@ -459,38 +453,13 @@ impl Core {
                 Some(at) => wait.min(Duration::from_millis(at.saturating_sub(self.st.now_ms))),
                 None => wait,
             };
-            if let Err(e) = self.io.submit_and_wait(!busy, wait) {
-                tracing::error!(core = self.st.index, error = %e, "io_uring submit failed; core stopping");
+            if let Err(e) = self.io.wait(!busy, wait) {
+                tracing::error!(core = self.st.index, backend = B::NAME, error = %e, "waiting for I/O failed; core stopping");
                 break;
             }
         }
         // Dropping the records closes every socket this core holds.
         self.st.conns.clear();
-    }
-
-    fn on_recv(&mut self, c: &Completion) {
-        let Some(conn) = self.st.conns.get_mut(c.slot as usize) else {
-            unreachable!("a socket's record outlives its receive");
-        };
-        if !c.more() {
-            conn.recv_armed = false;
-        }
-        let gen = conn.gen;
-        match c.result {
-            n if n > 0 => {
-                let id = c.buffer().expect("a successful provided-buffer receive names its buffer");
-                let data = self.io.buffer(id, n as usize);
-                self.st.on_data(c.slot, Some(data));
-                self.io.recycle(id);
-                if !c.more() {
-                    self.st.rearm.push((c.slot, gen));
-                }
-            }
-            0 => self.st.on_eof(c.slot),
-            e if -e == libc::ENOBUFS => self.st.rearm.push((c.slot, gen)),
-            _ => self.st.on_eof(c.slot),
-        }
-        self.st.release_if_done(c.slot);
     }
 
     /// Starts one send per socket with queued frames and none in flight.
@@ -514,6 +483,28 @@ fn shutdown(fd: &OwnedFd, how: std::net::Shutdown) {
 }
 
 impl State {
+    /// A receive's outcome for socket `slot`.
+    fn on_recv(&mut self, slot: u32, armed: bool, outcome: Received<'_>) {
+        let Some(conn) = self.conns.get_mut(slot as usize) else {
+            unreachable!("a socket's record outlives its receive");
+        };
+        if !armed {
+            conn.recv_armed = false;
+        }
+        let gen = conn.gen;
+        match outcome {
+            Received::Data(data) => {
+                self.on_data(slot, Some(data));
+                if !armed {
+                    self.rearm.push((slot, gen));
+                }
+            }
+            Received::NoBuffers => self.rearm.push((slot, gen)),
+            Received::Eof | Received::Error => self.on_eof(slot),
+        }
+        self.release_if_done(slot);
+    }
+
     fn conn_ref(&self, slot: u32) -> ConnRef {
         ConnRef { core: self.index, slot, gen: self.conns[slot as usize].gen }
     }
@@ -986,7 +977,7 @@ impl State {
             self.counters.frames_dropped += 1;
             return;
         }
-        let keep = if conn.sending { uring::MAX_SEND_FRAMES } else { usize::from(conn.out.front_started()) };
+        let keep = if conn.sending { MAX_SEND_FRAMES } else { usize::from(conn.out.front_started()) };
         conn.out.keep_front(keep);
         let reason = "slow consumer: write backlog exceeded";
         let close = ws::close_frame(Some(1008), reason);

@@ -6,11 +6,13 @@
 //! idle socket pins no receive buffer), a read on the core's wake eventfd, and
 //! sends. Each send owns clones of the `Bytes` it writes until its completion
 //! arrives, so the kernel never reads freed memory, whatever the caller does
-//! with its queue in the meantime. Completions are handed out as plain
-//! [`Completion`] values; received data is lent out by buffer id and given back
-//! with [`Uring::recycle`].
+//! with its queue in the meantime. Completions become [`Event`]s; received
+//! data is lent to the event callback straight from the provided buffer, which
+//! goes back to the kernel when the callback returns.
 #![allow(unsafe_code)]
 
+use super::backend::{Backend, Event, Received, MAX_SEND_FRAMES};
+use crate::config::Limits;
 use bytes::Bytes;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use std::alloc::{self, Layout};
@@ -22,12 +24,10 @@ use std::time::Duration;
 
 /// The buffer group id of the core's provided-buffer ring.
 const BUF_GROUP: u16 = 0;
-/// Most frames written by one send operation.
-pub(crate) const MAX_SEND_FRAMES: usize = 64;
 
 /// What a completion was for, encoded in the low byte of its user data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Op {
+enum Op {
     Accept,
     Wake,
     Recv,
@@ -64,22 +64,22 @@ fn user_data(op: Op, slot: u32, batch: u32) -> u64 {
 
 /// One completion, copied out of the completion queue.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Completion {
-    pub op: Op,
-    pub slot: u32,
-    pub result: i32,
-    pub flags: u32,
+struct Completion {
+    op: Op,
+    slot: u32,
+    result: i32,
+    flags: u32,
     batch: u32,
 }
 
 impl Completion {
     /// More completions will follow from the same multishot operation.
-    pub fn more(&self) -> bool {
+    fn more(&self) -> bool {
         cqueue::more(self.flags)
     }
 
     /// The socket an accept completion delivered, now owned by the caller.
-    pub fn accepted(&self) -> Option<OwnedFd> {
+    fn accepted(&self) -> Option<OwnedFd> {
         debug_assert_eq!(self.op, Op::Accept);
         // SAFETY: a successful accept's result is a new file descriptor that
         // nothing else in the process refers to; each completion is handled
@@ -88,7 +88,7 @@ impl Completion {
     }
 
     /// The provided buffer holding a receive's data.
-    pub fn buffer(&self) -> Option<u16> {
+    fn buffer(&self) -> Option<u16> {
         cqueue::buffer_select(self.flags)
     }
 }
@@ -116,12 +116,77 @@ pub(crate) struct Uring {
     /// Submissions that did not fit in the submission queue yet.
     backlog: VecDeque<squeue::Entry>,
     completions: Vec<Completion>,
+    /// The completions being handed out (kept for its capacity).
+    scratch: Vec<Completion>,
+}
+
+impl Backend for Uring {
+    const NAME: &'static str = "io_uring";
+
+    fn new(wake_fd: RawFd, limits: &Limits) -> io::Result<Uring> {
+        let buffers = u16::try_from(limits.recv_buffers_per_core).expect("buffer count is validated to fit in u16");
+        let mut uring = Uring::create(wake_fd, buffers, limits.recv_buffer_bytes)?;
+        uring.arm_wake();
+        Ok(uring)
+    }
+
+    fn arm_accept(&mut self, listener: RawFd) {
+        self.push(opcode::AcceptMulti::new(types::Fd(listener)).build().user_data(user_data(Op::Accept, 0, 0)));
+    }
+
+    fn arm_recv(&mut self, slot: u32, fd: RawFd) {
+        let entry = opcode::RecvMulti::new(types::Fd(fd), BUF_GROUP).build();
+        self.push(entry.user_data(user_data(Op::Recv, slot, 0)));
+    }
+
+    fn send<'a>(&mut self, slot: u32, fd: RawFd, frames: impl Iterator<Item = &'a Bytes>, offset: usize) {
+        self.start_send(slot, fd, frames, offset);
+    }
+
+    fn complete(&mut self, mut on: impl FnMut(Event<'_>)) {
+        let mut completions = std::mem::take(&mut self.scratch);
+        self.take_completions(&mut completions);
+        for c in &completions {
+            match c.op {
+                Op::Accept => {
+                    match c.accepted() {
+                        Some(socket) => on(Event::Accepted(socket)),
+                        None => on(Event::AcceptError(io::Error::from_raw_os_error(-c.result))),
+                    }
+                    if !c.more() {
+                        on(Event::AcceptStopped { after_error: c.result < 0 });
+                    }
+                }
+                Op::Wake => self.arm_wake(),
+                Op::Recv => {
+                    let (slot, armed) = (c.slot, c.more());
+                    match c.result {
+                        n if n > 0 => {
+                            let id = c.buffer().expect("a successful provided-buffer receive names its buffer");
+                            on(Event::Recv { slot, armed, outcome: Received::Data(self.bufs.get(id, n as usize)) });
+                            self.bufs.add(id);
+                        }
+                        0 => on(Event::Recv { slot, armed, outcome: Received::Eof }),
+                        e if -e == libc::ENOBUFS => on(Event::Recv { slot, armed, outcome: Received::NoBuffers }),
+                        _ => on(Event::Recv { slot, armed, outcome: Received::Error }),
+                    }
+                }
+                Op::Send => on(Event::Sent { slot: c.slot, result: c.result }),
+            }
+        }
+        self.bufs.publish();
+        self.scratch = completions;
+    }
+
+    fn wait(&mut self, block: bool, timeout: Duration) -> io::Result<()> {
+        self.submit_and_wait(block, timeout)
+    }
 }
 
 impl Uring {
     /// Sets up a ring and its provided-buffer ring. Fails with the kernel's
     /// error when io_uring, or a feature this backend needs, is unavailable.
-    pub fn new(wake_fd: RawFd, buffer_count: u16, buffer_bytes: usize) -> io::Result<Uring> {
+    fn create(wake_fd: RawFd, buffer_count: u16, buffer_bytes: usize) -> io::Result<Uring> {
         let ring = IoUring::builder().setup_cqsize(16 * 1024).setup_single_issuer().build(4096)?;
         if !ring.params().is_feature_nodrop() || !ring.params().is_feature_ext_arg() {
             return Err(io::Error::new(io::ErrorKind::Unsupported, "kernel lacks IORING_FEAT_NODROP or EXT_ARG"));
@@ -136,6 +201,7 @@ impl Uring {
             spare_batches: Vec::new(),
             backlog: VecDeque::new(),
             completions: Vec::with_capacity(4096),
+            scratch: Vec::with_capacity(4096),
         })
     }
 
@@ -154,25 +220,16 @@ impl Uring {
         self.backlog.push_back(entry);
     }
 
-    pub fn arm_accept(&mut self, listener: RawFd) {
-        self.push(opcode::AcceptMulti::new(types::Fd(listener)).build().user_data(user_data(Op::Accept, 0, 0)));
-    }
-
-    pub fn arm_wake(&mut self) {
+    fn arm_wake(&mut self) {
         let buf: *mut u64 = &mut *self.wake_buf;
         let entry = opcode::Read::new(types::Fd(self.wake_fd), buf.cast(), 8).build();
         self.push(entry.user_data(user_data(Op::Wake, 0, 0)));
     }
 
-    pub fn arm_recv(&mut self, slot: u32, fd: RawFd) {
-        let entry = opcode::RecvMulti::new(types::Fd(fd), BUF_GROUP).build();
-        self.push(entry.user_data(user_data(Op::Recv, slot, 0)));
-    }
-
     /// Starts one send of the queued `frames` (at most `MAX_SEND_FRAMES`),
     /// skipping the first `offset` bytes of the first frame. The frames are
     /// held until the send completes.
-    pub fn send<'a>(&mut self, slot: u32, fd: RawFd, frames: impl Iterator<Item = &'a Bytes>, offset: usize) {
+    fn start_send<'a>(&mut self, slot: u32, fd: RawFd, frames: impl Iterator<Item = &'a Bytes>, offset: usize) {
         let mut batch = self.spare_batches.pop().unwrap_or_else(|| {
             Box::new(SendBatch {
                 // SAFETY: msghdr and iovec are plain C structs for which all
@@ -207,7 +264,7 @@ impl Uring {
 
     /// Submits pending operations and waits for at least one completion, or
     /// until `timeout`, or not at all when `block` is false.
-    pub fn submit_and_wait(&mut self, block: bool, timeout: Duration) -> io::Result<()> {
+    fn submit_and_wait(&mut self, block: bool, timeout: Duration) -> io::Result<()> {
         loop {
             while let Some(entry) = self.backlog.pop_front() {
                 // SAFETY: as in `push`.
@@ -238,7 +295,7 @@ impl Uring {
 
     /// Moves the ready completions out of the ring. Send batches are released
     /// here: the kernel is done with them.
-    pub fn take_completions(&mut self, out: &mut Vec<Completion>) {
+    fn take_completions(&mut self, out: &mut Vec<Completion>) {
         out.clear();
         std::mem::swap(out, &mut self.completions);
         for cqe in self.ring.completion() {
@@ -258,21 +315,6 @@ impl Uring {
             }
             out.push(completion);
         }
-    }
-
-    /// The data of a receive completion; give the buffer back with `recycle`.
-    pub fn buffer(&mut self, id: u16, len: usize) -> &mut [u8] {
-        self.bufs.get(id, len)
-    }
-
-    /// Returns a receive buffer to the kernel (visible after `publish_buffers`).
-    pub fn recycle(&mut self, id: u16) {
-        self.bufs.add(id);
-    }
-
-    /// Makes recycled buffers available to the kernel.
-    pub fn publish_buffers(&mut self) {
-        self.bufs.publish();
     }
 }
 
@@ -359,4 +401,87 @@ impl Drop for BufRing {
             alloc::dealloc(self.data, self.data_layout);
         }
     }
+}
+
+/// Checks that io_uring works here with every feature this backend uses: a
+/// ring, a provided-buffer ring, and multishot accept and receive on a real
+/// loopback connection. The error names the step and the kernel's answer.
+pub(crate) fn probe() -> Result<(), String> {
+    // On a thread of its own: tearing down a ring with operations still
+    // armed queues kernel task work to the thread that submitted them, which
+    // would interrupt that thread's next blocking socket call (EINTR).
+    std::thread::Builder::new()
+        .name("io_uring-probe".into())
+        .spawn(probe_here)
+        .map_err(|e| format!("probe thread: {e}"))?
+        .join()
+        .unwrap_or_else(|_| Err("probe: panicked".to_owned()))
+}
+
+fn probe_here() -> Result<(), String> {
+    let ring = IoUring::builder().setup_single_issuer().build(8).map_err(|e| explain("io_uring_setup", &e))?;
+    let bufs = BufRing::new(&ring, 2, 64).map_err(|e| explain("provided buffer ring", &e))?;
+    let result = probe_multishot(ring);
+    // The ring (and with it the kernel's use of the buffers) is gone by now.
+    drop(bufs);
+    result
+}
+
+fn probe_multishot(mut ring: IoUring) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let local = |e: io::Error| format!("probe socket: {e}");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(local)?;
+    let accept = opcode::AcceptMulti::new(types::Fd(listener.as_raw_fd())).build().user_data(1);
+    // SAFETY: the listener outlives the ring (the ring is dropped at the end
+    // of this function, before the listener).
+    unsafe { ring.submission().push(&accept) }.map_err(|_| "probe: submission queue full".to_owned())?;
+    let mut client = std::net::TcpStream::connect(listener.local_addr().map_err(local)?).map_err(local)?;
+    let (result, flags) = next_completion(&mut ring).map_err(|e| explain("multishot accept", &e))?;
+    if result < 0 {
+        return Err(explain("multishot accept", &io::Error::from_raw_os_error(-result)));
+    }
+    // SAFETY: a successful accept's result is a new fd owned by nobody else.
+    let accepted = unsafe { OwnedFd::from_raw_fd(result) };
+    if !cqueue::more(flags) {
+        return Err("multishot accept: ended after one connection (kernel older than 5.19?)".to_owned());
+    }
+    let recv = opcode::RecvMulti::new(types::Fd(accepted.as_raw_fd()), BUF_GROUP).build().user_data(2);
+    // SAFETY: `accepted` outlives the ring, as above; the buffer ring is
+    // registered and outlives it too (see `probe`).
+    unsafe { ring.submission().push(&recv) }.map_err(|_| "probe: submission queue full".to_owned())?;
+    client.write_all(b"x").map_err(local)?;
+    let (result, flags) = next_completion(&mut ring).map_err(|e| explain("multishot receive", &e))?;
+    if result != 1 || !cqueue::more(flags) {
+        let error = if result < 0 { io::Error::from_raw_os_error(-result) } else { io::Error::other("ended early") };
+        return Err(explain("multishot receive", &error));
+    }
+    drop(ring);
+    Ok(())
+}
+
+/// Submits and waits (at most a second) for one completion.
+fn next_completion(ring: &mut IoUring) -> io::Result<(i32, u32)> {
+    let ts = types::Timespec::new().sec(1);
+    let args = types::SubmitArgs::new().timespec(&ts);
+    match ring.submitter().submit_with_args(1, &args) {
+        Ok(_) => {}
+        Err(e) if e.raw_os_error() == Some(libc::ETIME) => {}
+        Err(e) => return Err(e),
+    }
+    let cqe = ring.completion().next().ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "no completion"))?;
+    Ok((cqe.result(), cqe.flags()))
+}
+
+/// A failed step with the errno's name and its usual cause here.
+fn explain(step: &str, error: &io::Error) -> String {
+    let why = match error.raw_os_error() {
+        Some(libc::EPERM) => "EPERM (blocked by seccomp or kernel.io_uring_disabled?)".to_owned(),
+        Some(libc::EACCES) => "EACCES (blocked by a security policy?)".to_owned(),
+        Some(libc::ENOSYS) => "ENOSYS (no io_uring in this kernel or sandbox, e.g. gVisor?)".to_owned(),
+        Some(libc::EINVAL) => "EINVAL (kernel too old for this feature?)".to_owned(),
+        Some(libc::ENOMEM) => "ENOMEM (locked memory limit too low?)".to_owned(),
+        _ => error.to_string(),
+    };
+    format!("{step}: {why}")
 }

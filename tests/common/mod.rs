@@ -29,12 +29,43 @@ pub fn raise_fd_limit() {
     }
 }
 
+thread_local! {
+    /// The I/O backend of the servers this test thread starts.
+    static IO: std::cell::Cell<&'static str> = const { std::cell::Cell::new("auto") };
+}
+
+/// Runs `test` with servers on the I/O backend `io` (`uring` or `epoll`).
+pub fn with_io(io: &'static str, test: fn()) {
+    IO.set(io);
+    test();
+}
+
+/// Runs each listed test once per I/O backend: `backend_tests!(a, b)` makes
+/// `uring::a`, `epoll::a`, `uring::b`, `epoll::b`. The listed functions are
+/// plain functions (no `#[test]`), so a test left off the list is dead code,
+/// which the lints refuse.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod uring {
+            $(#[test] fn $name() { $crate::common::with_io("uring", super::$name) })*
+        }
+        mod epoll {
+            $(#[test] fn $name() { $crate::common::with_io("epoll", super::$name) })*
+        }
+    };
+}
+
+/// A config with two cores on port 0, this thread's backend and `extra_toml`.
+pub fn config(extra_toml: &str) -> Config {
+    let toml = format!("listen = \"127.0.0.1:0\"\ncores = 2\nio = \"{}\"\n{extra_toml}", IO.get());
+    Config::from_toml(&toml).expect("test config is valid")
+}
+
 /// Starts a server with two cores, the given TOML (appended to a listen on
 /// port 0) and the test parties registered.
 pub fn start(extra_toml: &str) -> ServerHandle {
-    let toml = format!("listen = \"127.0.0.1:0\"\ncores = 2\n{extra_toml}");
-    let config = Config::from_toml(&toml).expect("test config is valid");
-    Server::new(config)
+    let server = Server::new(config(extra_toml))
         .party::<dormouse::Relay>("main")
         .party::<dormouse::Echo>("echo")
         .party::<Probe>("probe")
@@ -43,7 +74,12 @@ pub fn start(extra_toml: &str) -> ServerHandle {
         .party::<Panicky>("panicky")
         .party::<Tagger>("tagger")
         .start()
-        .expect("server starts")
+        .expect("server starts");
+    if IO.get() != "auto" {
+        let backend = if IO.get() == "uring" { "io_uring" } else { "epoll" };
+        assert_eq!(server.backend(), backend, "the server runs the backend asked for");
+    }
+    server
 }
 
 /// Answers `who` with the sorted ids of the room's connections, `state:x`

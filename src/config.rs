@@ -36,7 +36,13 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub limits: Limits,
-    /// Parties served by built-in kinds, by name.
+    /// Most room objects held in memory at once, over all cores (each core
+    /// holds at most its share). Past it, the least recently used room of a
+    /// hibernating party is evicted to disk.
+    #[serde(default = "default_max_resident_rooms")]
+    pub max_resident_rooms: usize,
+    /// Parties and their options, by name: built-in kinds, or options for a
+    /// party registered in code (then without `kind`).
     #[serde(default)]
     pub parties: BTreeMap<String, PartyConfig>,
 }
@@ -44,13 +50,47 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PartyConfig {
-    /// A built-in kind: `relay` or `echo`.
-    pub kind: String,
-    /// Evict idle room objects to disk (takes effect with the hibernation change).
+    /// A built-in kind (`relay`, `echo`, `chat`); absent for a party
+    /// registered in code.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Evict idle room objects to an LMDB snapshot; the next event brings
+    /// them back. Sockets stay open meanwhile.
     #[serde(default)]
     pub hibernate: bool,
+    /// Time without events after which a hibernating room is evicted.
     #[serde(default = "default_idle_evict_ms")]
     pub idle_evict_ms: u64,
+    /// `strict`: what an event produced (messages, responses) is released
+    /// only once its storage writes have committed. `relaxed`: at once.
+    #[serde(default)]
+    pub durability: Durability,
+    /// The `chat` kind: messages kept and sent to each new connection.
+    #[serde(default = "default_history")]
+    pub history: usize,
+}
+
+impl Default for PartyConfig {
+    fn default() -> Self {
+        PartyConfig {
+            kind: None,
+            hibernate: false,
+            idle_evict_ms: default_idle_evict_ms(),
+            durability: Durability::default(),
+            history: default_history(),
+        }
+    }
+}
+
+/// When the effects of an event that wrote to room storage are released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// After the writes commit: no client sees what a crash could undo.
+    #[default]
+    Strict,
+    /// At once; a crash may undo writes whose effects were seen.
+    Relaxed,
 }
 
 /// Which I/O backend the cores run.
@@ -137,6 +177,10 @@ pub struct Limits {
     /// slices of this many per turn, so other rooms on the core are served
     /// in between; a core queues at most four slices' worth per turn.
     pub fanout_slice: usize,
+    /// Largest room storage key (2 KiB, as Durable Objects). Past it: an error from `put`.
+    pub max_storage_key_bytes: usize,
+    /// Largest room storage value (128 KiB, as Durable Objects). Past it: an error from `put`.
+    pub max_storage_value_bytes: usize,
 }
 
 impl Default for Limits {
@@ -158,6 +202,8 @@ impl Default for Limits {
             recv_buffers_per_core: 1024,
             core_channel_capacity: 65_536,
             fanout_slice: 16_384,
+            max_storage_key_bytes: 2048,
+            max_storage_value_bytes: 128 << 10,
         }
     }
 }
@@ -172,6 +218,14 @@ fn default_data_dir() -> PathBuf {
 
 fn default_idle_evict_ms() -> u64 {
     10_000
+}
+
+fn default_history() -> usize {
+    100
+}
+
+fn default_max_resident_rooms() -> usize {
+    100_000
 }
 
 /// A configuration that could not be used; the message names the key.
@@ -221,11 +275,19 @@ impl Config {
             if !is_valid_party_name(name) {
                 return invalid(&format!("parties.{name}"), "a party name is 1-64 characters of a-z, 0-9, '-' and '_'");
             }
-            if !BUILTIN_KINDS.contains(&party.kind.as_str()) {
-                return invalid(
-                    &format!("parties.{name}.kind"),
-                    &format!("unknown kind {:?}; built-in kinds are {BUILTIN_KINDS:?}", party.kind),
-                );
+            if let Some(kind) = &party.kind {
+                if !BUILTIN_KINDS.contains(&kind.as_str()) {
+                    return invalid(
+                        &format!("parties.{name}.kind"),
+                        &format!("unknown kind {kind:?}; built-in kinds are {BUILTIN_KINDS:?}"),
+                    );
+                }
+            }
+            if party.idle_evict_ms == 0 {
+                return invalid(&format!("parties.{name}.idle_evict_ms"), "must be greater than 0");
+            }
+            if !(1..=100_000).contains(&party.history) {
+                return invalid(&format!("parties.{name}.history"), "must be between 1 and 100000");
             }
         }
         if let Some(token) = &self.publish_token {
@@ -255,6 +317,9 @@ impl Config {
             ("limits.max_conn_id_bytes", l.max_conn_id_bytes as u64),
             ("limits.core_channel_capacity", l.core_channel_capacity as u64),
             ("limits.fanout_slice", l.fanout_slice as u64),
+            ("limits.max_storage_key_bytes", l.max_storage_key_bytes as u64),
+            ("limits.max_storage_value_bytes", l.max_storage_value_bytes as u64),
+            ("max_resident_rooms", self.max_resident_rooms as u64),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -270,6 +335,15 @@ impl Config {
         if !l.recv_buffers_per_core.is_power_of_two() || !(8..=32768).contains(&l.recv_buffers_per_core) {
             return invalid("limits.recv_buffers_per_core", "must be a power of two between 8 and 32768");
         }
+        if l.max_storage_key_bytes > 2048 {
+            return invalid("limits.max_storage_key_bytes", "must be at most 2048");
+        }
+        if l.max_storage_value_bytes > (16 << 20) {
+            return invalid("limits.max_storage_value_bytes", "must be at most 16777216");
+        }
+        if l.max_room_id_bytes > 1024 {
+            return invalid("limits.max_room_id_bytes", "must be at most 1024");
+        }
         if l.max_connections_per_core > (1 << 24) {
             return invalid("limits.max_connections_per_core", "must be at most 16777216");
         }
@@ -278,7 +352,7 @@ impl Config {
 }
 
 /// The built-in party kinds the standalone binary can serve from config.
-pub const BUILTIN_KINDS: &[&str] = &["relay", "echo"];
+pub const BUILTIN_KINDS: &[&str] = &["relay", "echo", "chat"];
 
 /// Party names appear in URLs and metrics, so they are kept to a plain alphabet.
 pub fn is_valid_party_name(name: &str) -> bool {
@@ -294,7 +368,7 @@ mod tests {
     fn embedded_default_has_a_relay_main_party() {
         let config = Config::embedded_default();
         assert_eq!(config.listen, "127.0.0.1:1999".parse().unwrap());
-        assert_eq!(config.parties["main"].kind, "relay");
+        assert_eq!(config.parties["main"].kind.as_deref(), Some("relay"));
         assert_eq!(config.limits.max_message_bytes, 1 << 20);
     }
 

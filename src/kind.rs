@@ -8,6 +8,7 @@ use std::marker::PhantomData;
 
 pub(crate) trait PartyKind: Send + Sync + 'static {
     fn create(&self, room: &Room) -> Box<dyn Party>;
+    fn restore(&self, room: &Room, snapshot: &[u8]) -> Result<Box<dyn Party>, String>;
     fn before_connect(&self, request: &mut RequestHead, lobby: &Lobby<'_>) -> Result<(), Rejection>;
     fn before_request(&self, request: &mut Request, lobby: &Lobby<'_>) -> Result<(), Rejection>;
 }
@@ -23,6 +24,10 @@ impl<P> Kind<P> {
 impl<P: Party> PartyKind for Kind<P> {
     fn create(&self, room: &Room) -> Box<dyn Party> {
         Box::new(P::new(room))
+    }
+
+    fn restore(&self, room: &Room, snapshot: &[u8]) -> Result<Box<dyn Party>, String> {
+        P::restore(room, snapshot).map(|party| Box::new(party) as Box<dyn Party>)
     }
 
     fn before_connect(&self, request: &mut RequestHead, lobby: &Lobby<'_>) -> Result<(), Rejection> {

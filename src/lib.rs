@@ -35,13 +35,16 @@ mod reactor;
 mod room;
 mod route;
 mod server;
+pub mod snapshot;
+mod storage;
 pub mod ws;
 
-pub use builtin::{Echo, Relay};
-pub use config::{Config, Limits, MetricsConfig, SlowConsumerPolicy};
+pub use builtin::{Chat, Echo, Relay};
+pub use config::{Config, Durability, Limits, MetricsConfig, PartyConfig, SlowConsumerPolicy};
 pub use http::{RequestHead, Response};
 pub use party::{ConnectCtx, Connection, Lobby, Message, Party, Rejection, Request, Room, StateTooLarge};
-pub use server::{Server, ServerHandle, StartError};
+pub use server::{Server, ServerHandle, ShutdownTrigger, StartError};
+pub use storage::{ListOptions, Storage, StorageError};
 
 /// Internals the benchmarks in `benches/` drive; not a stable API.
 #[doc(hidden)]

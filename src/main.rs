@@ -31,6 +31,9 @@ enum Command {
         /// I/O backend, overriding the config's `io`.
         #[arg(long, value_enum)]
         io: Option<IoBackend>,
+        /// Data directory (snapshots, room storage, alarms), overriding the config's `data_dir`.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Print the embedded default config.
     DefaultConfig,
@@ -47,7 +50,7 @@ fn main() -> ExitCode {
             print!("{}", dormouse::config::DEFAULT_CONFIG_TOML);
             ExitCode::SUCCESS
         }
-        Command::Serve { config, listen, io } => {
+        Command::Serve { config, listen, io, data_dir } => {
             let config = match &config {
                 Some(path) => Config::from_file(path),
                 None => Ok(Config::embedded_default()),
@@ -65,9 +68,17 @@ fn main() -> ExitCode {
             if let Some(io) = io {
                 config.io = io;
             }
+            if let Some(data_dir) = data_dir {
+                config.data_dir = data_dir;
+            }
             match Server::new(config).start() {
                 Ok(server) => {
+                    if let Err(e) = stop_on_signals(server.shutdown_trigger()) {
+                        eprintln!("dormouse: cannot handle signals: {e}");
+                        return ExitCode::from(1);
+                    }
                     server.wait();
+                    tracing::info!("dormouse stopped");
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -78,4 +89,24 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// SIGTERM or SIGINT starts a graceful shutdown (stop accepting, snapshot the
+/// hibernating rooms, close sockets with 1001, flush); a second one exits at
+/// once.
+fn stop_on_signals(trigger: dormouse::ShutdownTrigger) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        let mut signals = signals.forever();
+        if let Some(signal) = signals.next() {
+            tracing::info!(signal, "shutting down: closing sockets and saving rooms");
+            trigger.trigger();
+        }
+        if signals.next().is_some() {
+            eprintln!("dormouse: second signal; exiting without finishing the shutdown");
+            std::process::exit(130);
+        }
+    })?;
+    Ok(())
 }

@@ -7,6 +7,15 @@ use crate::reactor::CoreStats;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// The counter named `name` (without the `dormouse_` prefix and `_total`
+/// suffix) in one core's stats.
+pub(crate) fn stat<'a>(stats: &'a CoreStats, name: &str) -> Option<&'a AtomicU64> {
+    METRICS
+        .iter()
+        .find(|m| m.name.strip_prefix("dormouse_").map(|n| n.strip_suffix("_total").unwrap_or(n)) == Some(name))
+        .map(|m| (m.value)(stats))
+}
+
 /// One metric: its name, kind, help text and where each core keeps it.
 struct Metric {
     name: &'static str,
@@ -39,6 +48,18 @@ const METRICS: &[Metric] = &[
         kind: "counter",
         help: "Room objects brought back from a hibernation snapshot.",
         value: |s| &s.rooms_woken,
+    },
+    Metric {
+        name: "dormouse_rooms_evicted_total",
+        kind: "counter",
+        help: "Room objects of hibernating parties evicted to a snapshot.",
+        value: |s| &s.rooms_evicted,
+    },
+    Metric {
+        name: "dormouse_snapshots_corrupt_total",
+        kind: "counter",
+        help: "Snapshots that did not restore (kept aside; the room started fresh).",
+        value: |s| &s.snapshots_corrupt,
     },
     Metric {
         name: "dormouse_room_events_total",

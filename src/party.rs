@@ -8,8 +8,11 @@
 //! logic testable without sockets and lets later changes hold effects back until
 //! storage has committed.
 
+use crate::config::PartyConfig;
 use crate::http::{RequestHead, Response};
+use crate::storage::{RoomStore, Storage};
 use bytes::Bytes;
+use dormouse_hibernate::Store;
 use dormouse_tags::{MemberKey, TagIndex, TagInterner};
 use smallvec::SmallVec;
 use std::cell::{Cell, RefCell};
@@ -198,6 +201,33 @@ pub trait Party: 'static {
     fn on_request(&mut self, _request: &Request, _room: &Room) -> Response {
         Response::text(404, "Not found")
     }
+
+    /// The room's alarm (see [`Room::set_alarm`]) is due. It runs at least
+    /// once per alarm; an error (or a panic) runs it again later, with
+    /// back-off. The alarm is cleared before the call, so the handler may
+    /// set the next one.
+    fn on_alarm(&mut self, _room: &Room) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// The room object as bytes, for hibernation (a party with `hibernate =
+    /// true` is evicted to disk when idle). `None`, the default, keeps the
+    /// object in memory. [`crate::snapshot::encode`] does it for any
+    /// `serde::Serialize` type.
+    fn snapshot(&self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Rebuilds a room object from what [`Party::snapshot`] gave, on the
+    /// room's next event after an eviction or a restart; `on_start` is not
+    /// run again. An error starts the room fresh (with `new`), and the bad
+    /// snapshot is kept aside.
+    fn restore(_room: &Room, _snapshot: &[u8]) -> Result<Self, String>
+    where
+        Self: Sized,
+    {
+        Err("this party does not restore snapshots".to_owned())
+    }
 }
 
 /// Where a socket lives: the core that accepted it, its slot there, and the
@@ -244,11 +274,26 @@ pub struct Room {
     /// Members by tag (their ids aside: those are in `by_id`).
     pub(crate) tag_index: TagIndex,
     pub(crate) tag_names: TagInterner,
+    pub(crate) config: Arc<PartyConfig>,
+    pub(crate) store: RoomStore,
+    /// The alarm, in milliseconds since the Unix epoch.
+    pub(crate) alarm_ms: Cell<Option<u64>>,
 }
 
 impl Room {
-    pub(crate) fn new(id: String, party: String, cores: usize, max_state_bytes: usize) -> Room {
+    pub(crate) fn new(
+        id: String,
+        party: String,
+        cores: usize,
+        max_state_bytes: usize,
+        config: Arc<PartyConfig>,
+        store: Arc<Store>,
+        alarm_ms: Option<u64>,
+    ) -> Room {
         Room {
+            store: RoomStore::new(store, &party, &id),
+            config,
+            alarm_ms: Cell::new(alarm_ms),
             id,
             party,
             members: slab::Slab::new(),
@@ -269,6 +314,37 @@ impl Room {
     /// The party (kind of room) this room belongs to.
     pub fn party(&self) -> &str {
         &self.party
+    }
+
+    /// The party's options from the config (defaults when it has none).
+    pub fn config(&self) -> &PartyConfig {
+        &self.config
+    }
+
+    /// The room's durable key-value store.
+    pub fn storage(&self) -> Storage<'_> {
+        Storage { inner: &self.store }
+    }
+
+    /// Sets the room's alarm (one per room; this replaces any other) to
+    /// `at_ms` milliseconds since the Unix epoch. `on_alarm` runs then, even
+    /// after a restart; a time in the past runs it at once. The alarm
+    /// commits with the event's storage writes.
+    pub fn set_alarm(&self, at_ms: u64) {
+        self.alarm_ms.set(Some(at_ms));
+        self.store.batch.borrow_mut().set_alarm(&self.store.key, at_ms);
+    }
+
+    /// The time the alarm is set for, if any.
+    pub fn alarm(&self) -> Option<u64> {
+        self.alarm_ms.get()
+    }
+
+    /// Cancels the alarm.
+    pub fn delete_alarm(&self) {
+        if self.alarm_ms.take().is_some() {
+            self.store.batch.borrow_mut().delete_alarm(&self.store.key);
+        }
     }
 
     /// Sends `message` to every connection of the room except those whose ids

@@ -6,9 +6,11 @@ use crate::http::{RequestHead, Response};
 use crate::kind::PartyKind;
 use crate::party::{ConnRef, ConnectCtx, Connection, Effect, Member, Message, Party, Request, Room};
 use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// A room's identity: its party and id. Shared between cores by `Arc`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct RoomKey {
     pub party: Box<str>,
     pub id: Box<str>,
@@ -51,10 +53,45 @@ fn guard<R>(callback: impl FnOnce() -> R) -> Result<R, RoomFailed> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback)).map_err(|_| RoomFailed)
 }
 
-/// A room object and the room it runs in.
+/// A room object and the room it runs in. The object is absent while the
+/// room hibernates: its snapshot is on disk, or in `unsaved` until the write
+/// commits. The room itself (members, tags, connection state) stays.
 pub(crate) struct RoomHost {
-    party: Box<dyn Party>,
+    party: Option<Box<dyn Party>>,
+    kind: Arc<dyn PartyKind>,
     pub room: Room,
+    /// The snapshot of an eviction whose write has not committed yet, with
+    /// the batch's sequence number: a wake-up before the commit restores
+    /// from here.
+    pub unsaved: Option<(u64, Arc<[u8]>)>,
+    /// When the room last handled an event (the core's clock).
+    pub last_event_ms: u64,
+    /// Whether the room is in its core's eviction queue.
+    pub queued: bool,
+    /// Effects held until a storage batch commits (strict durability).
+    pub held: VecDeque<Held>,
+    /// The last storage batch submitted and not yet committed.
+    pub uncommitted: Option<u64>,
+}
+
+/// What one event produced, held until batch `seq` commits.
+pub(crate) struct Held {
+    pub seq: u64,
+    pub effects: Vec<Effect>,
+    pub reply: Option<crate::reactor::CoreMsg>,
+}
+
+/// The codec id of party-made snapshot bytes in the envelope.
+pub(crate) const SNAPSHOT_CODEC_PARTY: u8 = 1;
+
+/// How a room object came to be.
+pub(crate) enum Origin {
+    /// Created fresh with `new` and `on_start`.
+    Fresh,
+    /// Restored from its snapshot.
+    Restored,
+    /// Its snapshot was corrupt or did not restore (kept aside): created fresh.
+    Corrupt { error: String, bytes: Vec<u8> },
 }
 
 /// What a new connection brings to the room.
@@ -86,19 +123,131 @@ fn check_tags(id: &str, mut tags: Vec<String>) -> Result<Vec<String>, String> {
 }
 
 impl RoomHost {
+    /// The room, restored from its snapshot when `snapshot` holds one (the
+    /// raw envelope from the store), else created fresh.
     pub fn new(
-        key: &RoomKey,
-        kind: &dyn PartyKind,
-        cores: usize,
-        max_state_bytes: usize,
-    ) -> Result<RoomHost, RoomFailed> {
-        let room = Room::new(key.id.to_string(), key.party.to_string(), cores, max_state_bytes);
-        let party = guard(|| {
-            let mut party = kind.create(&room);
-            party.on_start(&room);
+        room: Room,
+        kind: Arc<dyn PartyKind>,
+        snapshot: Option<Vec<u8>>,
+        now_ms: u64,
+    ) -> Result<(RoomHost, Origin), RoomFailed> {
+        let mut host = RoomHost {
+            party: None,
+            kind,
+            room,
+            unsaved: None,
+            last_event_ms: now_ms,
+            queued: false,
+            held: VecDeque::new(),
+            uncommitted: None,
+        };
+        let origin = match snapshot {
+            Some(bytes) => host.restore_envelope(bytes)?,
+            None => {
+                host.create()?;
+                Origin::Fresh
+            }
+        };
+        Ok((host, origin))
+    }
+
+    fn create(&mut self) -> Result<(), RoomFailed> {
+        let (kind, room) = (&self.kind, &self.room);
+        self.party = Some(guard(|| {
+            let mut party = kind.create(room);
+            party.on_start(room);
             party
-        })?;
-        Ok(RoomHost { party, room })
+        })?);
+        Ok(())
+    }
+
+    /// Restores the object from raw snapshot bytes; on failure creates it
+    /// fresh and says why.
+    fn restore_raw(&mut self, raw: &[u8]) -> Result<Result<(), String>, RoomFailed> {
+        let (kind, room) = (&self.kind, &self.room);
+        match guard(|| kind.restore(room, raw)) {
+            Ok(Ok(party)) => {
+                self.party = Some(party);
+                Ok(Ok(()))
+            }
+            Ok(Err(error)) => {
+                self.create()?;
+                Ok(Err(error))
+            }
+            Err(RoomFailed) => {
+                self.create()?;
+                Ok(Err("restore panicked".to_owned()))
+            }
+        }
+    }
+
+    fn restore_envelope(&mut self, bytes: Vec<u8>) -> Result<Origin, RoomFailed> {
+        let raw = match dormouse_hibernate::envelope::decode(&bytes) {
+            Ok((SNAPSHOT_CODEC_PARTY, raw)) => raw,
+            Ok((codec, _)) => {
+                self.create()?;
+                return Ok(Origin::Corrupt { error: format!("unknown snapshot codec {codec}"), bytes });
+            }
+            Err(error) => {
+                self.create()?;
+                return Ok(Origin::Corrupt { error: error.to_string(), bytes });
+            }
+        };
+        Ok(match self.restore_raw(&raw)? {
+            Ok(()) => Origin::Restored,
+            Err(error) => Origin::Corrupt { error, bytes },
+        })
+    }
+
+    /// Whether the room object is in memory.
+    pub fn is_awake(&self) -> bool {
+        self.party.is_some()
+    }
+
+    /// Brings a hibernated object back: from the unsaved snapshot if its
+    /// write has not committed, else from the store. `None` when it was
+    /// awake already.
+    pub fn wake(&mut self) -> Result<Option<Origin>, RoomFailed> {
+        if self.party.is_some() {
+            return Ok(None);
+        }
+        if let Some((_, raw)) = self.unsaved.take() {
+            return Ok(Some(match self.restore_raw(&raw)? {
+                Ok(()) => Origin::Restored,
+                Err(error) => Origin::Corrupt { error, bytes: raw.to_vec() },
+            }));
+        }
+        let store = &self.room.store;
+        let snapshot = store.store.snapshot(&store.key).unwrap_or_else(|error| {
+            tracing::error!(party = %self.room.party, room = %self.room.id, %error, "cannot read a snapshot");
+            None
+        });
+        Ok(Some(match snapshot {
+            Some(bytes) => self.restore_envelope(bytes)?,
+            None => {
+                self.create()?;
+                Origin::Corrupt { error: "the snapshot is missing".to_owned(), bytes: Vec::new() }
+            }
+        }))
+    }
+
+    /// Serialises the object and drops it. Returns the snapshot envelope to
+    /// write, or `None` when the party keeps its objects in memory.
+    pub fn evict(&mut self, seq: u64) -> Option<Vec<u8>> {
+        let party = self.party.as_ref()?;
+        let raw = guard(|| party.snapshot()).ok().flatten()?;
+        let envelope = dormouse_hibernate::envelope::encode(SNAPSHOT_CODEC_PARTY, &raw);
+        self.party = None;
+        self.unsaved = Some((seq, raw.into()));
+        Some(envelope)
+    }
+
+    /// The alarm is due: it is cleared, then `on_alarm` runs.
+    pub fn alarm(&mut self) -> Result<Result<(), String>, RoomFailed> {
+        self.room.delete_alarm();
+        let room = &self.room;
+        let party = self.party.as_mut().expect("a room is woken before it gets an event");
+        guard(|| party.on_alarm(room))
     }
 
     /// Admits a connection: a connection with the same id that is still open
@@ -129,7 +278,7 @@ impl RoomHost {
 
         let mut ctx = ConnectCtx { request: &joining.head, protocols: &joining.protocols, chosen_protocol: None };
         let handle = Connection { room: &self.room, index: member };
-        let party = &mut self.party;
+        let party = self.party.as_mut().expect("a room is woken before it gets an event");
         let asked = guard(|| party.connection_tags(&handle, &ctx))?;
         let own = match check_tags(&self.room.members[member as usize].id, asked) {
             Ok(own) => own,
@@ -142,7 +291,7 @@ impl RoomHost {
         room.tag_index.set_tags(tags, &own, &mut room.tag_names);
 
         let handle = Connection { room: &self.room, index: member };
-        let (party, room) = (&mut self.party, &self.room);
+        let (party, room) = (self.party.as_mut().expect("a room is woken before it gets an event"), &self.room);
         match guard(|| party.on_connect(&handle, room, &mut ctx))? {
             Ok(()) => Ok(Admission::Accepted {
                 member,
@@ -175,7 +324,7 @@ impl RoomHost {
     pub fn message(&mut self, conn: ConnRef, member: u32, message: Message<'_>) -> Result<(), RoomFailed> {
         if self.is_current(conn, member) {
             let sender = Connection { room: &self.room, index: member };
-            let (party, room) = (&mut self.party, &self.room);
+            let (party, room) = (self.party.as_mut().expect("a room is woken before it gets an event"), &self.room);
             guard(|| party.on_message(message, &sender, room))?;
         }
         Ok(())
@@ -195,7 +344,7 @@ impl RoomHost {
             return Ok(());
         }
         let handle = Connection { room: &self.room, index: member };
-        let (party, room) = (&mut self.party, &self.room);
+        let (party, room) = (self.party.as_mut().expect("a room is woken before it gets an event"), &self.room);
         guard(|| {
             if let Some(error) = error {
                 party.on_error(&handle, error, room);
@@ -207,7 +356,7 @@ impl RoomHost {
     }
 
     pub fn request(&mut self, request: &Request) -> Result<Response, RoomFailed> {
-        let (party, room) = (&mut self.party, &self.room);
+        let (party, room) = (self.party.as_mut().expect("a room is woken before it gets an event"), &self.room);
         guard(|| party.on_request(request, room))
     }
 

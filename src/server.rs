@@ -1,7 +1,7 @@
 //! The server builder and handle: registers party kinds, binds one listener
 //! per core (SO_REUSEPORT), starts the core threads and stops them.
 
-use crate::builtin::{Echo, Relay};
+use crate::builtin::{Chat, Echo, Relay};
 use crate::config::{Config, IoBackend};
 use crate::http::Response;
 use crate::kind::{Kind, PartyKind};
@@ -29,6 +29,9 @@ pub enum StartError {
     Io(#[from] std::io::Error),
     #[error("party {0:?} is configured but no kind is registered for it")]
     UnknownParty(String),
+    /// The data directory's store could not be opened.
+    #[error("cannot open the store in {path}: {source}")]
+    Store { path: std::path::PathBuf, source: dormouse_hibernate::StoreError },
 }
 
 /// Builds a server: the config plus the party kinds it serves.
@@ -43,11 +46,12 @@ impl Server {
     pub fn new(config: Config) -> Server {
         let mut server = Server { config, kinds: HashMap::new(), fetch: None };
         let configured: Vec<(String, String)> =
-            server.config.parties.iter().map(|(name, p)| (name.clone(), p.kind.clone())).collect();
+            server.config.parties.iter().filter_map(|(name, p)| Some((name.clone(), p.kind.clone()?))).collect();
         for (name, kind) in configured {
             server = match kind.as_str() {
                 "relay" => server.party::<Relay>(&name),
                 "echo" => server.party::<Echo>(&name),
+                "chat" => server.party::<Chat>(&name),
                 _ => unreachable!("config validation admits only built-in kinds"),
             };
         }
@@ -86,7 +90,19 @@ impl Server {
             senders.push(tx);
             receivers.push(rx);
         }
+        if let Some(name) = self.config.parties.keys().find(|name| !self.kinds.contains_key(*name)) {
+            return Err(StartError::UnknownParty(name.clone()));
+        }
         let wake_fds = (0..cores).map(|_| eventfd()).collect::<std::io::Result<Vec<_>>>()?;
+        let data_dir = self.config.data_dir.clone();
+        let store_config = dormouse_hibernate::StoreConfig {
+            max_key_bytes: self.config.limits.max_storage_key_bytes,
+            max_value_bytes: self.config.limits.max_storage_value_bytes,
+            ..Default::default()
+        };
+        let store = dormouse_hibernate::Store::open(&data_dir, store_config)
+            .map_err(|source| StartError::Store { path: data_dir.clone(), source })?;
+        let party_configs = self.config.parties.iter().map(|(name, p)| (name.clone(), Arc::new(p.clone()))).collect();
         let shared = Arc::new(Shared {
             limits,
             cores,
@@ -98,6 +114,12 @@ impl Server {
             stats: (0..cores).map(|_| CoreStats::default()).collect(),
             publish_auth: self.config.publish_token.as_ref().map(|token| format!("Bearer {token}")),
             metrics_path: self.config.metrics.enabled.then(|| self.config.metrics.path.clone()),
+            store: Arc::new(store),
+            party_configs,
+            default_party_config: Arc::default(),
+            max_resident_per_core: (self.config.max_resident_rooms / cores).max(1),
+            draining: Default::default(),
+            cores_closed: Default::default(),
         });
         let backend = match self.config.io {
             IoBackend::Uring => {
@@ -223,10 +245,44 @@ impl ServerHandle {
         self.stop_cores();
     }
 
-    /// Blocks until the cores stop (they stop only when asked).
+    /// Stops gracefully: stops accepting (new connections get 503), closes
+    /// every WebSocket with 1001 (clients reconnect), snapshots every
+    /// resident room of a hibernating party, and returns once everything is
+    /// committed to disk.
+    pub fn shutdown(mut self) {
+        self.shared.draining.store(true, Ordering::Release);
+        for core in 0..self.shared.cores {
+            self.shared.wake(core);
+        }
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        if let Err(error) = self.shared.store.flush() {
+            tracing::error!(%error, "flushing the store failed");
+        }
+    }
+
+    /// A handle that asks for a graceful shutdown from another thread (a
+    /// signal handler's): `shutdown` on the handle then completes it.
+    pub fn shutdown_trigger(&self) -> ShutdownTrigger {
+        ShutdownTrigger { shared: self.shared.clone() }
+    }
+
+    /// Counters summed over the cores, by metric name (as on `/metrics`,
+    /// without the `dormouse_` prefix and `_total` suffix): `rooms_evicted`,
+    /// `rooms_woken`, `snapshots_corrupt`, ...
+    pub fn counter(&self, name: &str) -> u64 {
+        self.shared.stats.iter().map(|s| crate::metrics::stat(s, name).map_or(0, |v| v.load(Ordering::Relaxed))).sum()
+    }
+
+    /// Blocks until the cores stop (they stop only when asked, e.g. by a
+    /// [`ShutdownTrigger`]), then flushes the store.
     pub fn wait(mut self) {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
+        }
+        if let Err(error) = self.shared.store.flush() {
+            tracing::error!(%error, "flushing the store failed");
         }
     }
 
@@ -237,6 +293,27 @@ impl ServerHandle {
         }
         for thread in self.threads.drain(..) {
             let _ = thread.join();
+        }
+    }
+}
+
+/// Starts a graceful shutdown from anywhere (see [`ServerHandle::shutdown`]).
+#[derive(Clone)]
+pub struct ShutdownTrigger {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for ShutdownTrigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ShutdownTrigger")
+    }
+}
+
+impl ShutdownTrigger {
+    pub fn trigger(&self) {
+        self.shared.draining.store(true, Ordering::Release);
+        for core in 0..self.shared.cores {
+            self.shared.wake(core);
         }
     }
 }

@@ -30,7 +30,8 @@ fn deny_io_uring() -> seccompiler::BpfProgram {
 fn dormouse_without_io_uring(args: &[&str]) -> Command {
     let program = deny_io_uring();
     let mut command = Command::new(env!("CARGO_BIN_EXE_dormouse"));
-    command.arg("serve").args(args).env("RUST_LOG", "info").stdin(Stdio::null());
+    command.arg("serve").args(args).arg("--data-dir").arg(fresh_data_dir());
+    command.env("RUST_LOG", "info").stdin(Stdio::null());
     // SAFETY: the closure runs in the forked child before exec. It only
     // calls prctl and seccomp on a program compiled before the fork, and
     // builds its error without allocating.
@@ -127,7 +128,8 @@ fn forcing_epoll_under_the_filter_needs_no_probe() {
 #[test]
 fn auto_picks_io_uring_where_it_works() {
     // This machine allows io_uring (the `uring::` half of the suite needs it).
-    let server = dormouse::Server::new(dormouse::Config::from_toml("listen = \"127.0.0.1:0\"\ncores = 1\n").unwrap())
+    let toml = format!("listen = \"127.0.0.1:0\"\ncores = 1\ndata_dir = '{}'\n", fresh_data_dir().display());
+    let server = dormouse::Server::new(dormouse::Config::from_toml(&toml).unwrap())
         .party::<dormouse::Relay>("main")
         .start()
         .unwrap();

@@ -97,8 +97,7 @@ fn unknown_party_and_unknown_paths_are_404() {
 }
 
 fn fetch_handler_serves_other_paths() {
-    let config = dormouse::Config::from_toml("listen = \"127.0.0.1:0\"\ncores = 2\n").unwrap();
-    let server = dormouse::Server::new(config)
+    let server = dormouse::Server::new(config(""))
         .fetch(|request| dormouse::Response::text(200, format!("fetched {}", request.path())))
         .start()
         .unwrap();

@@ -4,8 +4,21 @@ use std::process::{Command, Output};
 
 const TOKEN: &str = "loadtest-token-0123456789";
 
+/// A fresh data directory: one LMDB environment per directory per process.
+fn data_dir() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("loadtest-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir.display().to_string()
+}
+
 fn server() -> dormouse::ServerHandle {
-    let toml = format!("listen = \"127.0.0.1:0\"\ncores = 2\npublish_token = \"{TOKEN}\"\n");
+    let toml = format!(
+        "listen = \"127.0.0.1:0\"\ncores = 2\npublish_token = \"{TOKEN}\"\ndata_dir = '{}'\n",
+        data_dir()
+    );
     let config = dormouse::Config::from_toml(&toml).unwrap();
     dormouse::Server::new(config).party::<dormouse::Relay>("main").party::<dormouse::Echo>("echo").start().unwrap()
 }
@@ -209,7 +222,8 @@ fn tags_reach_exactly_the_tagged_set_and_cost_is_reported() {
 
 #[test]
 fn tags_against_a_server_without_the_publish_api_fail_clearly() {
-    let config = dormouse::Config::from_toml("listen = \"127.0.0.1:0\"\ncores = 1\n").unwrap();
+    let toml = format!("listen = \"127.0.0.1:0\"\ncores = 1\ndata_dir = '{}'\n", data_dir());
+    let config = dormouse::Config::from_toml(&toml).unwrap();
     let server = dormouse::Server::new(config).party::<dormouse::Relay>("main").start().unwrap();
     let url = format!("ws://{}/parties/main/{{room}}", server.local_addr());
     let args = ["tags", "--url", &url, "--connections", "4", "--tag-every", "2", "--duration-secs", "0.2"];

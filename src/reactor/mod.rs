@@ -14,13 +14,14 @@
 
 mod backend;
 mod epoll;
+mod rooms;
 mod uring;
 
 pub(crate) use backend::Backend;
 pub(crate) use epoll::Epoll;
 pub(crate) use uring::{probe as probe_uring, Uring};
 
-use crate::config::{Limits, SlowConsumerPolicy};
+use crate::config::{Limits, PartyConfig, SlowConsumerPolicy};
 use crate::http::{self, BodyDecoder, BodyFraming, HttpError, HttpLimits, RequestHead, Response};
 use crate::kind::PartyKind;
 use crate::outq::WriteQueue;
@@ -70,9 +71,24 @@ pub(crate) struct Shared {
     pub publish_auth: Option<String>,
     /// Path of the Prometheus endpoint, if enabled.
     pub metrics_path: Option<String>,
+    /// Snapshots, room storage and alarms.
+    pub store: Arc<dormouse_hibernate::Store>,
+    /// Options of the configured parties; others get the defaults.
+    pub party_configs: HashMap<String, Arc<PartyConfig>>,
+    pub default_party_config: Arc<PartyConfig>,
+    /// Each core's share of `max_resident_rooms`.
+    pub max_resident_per_core: usize,
+    /// Set by a graceful shutdown: snapshot, close sockets with 1001, stop.
+    pub draining: AtomicBool,
+    /// Cores whose sockets are all closed, during a graceful shutdown.
+    pub cores_closed: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
+    pub fn party_config(&self, party: &str) -> Arc<PartyConfig> {
+        self.party_configs.get(party).unwrap_or(&self.default_party_config).clone()
+    }
+
     /// Wakes core `core` from its wait.
     pub fn wake(&self, core: usize) {
         // A failed write means the eventfd counter is saturated, so the core
@@ -89,6 +105,8 @@ pub struct CoreStats {
     /// The counters below are the core's [`Counters`], stored once per turn.
     pub rooms_created: AtomicU64,
     pub rooms_woken: AtomicU64,
+    pub rooms_evicted: AtomicU64,
+    pub snapshots_corrupt: AtomicU64,
     pub room_events: AtomicU64,
     pub messages_in: AtomicU64,
     pub frames_out: AtomicU64,
@@ -107,6 +125,10 @@ struct Counters {
     rooms_created: u64,
     /// Room objects brought back from a snapshot (hibernation).
     rooms_woken: u64,
+    /// Room objects evicted to a snapshot.
+    rooms_evicted: u64,
+    /// Snapshots that did not restore (kept aside; the room started fresh).
+    snapshots_corrupt: u64,
     /// Events delivered to room objects (connect, message, close, request).
     room_events: u64,
     /// WebSocket messages received.
@@ -130,6 +152,8 @@ impl Counters {
         let pairs = [
             (&stats.rooms_created, self.rooms_created),
             (&stats.rooms_woken, self.rooms_woken),
+            (&stats.rooms_evicted, self.rooms_evicted),
+            (&stats.snapshots_corrupt, self.snapshots_corrupt),
             (&stats.room_events, self.room_events),
             (&stats.messages_in, self.messages_in),
             (&stats.frames_out, self.frames_out),
@@ -201,6 +225,13 @@ pub(crate) enum CoreMsg {
     Published {
         conn: ConnRef,
         delivered: u64,
+    },
+    /// To a room's owner core, from the store's writer: the room's storage
+    /// batch `seq` committed (or failed with `error`).
+    Committed {
+        room: Arc<RoomKey>,
+        seq: u64,
+        error: Option<Box<str>>,
     },
 }
 
@@ -339,6 +370,18 @@ struct State {
     slow: Vec<u32>,
     counters: Counters,
     hosts: HashMap<Arc<RoomKey>, RoomHost>,
+    /// Rooms of hibernating parties in memory, oldest touch first.
+    evict_queue: VecDeque<(Arc<RoomKey>, u64)>,
+    /// Storage batches waiting for room in the writer's queue, in order.
+    submissions: VecDeque<rooms::Submission>,
+    /// The alarm of every room this core owns that has one.
+    alarms: HashMap<Arc<RoomKey>, u64>,
+    /// Alarm times (lazy: an entry that no longer matches `alarms` is skipped).
+    alarm_heap: std::collections::BinaryHeap<std::cmp::Reverse<(u64, Arc<RoomKey>)>>,
+    /// Failed runs of each room's alarm.
+    alarm_retries: HashMap<Arc<RoomKey>, u32>,
+    /// This core's wake eventfd, for the store's writer to signal commits.
+    wake_self: Arc<std::fs::File>,
     /// Messages for each core (this core's own entry is delivered locally).
     outboxes: Vec<VecDeque<CoreMsg>>,
     /// Sockets with frames queued this turn.
@@ -380,6 +423,12 @@ impl<B: Backend> Core<B> {
             slow: Vec::new(),
             counters: Counters::default(),
             hosts: HashMap::new(),
+            evict_queue: VecDeque::new(),
+            submissions: VecDeque::new(),
+            alarms: HashMap::new(),
+            alarm_heap: Default::default(),
+            alarm_retries: HashMap::new(),
+            wake_self: Arc::new(shared.wake_fds[index].try_clone()?),
             outboxes: (0..shared.cores).map(|_| VecDeque::new()).collect(),
             dirty: Vec::new(),
             rearm: Vec::new(),
@@ -396,7 +445,9 @@ impl<B: Backend> Core<B> {
 
     pub fn run(mut self) {
         self.io.arm_accept(self.listener.as_raw_fd());
+        self.st.load_alarms();
         let mut accept_retry_ms: Option<u64> = None;
+        let mut drain = Drain::Serving;
         loop {
             self.st.now_ms = self.st.epoch.elapsed().as_millis() as u64;
             let st = &mut self.st;
@@ -429,6 +480,9 @@ impl<B: Backend> Core<B> {
             self.st.deliver_local();
             self.st.run_fanout_jobs();
             self.st.expire_timers();
+            self.st.run_due_alarms();
+            self.st.evict_idle();
+            self.st.submit_pending();
             for (slot, gen) in self.st.rearm.drain(..) {
                 if let Some(conn) = self.st.conns.get_mut(slot as usize) {
                     if conn.gen == gen && conn.phase != Phase::Dead && !conn.recv_armed {
@@ -444,11 +498,16 @@ impl<B: Backend> Core<B> {
             if self.st.shared.stopping.load(Ordering::Acquire) {
                 break;
             }
+            if self.st.shared.draining.load(Ordering::Acquire) && self.drain_step(&mut drain, pending_elsewhere) {
+                break;
+            }
             let busy = !self.inbox.is_empty()
                 || !self.st.outboxes[usize::from(self.st.index)].is_empty()
                 || !self.st.busy_rooms.is_empty();
             let wait =
                 self.st.next_deadline_wait().min(if pending_elsewhere { Duration::from_millis(1) } else { IDLE_WAIT });
+            let wait = if self.st.submissions.is_empty() { wait } else { wait.min(Duration::from_millis(1)) };
+            let wait = if drain == Drain::Serving { wait } else { wait.min(Duration::from_millis(10)) };
             let wait = match accept_retry_ms {
                 Some(at) => wait.min(Duration::from_millis(at.saturating_sub(self.st.now_ms))),
                 None => wait,
@@ -460,6 +519,47 @@ impl<B: Backend> Core<B> {
         }
         // Dropping the records closes every socket this core holds.
         self.st.conns.clear();
+    }
+
+    /// One step of a graceful shutdown; true once the core may stop. Every
+    /// core closes its sockets (1001) and reports when they are gone; once
+    /// all have, the rooms have heard every close, so each core snapshots
+    /// its hibernating rooms and stops when its writes have committed.
+    fn drain_step(&mut self, drain: &mut Drain, pending_elsewhere: bool) -> bool {
+        let st = &mut self.st;
+        match *drain {
+            Drain::Serving => {
+                tracing::debug!(core = st.index, sockets = st.conns.len(), "shutdown: closing sockets");
+                st.close_all_sockets();
+                *drain = Drain::Closing { deadline_ms: st.now_ms + st.shared.limits.close_timeout_ms };
+            }
+            Drain::Closing { deadline_ms } => {
+                if st.conns.is_empty() && !pending_elsewhere && st.outboxes.iter().all(VecDeque::is_empty) {
+                    st.shared.cores_closed.fetch_add(1, Ordering::AcqRel);
+                    tracing::debug!(core = st.index, "shutdown: sockets closed");
+                    *drain = Drain::Closed;
+                } else if st.now_ms >= deadline_ms {
+                    let slots: Vec<u32> = st.conns.iter().map(|(slot, _)| slot as u32).collect();
+                    for slot in slots {
+                        st.abort(slot);
+                        st.release_if_done(slot);
+                    }
+                }
+            }
+            Drain::Closed => {
+                if st.shared.cores_closed.load(Ordering::Acquire) == st.shared.cores {
+                    while let Ok(msg) = self.inbox.try_recv() {
+                        st.on_core_msg(msg);
+                    }
+                    st.deliver_local();
+                    st.evict_all();
+                    tracing::debug!(core = st.index, "shutdown: rooms saved; waiting for the writes");
+                    *drain = Drain::Flushing;
+                }
+            }
+            Drain::Flushing => return !st.writes_pending(),
+        }
+        false
     }
 
     /// Starts one send per socket with queued frames and none in flight.
@@ -475,6 +575,15 @@ impl<B: Backend> Core<B> {
             self.io.send(slot, conn.fd.as_raw_fd(), frames, offset);
         }
     }
+}
+
+/// Where a core is in a graceful shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drain {
+    Serving,
+    Closing { deadline_ms: u64 },
+    Closed,
+    Flushing,
 }
 
 fn shutdown(fd: &OwnedFd, how: std::net::Shutdown) {
@@ -519,6 +628,11 @@ impl State {
     }
 
     fn on_accept(&mut self, socket: OwnedFd) {
+        if self.shared.draining.load(Ordering::Relaxed) {
+            let response = Response::text(503, "Server shutting down").encode(false);
+            let _ = std::io::Write::write(&mut std::fs::File::from(socket), &response);
+            return;
+        }
         if self.conns.len() >= self.shared.limits.max_connections_per_core {
             // The socket is new and its send buffer empty, so this short
             // blocking write completes at once.
@@ -924,6 +1038,38 @@ impl State {
         self.send_to_owner(room, |room| CoreMsg::Closed { conn, room, member, close });
     }
 
+    /// Shutdown: open WebSockets get close 1001 (clients reconnect), the
+    /// rest are cut.
+    fn close_all_sockets(&mut self) {
+        let slots: Vec<(u32, Phase)> = self.conns.iter().map(|(slot, c)| (slot as u32, c.phase)).collect();
+        for (slot, phase) in slots {
+            if phase == Phase::Open {
+                self.enqueue(slot, ws::close_frame(Some(1001), "server shutting down"));
+                self.start_closing(slot, 1001);
+            } else if !matches!(phase, Phase::Closing | Phase::Draining | Phase::Lingering) {
+                self.abort(slot);
+                self.release_if_done(slot);
+            }
+        }
+    }
+
+    /// The alarms of the rooms this core owns, from the store.
+    fn load_alarms(&mut self) {
+        let alarms = match self.shared.store.alarms() {
+            Ok(alarms) => alarms,
+            Err(error) => {
+                tracing::error!(%error, "cannot read the alarms; none are scheduled");
+                return;
+            }
+        };
+        for (key, at_ms) in alarms {
+            let room = Arc::new(RoomKey { party: key.party().into(), id: key.room().into() });
+            if room.owner(self.shared.cores) == usize::from(self.index) && self.shared.kinds.contains_key(key.party()) {
+                self.load_alarm(room, at_ms);
+            }
+        }
+    }
+
     /// The peer closed its side or the socket failed.
     fn on_eof(&mut self, slot: u32) {
         self.abort(slot);
@@ -1045,10 +1191,15 @@ impl State {
             .into_iter()
             .flatten()
             .map(|&(deadline, _, _)| deadline)
+            .chain(self.next_evict_ms())
             .min();
-        match next {
+        let wait = match next {
             Some(deadline) => Duration::from_millis(deadline.saturating_sub(self.now_ms)),
             None => IDLE_WAIT,
+        };
+        match self.next_alarm_ms() {
+            Some(at_ms) => wait.min(Duration::from_millis(at_ms.saturating_sub(rooms::wall_ms()))),
+            None => wait,
         }
     }
 
@@ -1114,26 +1265,28 @@ impl State {
                         CoreMsg::Refused { conn, reason: ROOM_FAILED.into() }
                     }
                 };
-                self.send_to(usize::from(conn.core), reply);
-                self.dispatch_effects(&room);
+                self.after_event(&room, Some(reply));
             }
             CoreMsg::Message { conn, room, member, data } => {
-                let Some(host) = self.hosts.get_mut(&room) else { return };
-                self.counters.room_events += 1;
                 let message = match &data {
                     Payload::Text(text) => Message::Text(text.as_str()),
                     Payload::Binary(data) => Message::Binary(data),
                 };
-                match host.message(conn, member, message) {
-                    Ok(()) => self.dispatch_effects(&room),
+                let Some(host) = self.existing_host(&room) else { return };
+                let outcome = host.and_then(|host| host.message(conn, member, message));
+                self.counters.room_events += 1;
+                match outcome {
+                    Ok(()) => self.after_event(&room, None),
                     Err(RoomFailed) => self.fail_room(&room),
                 }
             }
             CoreMsg::Closed { conn, room, member, close } => {
-                let Some(host) = self.hosts.get_mut(&room) else { return };
+                let Some(host) = self.existing_host(&room) else { return };
+                let outcome =
+                    host.and_then(|host| host.closed(conn, member, close.code, &close.reason, close.error.as_deref()));
                 self.counters.room_events += 1;
-                match host.closed(conn, member, close.code, &close.reason, close.error.as_deref()) {
-                    Ok(()) => self.dispatch_effects(&room),
+                match outcome {
+                    Ok(()) => self.after_event(&room, None),
                     Err(RoomFailed) => self.fail_room(&room),
                 }
             }
@@ -1146,9 +1299,9 @@ impl State {
                         Response::text(500, ROOM_FAILED)
                     }
                 };
-                self.send_to(usize::from(conn.core), CoreMsg::Respond { conn, response: Box::new(response) });
-                self.dispatch_effects(&room);
+                self.after_event(&room, Some(CoreMsg::Respond { conn, response: Box::new(response) }));
             }
+            CoreMsg::Committed { room, seq, error } => self.on_committed(&room, seq, error),
             CoreMsg::Accepted { conn, room, member, protocol, tags } => {
                 self.on_accepted(conn, room, member, protocol, &tags);
             }
@@ -1190,29 +1343,15 @@ impl State {
         self.conns.get(conn.slot as usize).filter(|c| c.gen == conn.gen && c.phase == phase).map(|_| conn.slot)
     }
 
-    /// The room's host, created on its first event. Fails when creating the
-    /// room object panicked.
-    fn host(&mut self, room: &Arc<RoomKey>) -> Result<&mut RoomHost, RoomFailed> {
-        let shared = &self.shared;
-        match self.hosts.entry(room.clone()) {
-            std::collections::hash_map::Entry::Occupied(entry) => Ok(entry.into_mut()),
-            std::collections::hash_map::Entry::Vacant(entry) => {
-                let kind = shared.kinds.get(&*room.party).expect("rooms are only addressed for registered parties");
-                let host = RoomHost::new(room, kind.as_ref(), shared.cores, shared.limits.max_state_bytes)?;
-                self.counters.rooms_created += 1;
-                shared.stats[usize::from(self.index)].rooms_resident.fetch_add(1, Ordering::Relaxed);
-                Ok(entry.insert(host))
-            }
-        }
-    }
-
     /// A party callback panicked: the room object may be half-updated, so it
     /// is dropped (with the effects of the failed event) and its connections
     /// are closed with 1011. The next event for the room starts a fresh one.
     fn fail_room(&mut self, room: &Arc<RoomKey>) {
         tracing::error!(party = %room.party, room = %room.id, "a party callback panicked; the room was reset");
         let Some(host) = self.hosts.remove(room) else { return };
-        self.shared.stats[usize::from(self.index)].rooms_resident.fetch_sub(1, Ordering::Relaxed);
+        if host.is_awake() {
+            self.stats().rooms_resident.fetch_sub(1, Ordering::Relaxed);
+        }
         for conn in host.member_conns() {
             self.send_to(usize::from(conn.core), CoreMsg::Close { conn, code: 1011, reason: ROOM_FAILED.into() });
         }
@@ -1364,11 +1503,12 @@ impl State {
         }
     }
 
-    /// Carries out what the room asked for in its last event.
-    fn dispatch_effects(&mut self, room: &Arc<RoomKey>) {
-        let Some(host) = self.hosts.get_mut(room) else { return };
-        let mut effects = std::mem::take(&mut self.effects);
-        host.drain_effects(&mut effects);
+    /// Carries out what the room asked for, draining `effects`.
+    fn dispatch_effects(&mut self, room: &Arc<RoomKey>, effects: &mut Vec<Effect>) {
+        let Some(host) = self.hosts.get_mut(room) else {
+            effects.clear();
+            return;
+        };
         let cores_with_members: SmallVec<[usize; 8]> =
             host.room.members_per_core.iter().enumerate().filter(|(_, n)| n.get() > 0).map(|(core, _)| core).collect();
         for effect in effects.drain(..) {
@@ -1386,7 +1526,10 @@ impl State {
                 }
             }
         }
-        self.effects = effects;
+    }
+
+    fn stats(&self) -> &CoreStats {
+        &self.shared.stats[usize::from(self.index)]
     }
 }
 

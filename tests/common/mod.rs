@@ -56,10 +56,29 @@ macro_rules! backend_tests {
     };
 }
 
-/// A config with two cores on port 0, this thread's backend and `extra_toml`.
+/// A config with two cores on port 0, this thread's backend, a data
+/// directory of its own and `extra_toml`.
 pub fn config(extra_toml: &str) -> Config {
-    let toml = format!("listen = \"127.0.0.1:0\"\ncores = 2\nio = \"{}\"\n{extra_toml}", IO.get());
+    let toml = format!(
+        "listen = \"127.0.0.1:0\"\ncores = 2\nio = \"{}\"\ndata_dir = '{}'\n{extra_toml}",
+        IO.get(),
+        fresh_data_dir().display()
+    );
     Config::from_toml(&toml).expect("test config is valid")
+}
+
+/// A new, empty directory under cargo's scratch space for integration tests.
+pub fn fresh_data_dir() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "data-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("the scratch directory is writable");
+    dir
 }
 
 /// Starts a server with two cores, the given TOML (appended to a listen on
@@ -73,6 +92,7 @@ pub fn start(extra_toml: &str) -> ServerHandle {
         .party::<Guarded>("guarded")
         .party::<Panicky>("panicky")
         .party::<Tagger>("tagger")
+        .party::<Durable>("durable")
         .start()
         .expect("server starts");
     if IO.get() != "auto" {
@@ -214,6 +234,113 @@ impl Party for Panicky {
     fn on_request(&mut self, request: &Request, _room: &Room) -> Response {
         assert!(!request.path().ends_with("/boom"), "the request asked to panic");
         Response::text(200, self.0.to_string())
+    }
+}
+
+/// A hibernating, storing room for the durability tests. Memory state: a
+/// counter (`inc` answers `count:N`). Connection facts: `tags` (from
+/// `?tag=`), `state` (set on connect to `s-<id>`). Storage: `put k v` (`ok
+/// k`), `get k` (`value k v` or `none k`), `del k`, `list prefix`, `bigkey
+/// n` and `bigvalue n` (a key or value of n bytes), and `count-keys`.
+/// Alarms: `alarm d` sets one d ms ahead, `alarm-fail n d` one whose handler
+/// fails n times first; when it runs, the room hears `alarm <party>/<room>
+/// attempts:<n>`. HTTP GET answers `count:N`.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Durable {
+    count: u64,
+    alarm_attempts: u32,
+    alarm_fails_left: u32,
+}
+
+impl Party for Durable {
+    fn new(_room: &Room) -> Self {
+        Durable { count: 0, alarm_attempts: 0, alarm_fails_left: 0 }
+    }
+
+    fn connection_tags(&mut self, _conn: &Connection<'_>, ctx: &ConnectCtx<'_>) -> Vec<String> {
+        let query = ctx.request().query().to_owned();
+        query.split('&').filter_map(|p| p.strip_prefix("tag=")).map(str::to_owned).collect()
+    }
+
+    fn on_connect(&mut self, conn: &Connection<'_>, _room: &Room, _ctx: &mut ConnectCtx<'_>) -> Result<(), String> {
+        conn.set_state(format!("s-{}", conn.id()).as_bytes()).map_err(|e| e.to_string())
+    }
+
+    fn on_message(&mut self, message: Message<'_>, sender: &Connection<'_>, room: &Room) {
+        let Message::Text(text) = message else { return };
+        let words: Vec<&str> = text.split(' ').collect();
+        let storage = room.storage();
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+        let answer = match words.as_slice() {
+            ["inc"] => {
+                self.count += 1;
+                format!("count:{}", self.count)
+            }
+            ["tags"] => sender.tags().collect::<Vec<_>>().join(","),
+            ["state"] => String::from_utf8(sender.state().unwrap_or_default()).unwrap(),
+            ["put", key, value] => match storage.put(key, value) {
+                Ok(()) => format!("ok {key}"),
+                Err(e) => format!("error {e}"),
+            },
+            ["get", key] => match storage.get(key) {
+                Ok(Some(value)) => format!("value {key} {}", String::from_utf8(value).unwrap()),
+                Ok(None) => format!("none {key}"),
+                Err(e) => format!("error {e}"),
+            },
+            ["del", key] => format!("deleted {key} {}", storage.delete(key).unwrap()),
+            ["list", prefix] => {
+                let options = dormouse::ListOptions { prefix: Some(prefix.as_bytes().to_vec()), ..Default::default() };
+                let entries = storage.list(&options).unwrap();
+                let entries: Vec<String> = entries
+                    .into_iter()
+                    .map(|(k, v)| format!("{}={}", String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()))
+                    .collect();
+                format!("list {}", entries.join(","))
+            }
+            ["count-keys"] => format!("keys {}", storage.list(&Default::default()).unwrap().len()),
+            ["bigkey", n] => match storage.put("k".repeat(n.parse().unwrap()), "v") {
+                Ok(()) => "ok".to_owned(),
+                Err(e) => format!("error {e}"),
+            },
+            ["bigvalue", n] => match storage.put("big", "v".repeat(n.parse().unwrap())) {
+                Ok(()) => "ok".to_owned(),
+                Err(e) => format!("error {e}"),
+            },
+            ["alarm", delay] => {
+                room.set_alarm(now_ms + delay.parse::<u64>().unwrap());
+                "alarm set".to_owned()
+            }
+            ["alarm-fail", fails, delay] => {
+                self.alarm_fails_left = fails.parse().unwrap();
+                self.alarm_attempts = 0;
+                room.set_alarm(now_ms + delay.parse::<u64>().unwrap());
+                "alarm set".to_owned()
+            }
+            _ => format!("unknown {text}"),
+        };
+        sender.send(answer.as_str());
+    }
+
+    fn on_alarm(&mut self, room: &Room) -> Result<(), String> {
+        self.alarm_attempts += 1;
+        if self.alarm_fails_left > 0 {
+            self.alarm_fails_left -= 1;
+            return Err("failing on purpose".to_owned());
+        }
+        room.broadcast(format!("alarm {}/{} attempts:{}", room.party(), room.id(), self.alarm_attempts).as_str(), &[]);
+        Ok(())
+    }
+
+    fn on_request(&mut self, _request: &Request, _room: &Room) -> Response {
+        Response::text(200, format!("count:{}", self.count))
+    }
+
+    fn snapshot(&self) -> Option<Vec<u8>> {
+        dormouse::snapshot::encode(self)
+    }
+
+    fn restore(_room: &Room, bytes: &[u8]) -> Result<Self, String> {
+        dormouse::snapshot::decode(bytes)
     }
 }
 

@@ -1,0 +1,414 @@
+//! The owner core's side of rooms that outlive memory: creating a room from
+//! its snapshot, waking a hibernated one, evicting idle ones (after
+//! `idle_evict_ms`, or the least recently used past the core's share of
+//! `max_resident_rooms`), handing each event's storage writes to the store's
+//! writer, holding an event's effects until its writes commit (strict
+//! durability), and running alarms.
+
+use super::{CoreMsg, State, ROOM_FAILED};
+use crate::config::Durability;
+use crate::http::Response;
+use crate::party::Effect;
+use crate::room::{Held, Origin, RoomFailed, RoomHost, RoomKey};
+use dormouse_hibernate::Batch;
+use std::cmp::Reverse;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// A batch and what to do once it commits, waiting for room in the writer's queue.
+pub(super) type Submission = (Batch, Box<dyn FnOnce(Result<(), dormouse_hibernate::StoreError>) + Send>);
+
+/// First retry of a failed alarm; doubles per failure.
+const ALARM_RETRY_FIRST_MS: u64 = 1_000;
+/// Longest wait between alarm retries.
+const ALARM_RETRY_MAX_MS: u64 = 60_000;
+/// Failed runs after which an alarm is given up (logged).
+const ALARM_MAX_RETRIES: u32 = 6;
+
+/// The milliseconds since the Unix epoch (alarms are wall-clock times, so
+/// they mean the same after a restart).
+pub(super) fn wall_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl State {
+    /// The room's host, woken if it hibernates, or created (from its
+    /// snapshot, if it has one) when it is not on this core yet.
+    pub(super) fn host(&mut self, room: &Arc<RoomKey>) -> Result<&mut RoomHost, RoomFailed> {
+        if !self.hosts.contains_key(room) {
+            let host = self.create_host(room)?;
+            self.hosts.insert(room.clone(), host);
+        } else if !self.hosts[room].is_awake() {
+            let origin = self.hosts.get_mut(room).expect("checked above").wake()?;
+            if let Some(origin) = origin {
+                self.after_wake(room, origin);
+            }
+        }
+        Ok(self.hosts.get_mut(room).expect("inserted above"))
+    }
+
+    /// A hibernated room with members gets an event meant for its members
+    /// only if it is still here; wakes it.
+    pub(super) fn existing_host(&mut self, room: &Arc<RoomKey>) -> Option<Result<&mut RoomHost, RoomFailed>> {
+        if !self.hosts.contains_key(room) {
+            return None;
+        }
+        Some(self.host(room))
+    }
+
+    fn create_host(&mut self, room: &Arc<RoomKey>) -> Result<RoomHost, RoomFailed> {
+        let shared = self.shared.clone();
+        let kind = shared.kinds.get(&*room.party).expect("rooms are only addressed for registered parties").clone();
+        let config = shared.party_config(&room.party);
+        let hibernates = config.hibernate;
+        let alarm = self.alarms.get(room).copied();
+        let new_room = crate::party::Room::new(
+            room.id.to_string(),
+            room.party.to_string(),
+            shared.cores,
+            shared.limits.max_state_bytes,
+            config,
+            shared.store.clone(),
+            alarm,
+        );
+        let snapshot = if hibernates {
+            shared.store.snapshot(&new_room.store.key).unwrap_or_else(|error| {
+                tracing::error!(party = %room.party, room = %room.id, %error, "cannot read a snapshot; starting fresh");
+                None
+            })
+        } else {
+            None
+        };
+        let (host, origin) = RoomHost::new(new_room, kind, snapshot, self.now_ms)?;
+        self.counters.rooms_created += 1;
+        self.stats().rooms_resident.fetch_add(1, Ordering::Relaxed);
+        let mut host = host;
+        self.note_origin(room, &mut host, origin);
+        Ok(host)
+    }
+
+    fn after_wake(&mut self, room: &Arc<RoomKey>, origin: Origin) {
+        self.stats().rooms_resident.fetch_add(1, Ordering::Relaxed);
+        let mut host = self.hosts.remove(room).expect("the woken room is here");
+        self.note_origin(room, &mut host, origin);
+        self.hosts.insert(room.clone(), host);
+    }
+
+    /// Counts a wake-up; a corrupt snapshot is logged and kept aside.
+    fn note_origin(&mut self, room: &Arc<RoomKey>, host: &mut RoomHost, origin: Origin) {
+        match origin {
+            Origin::Fresh => {}
+            Origin::Restored => self.counters.rooms_woken += 1,
+            Origin::Corrupt { error, bytes } => {
+                self.counters.snapshots_corrupt += 1;
+                tracing::error!(
+                    party = %room.party, room = %room.id, %error,
+                    "the room's snapshot does not restore; the room starts fresh and the snapshot is kept aside"
+                );
+                if !bytes.is_empty() {
+                    let store = &host.room.store;
+                    let mut batch = store.batch.borrow_mut();
+                    batch.quarantine(&store.key, super::rooms::wall_ms(), bytes);
+                    batch.delete_snapshot(&store.key);
+                }
+            }
+        }
+    }
+
+    /// After every event of `room`: its storage writes go to the writer, and
+    /// its effects and `reply` go out, or wait for the commit under strict
+    /// durability.
+    pub(super) fn after_event(&mut self, room: &Arc<RoomKey>, reply: Option<CoreMsg>) {
+        let now_ms = self.now_ms;
+        let Some(host) = self.hosts.get_mut(room) else {
+            if let Some(reply) = reply {
+                self.send_reply(reply);
+            }
+            return;
+        };
+        host.last_event_ms = now_ms;
+        let strict = host.room.config.durability == Durability::Strict;
+        let hibernates = host.room.config.hibernate;
+        let batch = host.room.store.take_batch();
+        let alarm = host.room.alarm_ms.get();
+        let mut effects = std::mem::take(&mut self.effects);
+        host.drain_effects(&mut effects);
+        if let Some((seq, batch)) = batch {
+            host.uncommitted = Some(seq);
+            self.submit_for(room, seq, batch);
+        }
+        let host = self.hosts.get_mut(room).expect("the room is still here");
+        if let (true, Some(seq)) = (strict, host.uncommitted) {
+            host.held.push_back(Held { seq, effects: std::mem::take(&mut effects), reply });
+        } else {
+            if let Some(reply) = reply {
+                self.send_reply(reply);
+            }
+            self.dispatch(room, &mut effects);
+        }
+        self.effects = effects;
+        self.sync_alarm(room, alarm);
+        if hibernates {
+            let host = self.hosts.get_mut(room).expect("the room is still here");
+            if !host.queued {
+                host.queued = true;
+                self.evict_queue.push_back((room.clone(), now_ms));
+            }
+        }
+    }
+
+    fn send_reply(&mut self, reply: CoreMsg) {
+        let core = match &reply {
+            CoreMsg::Accepted { conn, .. } | CoreMsg::Refused { conn, .. } | CoreMsg::Respond { conn, .. } => {
+                usize::from(conn.core)
+            }
+            _ => unreachable!("only replies to a socket's core are held"),
+        };
+        self.send_to(core, reply);
+    }
+
+    /// Hands a room's batch `seq` to the writer; the owner core hears when
+    /// it has committed.
+    fn submit_for(&mut self, room: &Arc<RoomKey>, seq: u64, batch: Batch) {
+        // Not the whole `Shared`: the store's writer may run this after the
+        // server is gone, and must not end up owning (and dropping) the store.
+        let inbox = self.shared.senders[usize::from(self.index)].clone();
+        let wake = self.wake_self.clone();
+        let room = room.clone();
+        let done = Box::new(move |result: Result<(), dormouse_hibernate::StoreError>| {
+            let error = result.err().map(|e| e.to_string().into_boxed_str());
+            // The core is gone only after a stop, when nobody waits for this.
+            if inbox.send(CoreMsg::Committed { room, seq, error }).is_ok() {
+                // A failed write means the counter is saturated: a wake-up is pending anyway.
+                let _ = std::io::Write::write(&mut &*wake, &1u64.to_ne_bytes());
+            }
+        });
+        self.submissions.push_back((batch, done));
+        self.submit_pending();
+    }
+
+    /// Passes waiting batches to the writer, in order, until its queue is full.
+    pub(super) fn submit_pending(&mut self) {
+        while let Some((batch, done)) = self.submissions.pop_front() {
+            if let Err((batch, done)) = self.shared.store.try_submit(batch, done) {
+                self.submissions.push_front((batch, done));
+                break;
+            }
+        }
+    }
+
+    /// Batch `seq` of `room` committed (or failed).
+    pub(super) fn on_committed(&mut self, room: &Arc<RoomKey>, seq: u64, error: Option<Box<str>>) {
+        let Some(host) = self.hosts.get_mut(room) else { return };
+        host.room.store.committed(seq);
+        if host.uncommitted == Some(seq) {
+            host.uncommitted = None;
+        }
+        if host.unsaved.as_ref().is_some_and(|(s, _)| *s == seq) {
+            host.unsaved = None;
+        }
+        if let Some(error) = error {
+            tracing::error!(party = %room.party, room = %room.id, %error, "a storage write failed; the room is reset");
+            // What the event produced may not be shown: replies turn into
+            // errors, the rest is dropped with the room.
+            let held: Vec<Held> = host.held.drain(..).collect();
+            for reply in held.into_iter().filter_map(|h| h.reply) {
+                self.send_reply(match reply {
+                    CoreMsg::Accepted { conn, .. } => CoreMsg::Refused { conn, reason: "storage write failed".into() },
+                    CoreMsg::Respond { conn, .. } => {
+                        CoreMsg::Respond { conn, response: Box::new(Response::text(500, "storage write failed")) }
+                    }
+                    other => other,
+                });
+            }
+            self.fail_room(room);
+            return;
+        }
+        let mut effects = std::mem::take(&mut self.effects);
+        loop {
+            let host = self.hosts.get_mut(room).expect("the room is here");
+            if host.held.front().is_none_or(|h| h.seq > seq) {
+                break;
+            }
+            let held = host.held.pop_front().expect("checked");
+            if let Some(reply) = held.reply {
+                self.send_reply(reply);
+            }
+            effects.extend(held.effects);
+            self.dispatch(room, &mut effects);
+        }
+        self.effects = effects;
+        self.forget_if_on_disk(room);
+    }
+
+    /// A hibernated room with no members, nothing held and its snapshot
+    /// committed needs no memory at all: the next event finds it on disk.
+    fn forget_if_on_disk(&mut self, room: &Arc<RoomKey>) {
+        let Some(host) = self.hosts.get(room) else { return };
+        if !host.is_awake()
+            && host.room.connection_count() == 0
+            && host.unsaved.is_none()
+            && host.uncommitted.is_none()
+            && host.held.is_empty()
+        {
+            self.hosts.remove(room);
+        }
+    }
+
+    /// Evicts rooms of hibernating parties idle for their `idle_evict_ms`,
+    /// and, past the core's share of `max_resident_rooms`, the least
+    /// recently used ones (second chance: a room touched since it was queued
+    /// goes to the back).
+    pub(super) fn evict_idle(&mut self) {
+        let limit = self.shared.max_resident_per_core;
+        let mut budget = self.evict_queue.len();
+        while budget > 0 {
+            budget -= 1;
+            let Some((room, queued_ms)) = self.evict_queue.front().cloned() else { break };
+            let Some(host) = self.hosts.get_mut(&room) else {
+                self.evict_queue.pop_front();
+                continue;
+            };
+            if !host.is_awake() {
+                host.queued = false;
+                self.evict_queue.pop_front();
+                continue;
+            }
+            let over = self.stats().rooms_resident.load(Ordering::Relaxed) as usize > limit;
+            let host = self.hosts.get_mut(&room).expect("checked");
+            let idle = self.now_ms.saturating_sub(host.last_event_ms) >= host.room.config.idle_evict_ms;
+            if host.last_event_ms > queued_ms && !over {
+                // Touched since it was queued: check again later.
+                self.evict_queue.pop_front();
+                self.evict_queue.push_back((room, host.last_event_ms));
+                continue;
+            }
+            if !idle && !over {
+                break;
+            }
+            self.evict_queue.pop_front();
+            host.queued = false;
+            self.evict(&room);
+        }
+    }
+
+    /// When the oldest queued room may be idle long enough (the core's clock).
+    pub(super) fn next_evict_ms(&self) -> Option<u64> {
+        let (room, queued_ms) = self.evict_queue.front()?;
+        let idle = self.hosts.get(room).map_or(0, |h| h.room.config.idle_evict_ms);
+        Some(queued_ms + idle)
+    }
+
+    /// Snapshots the room object and drops it.
+    pub(super) fn evict(&mut self, room: &Arc<RoomKey>) {
+        let Some(host) = self.hosts.get_mut(room) else { return };
+        let seq = host.room.store.seq.get();
+        let Some(envelope) = host.evict(seq) else { return };
+        // The snapshot rides in the room's next batch (with any writes not
+        // taken yet), so it commits in order with the room's storage.
+        host.room.store.batch.borrow_mut().put_snapshot(&host.room.store.key, envelope);
+        let (seq, batch) = host.room.store.take_batch().expect("the batch holds the snapshot");
+        host.uncommitted = Some(seq);
+        self.submit_for(room, seq, batch);
+        self.counters.rooms_evicted += 1;
+        self.stats().rooms_resident.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Keeps the core's alarm schedule in step with the room's alarm.
+    fn sync_alarm(&mut self, room: &Arc<RoomKey>, alarm: Option<u64>) {
+        match alarm {
+            Some(at_ms) => {
+                if self.alarms.insert(room.clone(), at_ms) != Some(at_ms) {
+                    self.alarm_heap.push(Reverse((at_ms, room.clone())));
+                }
+            }
+            None => {
+                self.alarms.remove(room);
+            }
+        }
+    }
+
+    /// Schedules an alarm found in the store at start-up.
+    pub(super) fn load_alarm(&mut self, room: Arc<RoomKey>, at_ms: u64) {
+        self.alarms.insert(room.clone(), at_ms);
+        self.alarm_heap.push(Reverse((at_ms, room)));
+    }
+
+    /// The next alarm time, for the wait.
+    pub(super) fn next_alarm_ms(&self) -> Option<u64> {
+        self.alarm_heap.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Runs every alarm that is due.
+    pub(super) fn run_due_alarms(&mut self) {
+        let now = wall_ms();
+        while let Some(Reverse((at_ms, room))) = self.alarm_heap.peek().cloned() {
+            if at_ms > now {
+                break;
+            }
+            self.alarm_heap.pop();
+            if self.alarms.get(&room) != Some(&at_ms) {
+                continue; // moved or deleted since
+            }
+            self.alarms.remove(&room);
+            self.counters.room_events += 1;
+            let outcome = self.host(&room).and_then(|host| host.alarm());
+            let failure = match outcome {
+                Ok(Ok(())) => {
+                    self.alarm_retries.remove(&room);
+                    None
+                }
+                Ok(Err(error)) => Some(error),
+                Err(RoomFailed) => {
+                    self.fail_room(&room);
+                    Some(ROOM_FAILED.to_owned())
+                }
+            };
+            if let Some(error) = failure {
+                self.retry_alarm(&room, &error);
+            }
+            self.after_event(&room, None);
+        }
+    }
+
+    /// A failed alarm runs again after a back-off, durably.
+    fn retry_alarm(&mut self, room: &Arc<RoomKey>, error: &str) {
+        let retries = self.alarm_retries.entry(room.clone()).or_insert(0);
+        *retries += 1;
+        if *retries > ALARM_MAX_RETRIES {
+            self.alarm_retries.remove(room);
+            tracing::error!(party = %room.party, room = %room.id, %error, "an alarm failed {ALARM_MAX_RETRIES} retries; giving up");
+            return;
+        }
+        let delay = (ALARM_RETRY_FIRST_MS << (*retries - 1)).min(ALARM_RETRY_MAX_MS);
+        tracing::warn!(party = %room.party, room = %room.id, %error, retry_in_ms = delay, "an alarm failed; retrying");
+        if let Ok(host) = self.host(room) {
+            if host.room.alarm().is_none() {
+                host.room.set_alarm(wall_ms() + delay);
+            }
+        }
+    }
+
+    /// Shutdown: every resident room of a hibernating party is snapshotted.
+    pub(super) fn evict_all(&mut self) {
+        let rooms: Vec<Arc<RoomKey>> = self
+            .hosts
+            .iter()
+            .filter(|(_, host)| host.is_awake() && host.room.config.hibernate)
+            .map(|(room, _)| room.clone())
+            .collect();
+        for room in rooms {
+            self.evict(&room);
+        }
+    }
+
+    /// Whether any batch of this core has not committed yet.
+    pub(super) fn writes_pending(&self) -> bool {
+        !self.submissions.is_empty() || self.hosts.values().any(|h| h.uncommitted.is_some())
+    }
+
+    /// Carries out effects of `room`, draining `effects`.
+    fn dispatch(&mut self, room: &Arc<RoomKey>, effects: &mut Vec<Effect>) {
+        self.dispatch_effects(room, effects);
+    }
+}

@@ -1,0 +1,294 @@
+//! Crashes and restarts: the server runs in a child process (this test
+//! binary, re-run as `child_server` with the party under test), which the
+//! tests kill with SIGKILL or stop with SIGTERM, then start again on the same
+//! data directory.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+
+const CHILD_DIR: &str = "DORMOUSE_TEST_CHILD_DIR";
+
+/// Not a test of its own: the server a test runs in a child process. With
+/// `DORMOUSE_TEST_CHILD_DIR` set it serves the `durable` party (hibernating)
+/// and a `chat` party on that data directory until SIGTERM.
+#[test]
+fn child_server() {
+    let Ok(dir) = std::env::var(CHILD_DIR) else { return };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let toml = format!(
+        "listen = \"127.0.0.1:0\"\ncores = 2\ndata_dir = '{dir}'\n\
+         [parties.durable]\nhibernate = true\nidle_evict_ms = 100000\n\
+         [parties.chat]\nkind = \"chat\"\nhistory = 5000\n"
+    );
+    let server =
+        dormouse::Server::new(dormouse::Config::from_toml(&toml).unwrap()).party::<Durable>("durable").start().unwrap();
+    let trigger = server.shutdown_trigger();
+    let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM]).unwrap();
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            trigger.trigger();
+        }
+    });
+    println!("LISTENING {}", server.local_addr());
+    server.wait();
+    println!("STOPPED");
+    std::process::exit(0);
+}
+
+/// A server process on `dir`, killed (by its PID) when dropped.
+struct Child {
+    process: std::process::Child,
+    addr: SocketAddr,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Child {
+    fn start(dir: &std::path::Path) -> Child {
+        let mut process = Command::new(std::env::current_exe().unwrap())
+            .args(["child_server", "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD_DIR, dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(process.stdout.take().unwrap());
+        let addr = loop {
+            let mut line = String::new();
+            assert!(stdout.read_line(&mut line).unwrap() > 0, "the child ended before listening");
+            // The harness may have begun the line ("test child_server ... ").
+            if let Some((_, addr)) = line.trim().split_once("LISTENING ") {
+                break addr.parse().unwrap();
+            }
+        };
+        Child { process, addr, stdout }
+    }
+
+    fn kill_9(mut self) {
+        self.process.kill().unwrap();
+        self.process.wait().unwrap();
+    }
+
+    /// Asks for a graceful shutdown.
+    fn sigterm(&self) {
+        // SAFETY: kill has no memory-safety preconditions; the PID is our
+        // child's, which has not been reaped yet.
+        assert_eq!(unsafe { libc::kill(self.process.id() as i32, libc::SIGTERM) }, 0);
+    }
+
+    /// SIGTERM; returns the exit status once the child is gone.
+    fn terminate(self) -> std::process::ExitStatus {
+        self.sigterm();
+        self.wait_stopped()
+    }
+
+    fn wait_stopped(mut self) -> std::process::ExitStatus {
+        let mut rest = String::new();
+        self.stdout.read_to_string(&mut rest).unwrap();
+        assert!(rest.contains("STOPPED"), "{rest}");
+        self.process.wait().unwrap()
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// The next text frame, or `None` once the connection is gone.
+fn try_recv_text(reader: &mut impl Read) -> Option<String> {
+    let mut head = [0u8; 2];
+    reader.read_exact(&mut head).ok()?;
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut b = [0u8; 2];
+            reader.read_exact(&mut b).ok()?;
+            u16::from_be_bytes(b) as usize
+        }
+        127 => return None,
+        n => n as usize,
+    };
+    let mut payload = vec![0; len];
+    reader.read_exact(&mut payload).ok()?;
+    (head[0] & 0x0f == 1).then(|| String::from_utf8(payload).unwrap())
+}
+
+/// Sends `messages` as fast as the socket takes them, on a thread of its
+/// own, while the caller reads.
+fn pipeline(client: &Client, messages: Vec<String>) -> std::thread::JoinHandle<()> {
+    let mut writer = client.writer.try_clone().unwrap();
+    std::thread::spawn(move || {
+        for message in messages {
+            if std::io::Write::write_all(&mut writer, &encode_frame(true, 1, message.as_bytes(), true)).is_err() {
+                return;
+            }
+        }
+    })
+}
+
+#[test]
+fn every_acknowledged_storage_write_survives_kill_9() {
+    let dir = fresh_data_dir();
+    for round in 0..3 {
+        let child = Child::start(&dir);
+        let mut client = Client::connect(child.addr, &format!("/parties/durable/kv?_pk=writer{round}"));
+        let total = 20_000;
+        let writer = pipeline(&client, (0..total).map(|i| format!("put r{round}k{i} v{i}")).collect());
+        let mut acked = Vec::new();
+        // Kill the server somewhere in the stream, at a different point each round.
+        let kill_after = 200 + round * 700;
+        while acked.len() < kill_after {
+            let answer = try_recv_text(&mut client.reader).expect("the server answers until it is killed");
+            acked.push(answer.strip_prefix("ok ").unwrap().to_owned());
+        }
+        child.kill_9();
+        while let Some(answer) = try_recv_text(&mut client.reader) {
+            acked.push(answer.strip_prefix("ok ").unwrap().to_owned());
+        }
+        writer.join().unwrap();
+        assert!(acked.len() < total, "the kill came before the end of the stream");
+
+        let child = Child::start(&dir);
+        let mut reader = Client::connect(child.addr, "/parties/durable/kv?_pk=reader");
+        reader.send_text(&format!("list r{round}k"));
+        let listed = reader.recv_text();
+        let stored: std::collections::HashMap<&str, &str> = listed
+            .strip_prefix("list ")
+            .unwrap()
+            .split(',')
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| entry.split_once('=').unwrap())
+            .collect();
+        for key in &acked {
+            let value = format!("v{}", &key[key.find('k').unwrap() + 1..]);
+            assert_eq!(stored.get(key.as_str()), Some(&value.as_str()), "{key} was acknowledged before the kill");
+        }
+        drop(child);
+    }
+}
+
+#[test]
+fn every_chat_message_a_client_received_is_in_the_history_after_kill_9() {
+    let dir = fresh_data_dir();
+    let child = Child::start(&dir);
+    let sender = Client::connect(child.addr, "/parties/chat/crash?_pk=sender");
+    let mut watcher = Client::connect(child.addr, "/parties/chat/crash?_pk=watcher");
+    let writer = pipeline(&sender, (0..4_000).map(|i| format!("message {i}")).collect());
+    let mut seen = Vec::new();
+    while seen.len() < 500 {
+        seen.push(try_recv_text(&mut watcher.reader).expect("the server relays until it is killed"));
+    }
+    child.kill_9();
+    while let Some(message) = try_recv_text(&mut watcher.reader) {
+        seen.push(message);
+    }
+    writer.join().unwrap();
+
+    let child = Child::start(&dir);
+    let mut newcomer = Client::connect(child.addr, "/parties/chat/crash?_pk=newcomer");
+    // The history comes first, oldest first; a marker ends it.
+    let mut marker = Client::connect(child.addr, "/parties/chat/crash?_pk=marker");
+    marker.send_text("end of history");
+    let mut history = Vec::new();
+    loop {
+        let message = newcomer.recv_text();
+        if message == "end of history" {
+            break;
+        }
+        history.push(message);
+    }
+    assert!(history.len() >= seen.len(), "{} in history, {} seen", history.len(), seen.len());
+    assert_eq!(&history[..seen.len()], &seen[..], "everything seen, in order");
+}
+
+#[test]
+fn a_graceful_restart_keeps_room_state_and_closes_with_1001() {
+    let dir = fresh_data_dir();
+    let child = Child::start(&dir);
+    let mut ann = Client::connect(child.addr, "/parties/durable/keep?_pk=ann");
+    for n in 1..=3 {
+        ann.send_text("inc");
+        assert_eq!(ann.recv_text(), format!("count:{n}"));
+    }
+    child.sigterm();
+    assert_eq!(ann.expect_close(), (1001, "server shutting down".to_owned()));
+    drop(ann);
+    let status = child.wait_stopped();
+    assert!(status.success(), "{status}");
+
+    let child = Child::start(&dir);
+    let mut ann = Client::connect(child.addr, "/parties/durable/keep?_pk=ann");
+    ann.send_text("inc");
+    assert_eq!(ann.recv_text(), "count:4", "the room came back from its snapshot");
+}
+
+#[test]
+fn an_alarm_set_before_a_restart_fires_after_it() {
+    let dir = fresh_data_dir();
+    let child = Child::start(&dir);
+    let mut ann = Client::connect(child.addr, "/parties/durable/later?_pk=ann");
+    ann.send_text("alarm 1500");
+    // Strict durability: the answer comes once the alarm is on disk.
+    assert_eq!(ann.recv_text(), "alarm set");
+    child.kill_9();
+
+    let child = Child::start(&dir);
+    let mut ann = Client::connect(child.addr, "/parties/durable/later?_pk=ann");
+    ann.reader.get_ref().set_read_timeout(Some(GUARD)).unwrap();
+    assert_eq!(ann.recv_text(), "alarm durable/later attempts:1");
+    drop(child);
+}
+
+#[test]
+fn a_corrupt_snapshot_starts_the_room_fresh_and_is_kept_aside() {
+    let dir = fresh_data_dir();
+    let child = Child::start(&dir);
+    let mut ann = Client::connect(child.addr, "/parties/durable/bad?_pk=ann");
+    ann.send_text("inc");
+    assert_eq!(ann.recv_text(), "count:1");
+    drop(ann);
+    assert!(child.terminate().success());
+
+    // Damage the snapshot the shutdown wrote: flip one byte.
+    let store = dormouse_hibernate::Store::open(&dir, Default::default()).unwrap();
+    let key = dormouse_hibernate::RoomKey::new("durable", "bad");
+    let mut snapshot = store.snapshot(&key).unwrap().expect("the shutdown wrote a snapshot");
+    let last = snapshot.len() - 1;
+    snapshot[last] ^= 0x40;
+    let mut batch = dormouse_hibernate::Batch::default();
+    batch.put_snapshot(&key, snapshot.clone());
+    let (tx, rx) = std::sync::mpsc::channel();
+    store.submit(batch, Box::new(move |result| tx.send(result.is_ok()).unwrap())).unwrap();
+    assert!(rx.recv().unwrap());
+    store.close().unwrap();
+
+    let child = Child::start(&dir);
+    let mut ann = Client::connect(child.addr, "/parties/durable/bad?_pk=ann");
+    ann.send_text("inc");
+    assert_eq!(ann.recv_text(), "count:1", "the room started fresh");
+    let metrics = http(child.addr, "GET", "/metrics", "", "").text();
+    let corrupt: u64 = metrics
+        .lines()
+        .filter(|line| line.starts_with("dormouse_snapshots_corrupt_total{"))
+        .map(|line| line.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(corrupt, 1, "{metrics}");
+    // Other rooms are served as before.
+    let mut bob = Client::connect(child.addr, "/parties/durable/good?_pk=bob");
+    bob.send_text("inc");
+    assert_eq!(bob.recv_text(), "count:1");
+    drop((ann, bob));
+    assert!(child.terminate().success());
+
+    let store = dormouse_hibernate::Store::open(&dir, Default::default()).unwrap();
+    let kept = store.quarantined().unwrap();
+    assert!(kept.iter().any(|(room, _, bytes)| *room == key && *bytes == snapshot), "the bad bytes are kept");
+}

@@ -51,4 +51,50 @@ pub use storage::{ListOptions, Storage, StorageError};
 pub mod bench {
     pub use crate::outq::WriteQueue;
     pub use crate::reactor::CONN_RECORD_BYTES;
+    use crate::room::RoomHost;
+    use std::sync::Arc;
+
+    /// One room of party type `P` on a store, evicted and woken the way the
+    /// reactor does it (without the reactor).
+    pub struct Hibernation {
+        host: RoomHost,
+    }
+
+    impl Hibernation {
+        pub fn new<P: crate::Party>(store: Arc<dormouse_hibernate::Store>, room: &str) -> Hibernation {
+            let config = Arc::new(crate::PartyConfig { hibernate: true, ..Default::default() });
+            let room = crate::party::Room::new(room.into(), "bench".into(), 1, 2048, config, store, None);
+            let kind: Arc<dyn crate::kind::PartyKind> = Arc::new(crate::kind::Kind::<P>::new());
+            let (host, _) = RoomHost::new(room, kind, None, 0).unwrap_or_else(|_| panic!("the party starts"));
+            Hibernation { host }
+        }
+
+        /// Serialises the object, seals the envelope, hands the write to the
+        /// store's writer and drops the object: the owner core's cost of an
+        /// eviction (the commit happens on the writer thread).
+        pub fn evict(&mut self) {
+            let seq = self.host.room.store.seq.get();
+            let envelope = self.host.evict(seq).expect("the party snapshots");
+            let store = &self.host.room.store;
+            store.batch.borrow_mut().put_snapshot(&store.key, envelope);
+            let (_, batch) = store.take_batch().expect("the batch holds the snapshot");
+            store.store.submit(batch, Box::new(|result| result.expect("the snapshot commits"))).expect("store open");
+        }
+
+        /// Waits for the eviction's write and forgets the in-memory copy, so
+        /// the next wake reads the store as after a restart.
+        pub fn settle(&mut self) {
+            self.host.room.store.store.flush().expect("the store flushes");
+            self.host.unsaved = None;
+        }
+
+        /// Reads the snapshot, checks and decompresses it, and restores the
+        /// object: the cost of a wake-up before the event is delivered.
+        pub fn wake(&mut self) {
+            match self.host.wake() {
+                Ok(Some(crate::room::Origin::Restored)) => {}
+                _ => panic!("the room restores from its snapshot"),
+            }
+        }
+    }
 }

@@ -72,6 +72,9 @@ pub(crate) struct RoomHost {
     pub held: VecDeque<Held>,
     /// The last storage batch submitted and not yet committed.
     pub uncommitted: Option<u64>,
+    /// Tells this host from an earlier one of the same room (after a
+    /// failure), so a commit report for the earlier one is ignored.
+    pub generation: u64,
 }
 
 /// What one event produced, held until batch `seq` commits.
@@ -140,6 +143,7 @@ impl RoomHost {
             queued: false,
             held: VecDeque::new(),
             uncommitted: None,
+            generation: 0,
         };
         let origin = match snapshot {
             Some(bytes) => host.restore_envelope(bytes)?,

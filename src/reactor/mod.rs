@@ -230,6 +230,7 @@ pub(crate) enum CoreMsg {
     /// batch `seq` committed (or failed with `error`).
     Committed {
         room: Arc<RoomKey>,
+        generation: u64,
         seq: u64,
         error: Option<Box<str>>,
     },
@@ -382,6 +383,8 @@ struct State {
     alarm_retries: HashMap<Arc<RoomKey>, u32>,
     /// This core's wake eventfd, for the store's writer to signal commits.
     wake_self: Arc<std::fs::File>,
+    /// Room hosts created so far (each gets the next number).
+    host_generations: u64,
     /// Messages for each core (this core's own entry is delivered locally).
     outboxes: Vec<VecDeque<CoreMsg>>,
     /// Sockets with frames queued this turn.
@@ -429,6 +432,7 @@ impl<B: Backend> Core<B> {
             alarm_heap: Default::default(),
             alarm_retries: HashMap::new(),
             wake_self: Arc::new(shared.wake_fds[index].try_clone()?),
+            host_generations: 0,
             outboxes: (0..shared.cores).map(|_| VecDeque::new()).collect(),
             dirty: Vec::new(),
             rearm: Vec::new(),
@@ -1301,7 +1305,7 @@ impl State {
                 };
                 self.after_event(&room, Some(CoreMsg::Respond { conn, response: Box::new(response) }));
             }
-            CoreMsg::Committed { room, seq, error } => self.on_committed(&room, seq, error),
+            CoreMsg::Committed { room, generation, seq, error } => self.on_committed(&room, generation, seq, error),
             CoreMsg::Accepted { conn, room, member, protocol, tags } => {
                 self.on_accepted(conn, room, member, protocol, &tags);
             }

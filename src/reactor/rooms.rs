@@ -79,10 +79,11 @@ impl State {
         } else {
             None
         };
-        let (host, origin) = RoomHost::new(new_room, kind, snapshot, self.now_ms)?;
+        let (mut host, origin) = RoomHost::new(new_room, kind, snapshot, self.now_ms)?;
+        self.host_generations += 1;
+        host.generation = self.host_generations;
         self.counters.rooms_created += 1;
         self.stats().rooms_resident.fetch_add(1, Ordering::Relaxed);
-        let mut host = host;
         self.note_origin(room, &mut host, origin);
         Ok(host)
     }
@@ -175,10 +176,12 @@ impl State {
         let inbox = self.shared.senders[usize::from(self.index)].clone();
         let wake = self.wake_self.clone();
         let room = room.clone();
+        let generation = self.hosts.get(&room).map_or(0, |host| host.generation);
         let done = Box::new(move |result: Result<(), dormouse_hibernate::StoreError>| {
             let error = result.err().map(|e| e.to_string().into_boxed_str());
+            let msg = CoreMsg::Committed { room, generation, seq, error };
             // The core is gone only after a stop, when nobody waits for this.
-            if inbox.send(CoreMsg::Committed { room, seq, error }).is_ok() {
+            if inbox.send(msg).is_ok() {
                 // A failed write means the counter is saturated: a wake-up is pending anyway.
                 let _ = std::io::Write::write(&mut &*wake, &1u64.to_ne_bytes());
             }
@@ -198,8 +201,13 @@ impl State {
     }
 
     /// Batch `seq` of `room` committed (or failed).
-    pub(super) fn on_committed(&mut self, room: &Arc<RoomKey>, seq: u64, error: Option<Box<str>>) {
-        let Some(host) = self.hosts.get_mut(room) else { return };
+    pub(super) fn on_committed(&mut self, room: &Arc<RoomKey>, generation: u64, seq: u64, error: Option<Box<str>>) {
+        let Some(host) = self.hosts.get_mut(room).filter(|host| host.generation == generation) else {
+            if let Some(error) = error {
+                tracing::error!(party = %room.party, room = %room.id, %error, "a storage write of a reset room failed");
+            }
+            return;
+        };
         host.room.store.committed(seq);
         if host.uncommitted == Some(seq) {
             host.uncommitted = None;

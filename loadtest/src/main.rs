@@ -7,13 +7,15 @@
 //! connection), `churn` (a connect/disconnect storm: connects/s and handshake
 //! latency), `rooms` (many small rooms woken at a low rate) and `tags`
 //! (publishes to a tagged subset against publishes to the whole room, through
-//! dormouse's publish API); `compare` prints several runs' JSON reports side
-//! by side. Any server works that follows the relay convention (each message
-//! a client sends goes to every other client of the room); `tags` needs
-//! dormouse.
+//! dormouse's publish API), `hibernated` (N rooms touched over HTTP and left
+//! to hibernate: the server's memory per hibernated room); `compare` prints
+//! several runs' JSON reports side by side. Any server works that follows the
+//! relay convention (each message a client sends goes to every other client
+//! of the room); `tags` and `hibernated` need dormouse.
 
 mod compare;
 mod fanout;
+mod hibernated;
 mod svg;
 mod tags;
 mod target;
@@ -22,7 +24,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use target::Target;
@@ -157,6 +159,28 @@ enum Scenario {
         #[arg(required = true, num_args = 2..)]
         files: Vec<PathBuf>,
     },
+    /// Touch N distinct rooms of a hibernating party with one HTTP GET each
+    /// (room i is `h<i>`), wait until the server's /metrics reports every room
+    /// evicted, and report the server's resident memory per hibernated room.
+    Hibernated {
+        /// Server URL; `{room}` is replaced by the room name. E.g. http://127.0.0.1:1999/parties/chat/{room}
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 1_000_000)]
+        rooms: u64,
+        /// PID of the server, to read its RSS from /proc.
+        #[arg(long)]
+        server_pid: u32,
+        /// Keep-alive connections, each with up to 32 requests in flight.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Longest wait, after the last response, for every room to be evicted.
+        #[arg(long, default_value_t = 300.0)]
+        timeout_secs: f64,
+        /// Write every figure, with the machine, to this JSON file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Open N idle WebSocket connections to one room and report the server's
     /// resident memory per connection.
     Idle {
@@ -220,9 +244,12 @@ fn plan(connect: &Connect, publish: Option<&Publish>, duration_secs: f64, shape:
 
 /// Writes a report with the scenario, URL and machine to `--json`, if asked.
 fn write_json(connect: &Connect, scenario: &str, report: &impl serde::Serialize) -> Result<()> {
-    let Some(path) = &connect.json else { return Ok(()) };
-    let doc =
-        serde_json::json!({ "scenario": scenario, "url": connect.url, "machine": target::machine(), "report": report });
+    write_json_to(connect.json.as_deref(), &connect.url, scenario, report)
+}
+
+fn write_json_to(path: Option<&Path>, url: &str, scenario: &str, report: &impl serde::Serialize) -> Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    let doc = serde_json::json!({ "scenario": scenario, "url": url, "machine": target::machine(), "report": report });
     std::fs::write(path, serde_json::to_string_pretty(&doc)?).with_context(|| format!("write {}", path.display()))
 }
 
@@ -336,6 +363,30 @@ fn run(scenario: Scenario) -> Result<()> {
             }
             Ok(())
         }
+        Scenario::Hibernated { url, rooms, server_pid, connections, timeout_secs, json } => {
+            let target = Target::parse_http(&url).map_err(|e| usage(e.to_string()))?;
+            if target.path.matches("{room}").count() != 1 {
+                return Err(usage("the URL path must hold {room} once: each request touches its own room".into()));
+            }
+            if rooms == 0 || rooms > 100_000_000 {
+                return Err(usage("--rooms must be between 1 and 100,000,000".into()));
+            }
+            if connections == 0 || connections > 1024 {
+                return Err(usage("--connections must be between 1 and 1024".into()));
+            }
+            let timeout = seconds("timeout-secs", timeout_secs)?;
+            let report = hibernated::run(&hibernated::Plan { target, rooms, connections, timeout, server_pid })?;
+            print_hibernated(&report);
+            write_json_to(json.as_deref(), &url, "hibernated", &report)?;
+            if !report.all_hibernated {
+                bail!(
+                    "after {timeout_secs} s, {} rooms were still resident and {} of {rooms} evicted",
+                    report.rooms_resident_after,
+                    report.rooms_evicted
+                );
+            }
+            Ok(())
+        }
         Scenario::Compare { files } => compare::run(&files).map(|table| print!("{table}")),
         Scenario::Idle { url, connections, server_pid, hold_secs } => idle(&url, connections, server_pid, hold_secs),
     }
@@ -432,6 +483,53 @@ fn print_tags(r: &tags::TagsReport) {
     }
     println!("tag vs full           {:.1}% of the median publish latency", r.publish_p50_ratio_tag_to_full * 100.0);
     print_errors(&r.errors);
+}
+
+fn print_hibernated(r: &hibernated::Report) {
+    let mib = |bytes: u64| bytes as f64 / 1048576.0;
+    let rss = |name: &str, s: &target::ProcSample| {
+        println!(
+            "{name:<21} {:.1} MiB (anon {:.1}, file {:.1})",
+            mib(s.rss_bytes),
+            mib(s.rss_anon_bytes),
+            mib(s.rss_file_bytes)
+        );
+    };
+    println!(
+        "rooms                 {} over {} connections ({} requests in flight each)",
+        r.rooms, r.connections, r.requests_in_flight_per_connection
+    );
+    println!(
+        "requests              {} answered in {:.1} s ({:.0} requests/s)",
+        r.responses, r.request_secs, r.requests_per_sec
+    );
+    for (status, n) in &r.statuses {
+        println!("status {status}            {n}");
+    }
+    println!("rooms created/woken   {} / {}", r.rooms_created, r.rooms_woken);
+    if r.all_hibernated {
+        println!("time to hibernate all {:.1} s after the last response", r.hibernate_secs);
+    } else {
+        println!("time to hibernate all not within {:.1} s (the timeout)", r.hibernate_secs);
+    }
+    println!("rooms evicted         {} ({} still resident)", r.rooms_evicted, r.rooms_resident_after);
+    rss("server RSS before", &r.server_before);
+    rss("server RSS touched", &r.server_touched);
+    rss("server RSS after", &r.server_after);
+    println!(
+        "RSS delta             {:.1} B per hibernated room (anon {:.1} B)",
+        r.rss_delta_bytes_per_room, r.rss_anon_delta_bytes_per_room
+    );
+    let met = |met: bool| if met { "met" } else { "NOT met" };
+    println!(
+        "bounds                RSS {:.1} of {:.0} MiB: {}; {:.1} of {:.0} B per room: {}",
+        mib(r.server_after.rss_bytes),
+        mib(hibernated::RSS_BOUND_BYTES),
+        met(r.rss_bound_met),
+        r.rss_delta_bytes_per_room,
+        hibernated::BYTES_PER_ROOM_BOUND,
+        met(r.bytes_per_room_bound_met)
+    );
 }
 
 fn print_fanout(r: &fanout::Report) {

@@ -4,8 +4,9 @@
 use anyhow::{bail, Context, Result};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-/// A `ws://` URL split into the address and the request target. `{room}` in
-/// the path is replaced per room by the scenarios that use several rooms.
+/// A `ws://` (or, for the HTTP scenarios, `http://`) URL split into the
+/// address and the request target. `{room}` in the path is replaced per room
+/// by the scenarios that use several rooms.
 #[derive(Debug, Clone)]
 pub struct Target {
     pub addr: SocketAddr,
@@ -13,8 +14,18 @@ pub struct Target {
 }
 
 impl Target {
+    /// A `ws://` URL.
     pub fn parse(url: &str) -> Result<Target> {
-        let rest = url.strip_prefix("ws://").context("the URL must start with ws://")?;
+        Target::parse_scheme(url, "ws://")
+    }
+
+    /// An `http://` URL.
+    pub fn parse_http(url: &str) -> Result<Target> {
+        Target::parse_scheme(url, "http://")
+    }
+
+    fn parse_scheme(url: &str, scheme: &str) -> Result<Target> {
+        let rest = url.strip_prefix(scheme).with_context(|| format!("the URL must start with {scheme}"))?;
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -60,20 +71,35 @@ pub fn parse_source_ips(spec: &str) -> Result<Vec<IpAddr>> {
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct ProcSample {
     pub rss_bytes: u64,
+    /// The anonymous part of the RSS: the heap, where room objects live.
+    pub rss_anon_bytes: u64,
+    /// The file-backed part: mapped binaries and LMDB's memory map, which the
+    /// kernel may drop under pressure.
+    pub rss_file_bytes: u64,
     pub cpu_secs: f64,
 }
 
 pub fn sample(pid: u32) -> Result<ProcSample> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("read the server's /proc status")?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS line")?;
-    let rss_kib: u64 = line.split_whitespace().nth(1).context("VmRSS value")?.parse()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("read the server's /proc/{pid}/status"))?;
+    let kib = |field: &str| -> Result<u64> {
+        let line = status.lines().find(|l| l.starts_with(field)).with_context(|| format!("no {field} line"))?;
+        let value = line.split_whitespace().nth(1).with_context(|| format!("{field} value"))?;
+        value.parse::<u64>().with_context(|| format!("{field} {value:?}"))
+    };
+    let (rss_kib, anon_kib, file_kib) = (kib("VmRSS:")?, kib("RssAnon:")?, kib("RssFile:")?);
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).context("read the server's /proc stat")?;
     // Fields after the command name (which may contain spaces) start at state.
     let after = &stat[stat.rfind(')').context("stat has a command name")? + 2..];
     let fields: Vec<&str> = after.split_whitespace().collect();
     let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
     // /proc reports CPU time in USER_HZ ticks, which Linux fixes at 100.
-    Ok(ProcSample { rss_bytes: rss_kib * 1024, cpu_secs: ticks as f64 / 100.0 })
+    Ok(ProcSample {
+        rss_bytes: rss_kib * 1024,
+        rss_anon_bytes: anon_kib * 1024,
+        rss_file_bytes: file_kib * 1024,
+        cpu_secs: ticks as f64 / 100.0,
+    })
 }
 
 /// The machine a run happened on, for the JSON report.

@@ -15,10 +15,8 @@ fn data_dir() -> String {
 }
 
 fn server() -> dormouse::ServerHandle {
-    let toml = format!(
-        "listen = \"127.0.0.1:0\"\ncores = 2\npublish_token = \"{TOKEN}\"\ndata_dir = '{}'\n",
-        data_dir()
-    );
+    let toml =
+        format!("listen = \"127.0.0.1:0\"\ncores = 2\npublish_token = \"{TOKEN}\"\ndata_dir = '{}'\n", data_dir());
     let config = dormouse::Config::from_toml(&toml).unwrap();
     dormouse::Server::new(config).party::<dormouse::Relay>("main").party::<dormouse::Echo>("echo").start().unwrap()
 }
@@ -117,6 +115,19 @@ fn impossible_values_exit_2_with_a_message() {
         (vec!["fanout", "--url", "ws://127.0.0.1:1/x", "--in-flight", "2", "--rate", "3"], "--rate"),
         (vec!["tags", "--url", "ws://127.0.0.1:1/x", "--publish-token", "t", "--tag-every", "0"], "--tag-every"),
         (vec!["tags", "--url", "ws://127.0.0.1:1/x"], "--publish-token"),
+        (vec!["hibernated", "--url", "http://127.0.0.1:1/p/{room}"], "--server-pid"),
+        (vec!["hibernated", "--url", "ws://127.0.0.1:1/p/{room}", "--server-pid", "1"], "http://"),
+        (vec!["hibernated", "--url", "http://10.0.0.1:1/p/{room}", "--server-pid", "1"], "loopback"),
+        (vec!["hibernated", "--url", "http://127.0.0.1:1/p/lobby", "--server-pid", "1"], "{room}"),
+        (vec!["hibernated", "--url", "http://127.0.0.1:1/p/{room}", "--server-pid", "1", "--rooms", "0"], "--rooms"),
+        (
+            vec!["hibernated", "--url", "http://127.0.0.1:1/p/{room}", "--server-pid", "1", "--connections", "0"],
+            "--connections",
+        ),
+        (
+            vec!["hibernated", "--url", "http://127.0.0.1:1/p/{room}", "--server-pid", "1", "--timeout-secs", "4000"],
+            "--timeout-secs",
+        ),
     ] {
         let out = loadtest(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -231,4 +242,38 @@ fn tags_against_a_server_without_the_publish_api_fail_clearly() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("publish answered 404"), "{stderr}");
+}
+
+#[test]
+fn hibernated_rooms_are_all_evicted_and_their_memory_reported() {
+    let toml = format!(
+        "listen = \"127.0.0.1:0\"\ncores = 2\ndata_dir = '{}'\n\
+         [parties.chat]\nkind = \"chat\"\nhibernate = true\nidle_evict_ms = 50\n",
+        data_dir()
+    );
+    let config = dormouse::Config::from_toml(&toml).unwrap();
+    let server = dormouse::Server::new(config).start().unwrap();
+    let url = format!("http://{}/parties/chat/{{room}}", server.local_addr());
+    // The server runs in this process, so its RSS is this process's.
+    let pid = std::process::id().to_string();
+    let args = ["hibernated", "--url", &url, "--rooms", "2000", "--connections", "4", "--server-pid", &pid];
+    let (doc, stdout) = loadtest_json("hibernated", &args);
+    let r = &doc["report"];
+    assert_eq!(r["rooms"], 2000);
+    assert_eq!(r["responses"], 2000, "every request answered");
+    let statuses: u64 = r["statuses"].as_object().unwrap().values().map(|n| n.as_u64().unwrap()).sum();
+    assert_eq!(statuses, 2000, "every response counted by its status");
+    assert_eq!(r["all_hibernated"], true);
+    assert_eq!(r["rooms_resident_after"], 0);
+    assert!(r["rooms_evicted"].as_u64().unwrap() >= 2000, "{r}");
+    assert_eq!(r["rooms_created"], 2000, "each request made its own room");
+    assert_eq!(server.rooms_resident(), 0, "the server agrees that no room is resident");
+    for sample in ["server_before", "server_touched", "server_after"] {
+        assert!(r[sample]["rss_bytes"].as_u64().unwrap() > 0, "{sample}");
+        assert!(r[sample]["rss_anon_bytes"].as_u64().is_some(), "{sample}");
+        assert!(r[sample]["rss_file_bytes"].as_u64().is_some(), "{sample}");
+    }
+    assert!(r["rss_delta_bytes_per_room"].as_f64().is_some());
+    assert!(stdout.contains("rooms evicted         "), "{stdout}");
+    assert!(stdout.contains("B per hibernated room"), "{stdout}");
 }

@@ -370,7 +370,9 @@ struct State {
     /// Sockets found over their write backlog by the last fan-out.
     slow: Vec<u32>,
     counters: Counters,
-    hosts: HashMap<Arc<RoomKey>, RoomHost>,
+    /// Rooms this core owns. Boxed: a table sized for a peak of resident
+    /// rooms then costs a pointer per slot, not a whole host.
+    hosts: HashMap<Arc<RoomKey>, Box<RoomHost>>,
     /// Rooms of hibernating parties in memory, oldest touch first.
     evict_queue: VecDeque<(Arc<RoomKey>, u64)>,
     /// Storage batches waiting for room in the writer's queue, in order.

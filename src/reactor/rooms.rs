@@ -37,7 +37,7 @@ impl State {
     pub(super) fn host(&mut self, room: &Arc<RoomKey>) -> Result<&mut RoomHost, RoomFailed> {
         if !self.hosts.contains_key(room) {
             let host = self.create_host(room)?;
-            self.hosts.insert(room.clone(), host);
+            self.hosts.insert(room.clone(), Box::new(host));
         } else if !self.hosts[room].is_awake() {
             let origin = self.hosts.get_mut(room).expect("checked above").wake()?;
             if let Some(origin) = origin {
@@ -260,6 +260,10 @@ impl State {
             && host.held.is_empty()
         {
             self.hosts.remove(room);
+            // Give back the table a peak of resident rooms left behind.
+            if self.hosts.capacity() > 1024 && self.hosts.len() * 4 < self.hosts.capacity() {
+                self.hosts.shrink_to(self.hosts.len() * 2);
+            }
         }
     }
 
@@ -297,6 +301,9 @@ impl State {
             self.evict_queue.pop_front();
             host.queued = false;
             self.evict(&room);
+        }
+        if self.evict_queue.capacity() > 1024 && self.evict_queue.len() * 4 < self.evict_queue.capacity() {
+            self.evict_queue.shrink_to(self.evict_queue.len() * 2);
         }
     }
 

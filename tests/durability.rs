@@ -292,3 +292,67 @@ fn a_corrupt_snapshot_starts_the_room_fresh_and_is_kept_aside() {
     let kept = store.quarantined().unwrap();
     assert!(kept.iter().any(|(room, _, bytes)| *room == key && *bytes == snapshot), "the bad bytes are kept");
 }
+
+/// The `dormouse` binary with its embedded config on `dir`; killed (by its
+/// PID) when dropped.
+struct Binary {
+    process: std::process::Child,
+    log: BufReader<std::process::ChildStderr>,
+    addr: SocketAddr,
+}
+
+impl Binary {
+    fn start(dir: &std::path::Path) -> Binary {
+        let mut process = Command::new(env!("CARGO_BIN_EXE_dormouse"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut log = BufReader::new(process.stderr.take().unwrap());
+        let addr = loop {
+            let mut line = String::new();
+            assert!(log.read_line(&mut line).unwrap() > 0, "the server ended before listening");
+            if let Some((_, rest)) = line.split_once("addr=") {
+                break rest.split(' ').next().unwrap().parse().unwrap();
+            }
+        };
+        Binary { process, log, addr }
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+#[test]
+fn the_binary_shuts_down_gracefully_on_sigterm() {
+    let dir = fresh_data_dir();
+    let mut server = Binary::start(&dir);
+    // The embedded config's chat party keeps history on disk.
+    let mut ann = Client::connect(server.addr, "/parties/chat/lobby?_pk=ann");
+    let mut bob = Client::connect(server.addr, "/parties/chat/lobby?_pk=bob");
+    ann.send_text("before the restart");
+    assert_eq!(bob.recv_text(), "before the restart");
+    // SAFETY: kill has no memory-safety preconditions; the PID is our
+    // child's, which has not been reaped yet.
+    assert_eq!(unsafe { libc::kill(server.process.id() as i32, libc::SIGTERM) }, 0);
+    for client in [&mut ann, &mut bob] {
+        assert_eq!(client.expect_close(), (1001, "server shutting down".to_owned()));
+    }
+    drop((ann, bob));
+    let mut rest = String::new();
+    server.log.read_to_string(&mut rest).unwrap();
+    let status = server.process.wait().unwrap();
+    assert!(status.success(), "{status}: {rest}");
+    assert!(rest.contains("dormouse stopped"), "{rest}");
+
+    let server = Binary::start(&dir);
+    let mut cat = Client::connect(server.addr, "/parties/chat/lobby?_pk=cat");
+    assert_eq!(cat.recv_text(), "before the restart");
+}

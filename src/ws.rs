@@ -143,6 +143,10 @@ impl Decoder {
     /// Every rule that the header alone decides, checked before any payload
     /// is buffered.
     fn check_header(&self, header: &FrameHeader, len: u64, limits: &WsLimits) -> Result<(), WsError> {
+        // RFC 6455 §5.2: the most significant bit of a 64-bit length is 0.
+        if len >> 63 != 0 {
+            return Err(WsError::BadLength);
+        }
         if header.mask.is_none() {
             return Err(WsError::Unmasked);
         }

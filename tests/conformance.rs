@@ -1,0 +1,278 @@
+//! WebSocket conformance, by the case families of the Autobahn testsuite:
+//! framing and payload lengths, reserved bits, opcodes, control frames,
+//! fragmentation, UTF-8, close codes and reasons, limits. Every case checks
+//! the exact close code RFC 6455 asks for. The cases run against the `echo`
+//! party, on both I/O backends.
+
+mod common;
+
+backend_tests!(
+    payload_lengths_of_every_header_form_round_trip,
+    reserved_bits_are_a_protocol_error,
+    reserved_opcodes_are_a_protocol_error,
+    control_frames_are_small_unfragmented_and_answered,
+    fragmented_messages_are_reassembled_and_bad_sequences_refused,
+    utf8_is_validated_across_fragments_and_fails_fast,
+    valid_close_codes_are_echoed_and_invalid_ones_refused,
+    close_payloads_and_reasons_are_checked,
+    message_size_is_limited_from_the_header,
+);
+
+use common::*;
+use std::io::Write;
+
+const TEXT: u8 = 1;
+const BINARY: u8 = 2;
+const CONTINUATION: u8 = 0;
+const CLOSE: u8 = 8;
+const PING: u8 = 9;
+const PONG: u8 = 10;
+
+fn echo(server: &dormouse::ServerHandle) -> Client {
+    Client::connect(server.local_addr(), "/parties/echo/conformance")
+}
+
+/// Sends a masked frame with the reserved bits `rsv` (0-7) set.
+fn send_with_rsv(client: &mut Client, rsv: u8, opcode: u8, payload: &[u8]) {
+    let mut frame = encode_frame(true, opcode, payload, true);
+    frame[0] |= rsv << 4;
+    client.writer.write_all(&frame).unwrap();
+}
+
+/// The server answers with a close frame with `code`, and the connection
+/// ends after our reply.
+fn expect_close_code(client: &mut Client, code: u16, case: &str) {
+    assert_eq!(client.expect_close().0, code, "{case}");
+}
+
+fn payload_lengths_of_every_header_form_round_trip() {
+    let server = start("");
+    let mut client = echo(&server);
+    // 7-bit, the 16-bit boundaries, the 64-bit form.
+    for len in [0, 1, 125, 126, 127, 128, 65_535, 65_536, 100_000] {
+        let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        client.send_frame(true, BINARY, &payload, true);
+        let frame = client.recv();
+        assert_eq!((frame.opcode, frame.payload.len()), (BINARY, len), "binary of {len} bytes");
+        assert_eq!(frame.payload, payload);
+        let text = "a".repeat(len);
+        client.send_text(&text);
+        assert_eq!(client.recv_text(), text, "text of {len} bytes");
+    }
+    // A 64-bit length for a short payload is legal, if wasteful.
+    let mut frame = vec![0x82, 0x80 | 127];
+    frame.extend_from_slice(&3u64.to_be_bytes());
+    frame.extend_from_slice(&[0, 0, 0, 0, 1, 2, 3]);
+    client.writer.write_all(&frame).unwrap();
+    assert_eq!(client.recv().payload, vec![1, 2, 3]);
+}
+
+fn reserved_bits_are_a_protocol_error() {
+    let server = start("");
+    for rsv in 1..=7u8 {
+        for opcode in [TEXT, BINARY, PING] {
+            let mut client = echo(&server);
+            send_with_rsv(&mut client, rsv, opcode, b"hi");
+            expect_close_code(&mut client, 1002, &format!("rsv {rsv:03b} on opcode {opcode}"));
+        }
+    }
+}
+
+fn reserved_opcodes_are_a_protocol_error() {
+    let server = start("");
+    for opcode in [3, 4, 5, 6, 7, 11, 12, 13, 14, 15] {
+        let mut client = echo(&server);
+        client.send_frame(true, opcode, b"reserved", true);
+        expect_close_code(&mut client, 1002, &format!("opcode {opcode}"));
+    }
+}
+
+fn control_frames_are_small_unfragmented_and_answered() {
+    let server = start("");
+    let mut client = echo(&server);
+    // A ping of the largest allowed payload, and an empty one.
+    for payload in [vec![7u8; 125], Vec::new()] {
+        client.send_frame(true, PING, &payload, true);
+        let pong = client.recv();
+        assert_eq!((pong.opcode, pong.payload), (PONG, payload));
+    }
+    // Unsolicited pongs are ignored.
+    client.send_frame(true, PONG, b"unasked", true);
+    client.send_text("after the pong");
+    assert_eq!(client.recv_text(), "after the pong");
+    // Ten pings in a row: ten pongs, in order.
+    for i in 0..10u8 {
+        client.send_frame(true, PING, &[i], true);
+    }
+    for i in 0..10u8 {
+        assert_eq!(client.recv().payload, vec![i]);
+    }
+    let cases: [(&str, bool, u8, usize); 4] = [
+        ("ping of 126 bytes", true, PING, 126),
+        ("pong of 126 bytes", true, PONG, 126),
+        ("fragmented ping", false, PING, 3),
+        ("close of 126 bytes", true, CLOSE, 126),
+    ];
+    for (case, fin, opcode, len) in cases {
+        let mut client = echo(&server);
+        let mut payload = vec![b'x'; len];
+        if opcode == CLOSE {
+            payload[..2].copy_from_slice(&1000u16.to_be_bytes());
+        }
+        client.send_frame(fin, opcode, &payload, true);
+        expect_close_code(&mut client, 1002, case);
+    }
+}
+
+fn fragmented_messages_are_reassembled_and_bad_sequences_refused() {
+    let server = start("");
+    let mut client = echo(&server);
+    // Three fragments, with empty ones and control frames between them.
+    client.send_frame(false, TEXT, b"frag", true);
+    client.send_frame(false, CONTINUATION, b"", true);
+    client.send_frame(true, PING, b"between", true);
+    client.send_frame(false, CONTINUATION, b"men", true);
+    client.send_frame(true, PONG, b"ignored", true);
+    client.send_frame(true, CONTINUATION, b"ted", true);
+    assert_eq!(client.recv().payload, b"between");
+    assert_eq!(client.recv_text(), "fragmented");
+    // A binary message in fragments of one byte.
+    let payload: Vec<u8> = (0..50).collect();
+    client.send_frame(false, BINARY, &payload[..1], true);
+    for byte in &payload[1..49] {
+        client.send_frame(false, CONTINUATION, std::slice::from_ref(byte), true);
+    }
+    client.send_frame(true, CONTINUATION, &payload[49..], true);
+    assert_eq!(client.recv().payload, payload);
+
+    let cases: [(&str, &[(bool, u8, &[u8])]); 4] = [
+        ("continuation with nothing to continue", &[(true, CONTINUATION, b"x")]),
+        ("unfinished continuation with nothing to continue", &[(false, CONTINUATION, b"x")]),
+        ("a new text message inside a fragmented one", &[(false, TEXT, b"a"), (true, TEXT, b"b")]),
+        ("a new binary message inside a fragmented one", &[(false, BINARY, b"a"), (false, BINARY, b"b")]),
+    ];
+    for (case, frames) in cases {
+        let mut client = echo(&server);
+        for &(fin, opcode, payload) in frames {
+            client.send_frame(fin, opcode, payload, true);
+        }
+        expect_close_code(&mut client, 1002, case);
+    }
+    // A close in the middle of a fragmented message ends the connection cleanly.
+    let mut client = echo(&server);
+    client.send_frame(false, TEXT, b"never finished", true);
+    client.send_frame(true, CLOSE, &1000u16.to_be_bytes(), true);
+    assert_eq!(client.recv().close_code().0, 1000);
+    assert!(client.read_to_end().is_empty());
+}
+
+fn utf8_is_validated_across_fragments_and_fails_fast() {
+    let server = start("");
+    let mut client = echo(&server);
+    let valid = "κόσμε \u{0}\u{7f}\u{80}\u{7ff}\u{800}\u{ffff}\u{10000}\u{10ffff} 𝄞 ✓";
+    client.send_text(valid);
+    assert_eq!(client.recv_text(), valid);
+    // Split at every byte position, code points included.
+    let bytes = valid.as_bytes();
+    for split in 1..bytes.len() {
+        client.send_frame(false, TEXT, &bytes[..split], true);
+        client.send_frame(true, CONTINUATION, &bytes[split..], true);
+        assert_eq!(client.recv_text(), valid, "split at byte {split}");
+    }
+    let invalid: [(&str, &[u8]); 9] = [
+        ("0xff", &[0x68, 0xff]),
+        ("lone continuation byte", &[0x80]),
+        ("overlong '/'", &[0xc0, 0xaf]),
+        ("overlong NUL in three bytes", &[0xe0, 0x80, 0x80]),
+        ("UTF-16 surrogate", &[0xed, 0xa0, 0x80]),
+        ("past U+10FFFF", &[0xf4, 0x90, 0x80, 0x80]),
+        ("5-byte form", &[0xf8, 0x88, 0x80, 0x80, 0x80]),
+        ("truncated at the end of the message", &[0x61, 0xe2, 0x82]),
+        ("start byte then ASCII", &[0xe2, 0x61, 0x62]),
+    ];
+    for (case, payload) in invalid {
+        let mut client = echo(&server);
+        client.send_frame(true, TEXT, payload, true);
+        expect_close_code(&mut client, 1007, case);
+        // The same bytes as the first fragment of a message that never ends:
+        // found at once, without waiting for the rest (except when the
+        // sequence could still be completed by the next fragment).
+        if case != "truncated at the end of the message" {
+            let mut client = echo(&server);
+            client.send_frame(false, TEXT, payload, true);
+            expect_close_code(&mut client, 1007, &format!("{case}, first fragment"));
+        }
+    }
+    // Invalid in a later fragment.
+    let mut client = echo(&server);
+    client.send_frame(false, TEXT, b"fine so far ", true);
+    client.send_frame(false, CONTINUATION, &[0xce, 0xba, 0xff], true);
+    expect_close_code(&mut client, 1007, "invalid in the second fragment");
+}
+
+fn valid_close_codes_are_echoed_and_invalid_ones_refused() {
+    let server = start("");
+    for code in [1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999] {
+        let mut client = echo(&server);
+        client.send_frame(true, CLOSE, &code.to_be_bytes(), true);
+        assert_eq!(client.recv().close_code().0, code, "close code {code} is echoed");
+        assert!(client.read_to_end().is_empty());
+    }
+    for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535] {
+        let mut client = echo(&server);
+        client.send_frame(true, CLOSE, &code.to_be_bytes(), true);
+        expect_close_code(&mut client, 1002, &format!("close code {code}"));
+    }
+}
+
+fn close_payloads_and_reasons_are_checked() {
+    let server = start("");
+    // No payload: a normal closure.
+    let mut client = echo(&server);
+    client.send_frame(true, CLOSE, b"", true);
+    let reply = client.recv();
+    assert_eq!((reply.opcode, reply.payload.as_slice()), (CLOSE, &[][..]), "an empty close is echoed empty");
+    assert!(client.read_to_end().is_empty());
+    // The longest reason that fits.
+    let mut client = echo(&server);
+    let mut payload = 1000u16.to_be_bytes().to_vec();
+    payload.extend_from_slice("r".repeat(123).as_bytes());
+    client.send_frame(true, CLOSE, &payload, true);
+    assert_eq!(client.recv().close_code().0, 1000);
+    // One byte cannot hold a code.
+    let mut client = echo(&server);
+    client.send_frame(true, CLOSE, &[0x03], true);
+    expect_close_code(&mut client, 1002, "close payload of one byte");
+    // The reason must be UTF-8.
+    let mut client = echo(&server);
+    let mut payload = 1000u16.to_be_bytes().to_vec();
+    payload.extend_from_slice(&[0x68, 0xff]);
+    client.send_frame(true, CLOSE, &payload, true);
+    expect_close_code(&mut client, 1007, "close reason with invalid UTF-8");
+    // Nothing is answered after a close: a frame sent after ours is ignored.
+    let mut client = echo(&server);
+    client.send_frame(true, CLOSE, &1000u16.to_be_bytes(), true);
+    client.send_text("too late");
+    assert_eq!(client.recv().close_code().0, 1000);
+    assert!(client.read_to_end().is_empty());
+}
+
+fn message_size_is_limited_from_the_header() {
+    let server = start("[limits]\nmax_message_bytes = 1000\n");
+    // A header that announces too much is refused before any payload comes.
+    for len in [1001u64, 65_536, 1 << 40, u64::MAX >> 1] {
+        let mut client = echo(&server);
+        let mut header = vec![0x82, 0x80 | 127];
+        header.extend_from_slice(&len.to_be_bytes());
+        header.extend_from_slice(&[0, 0, 0, 0]);
+        client.writer.write_all(&header).unwrap();
+        expect_close_code(&mut client, 1009, &format!("announced {len} bytes"));
+    }
+    // The most significant bit of a 64-bit length must be zero.
+    let mut client = echo(&server);
+    let mut header = vec![0x82, 0x80 | 127];
+    header.extend_from_slice(&(1u64 << 63).to_be_bytes());
+    header.extend_from_slice(&[0, 0, 0, 0]);
+    client.writer.write_all(&header).unwrap();
+    expect_close_code(&mut client, 1002, "a 64-bit length with the top bit set");
+}

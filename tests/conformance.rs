@@ -28,6 +28,9 @@ const CLOSE: u8 = 8;
 const PING: u8 = 9;
 const PONG: u8 = 10;
 
+/// A frame to send: fin, opcode, payload.
+type Fragment<'a> = (bool, u8, &'a [u8]);
+
 fn echo(server: &dormouse::ServerHandle) -> Client {
     Client::connect(server.local_addr(), "/parties/echo/conformance")
 }
@@ -145,7 +148,7 @@ fn fragmented_messages_are_reassembled_and_bad_sequences_refused() {
     client.send_frame(true, CONTINUATION, &payload[49..], true);
     assert_eq!(client.recv().payload, payload);
 
-    let cases: [(&str, &[(bool, u8, &[u8])]); 4] = [
+    let cases: [(&str, &[Fragment]); 4] = [
         ("continuation with nothing to continue", &[(true, CONTINUATION, b"x")]),
         ("unfinished continuation with nothing to continue", &[(false, CONTINUATION, b"x")]),
         ("a new text message inside a fragmented one", &[(false, TEXT, b"a"), (true, TEXT, b"b")]),

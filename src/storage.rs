@@ -134,6 +134,7 @@ impl Storage<'_> {
     /// Deletes every key in `keys`; returns how many were there.
     pub fn delete_many(&self, keys: &[&[u8]]) -> Result<usize, StorageError> {
         self.check_count(keys.len())?;
+        keys.iter().try_for_each(|key| self.check_key(key))?;
         keys.iter().try_fold(0, |n, key| Ok(n + usize::from(self.delete(key)?)))
     }
 

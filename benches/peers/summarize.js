@@ -1,0 +1,176 @@
+// Summarises a results directory of benches/peers/run.sh into Markdown on
+// stdout: per case, the median of the repeated runs of each server and the
+// ratio dormouse / peer, the targets of issue 7, and every run's own figures.
+//
+//   node summarize.js RESULTS_DIR [MEASURE_SECS] [TOTAL_SECS]
+"use strict";
+const fs = require("fs");
+const path = require("path");
+
+const [dir, measureSecs, totalSecs] = process.argv.slice(2);
+const SERVERS = [
+  ["dormouse", "dormouse"],
+  ["node-ws", "Node ws"],
+  ["partykit", "PartyKit dev"],
+];
+const PEERS = SERVERS.slice(1);
+
+const machine = JSON.parse(fs.readFileSync(path.join(dir, "machine.json"), "utf8"));
+
+// runs[case][server] = [report, ...]; a run whose server did not start has no JSON.
+const runs = {};
+const files = fs.readdirSync(dir).filter((f) => /^(fanout|latency|rooms)-\d+-.+-\d+\.txt$/.test(f)).sort();
+for (const txt of files) {
+  const m = /^(fanout|latency|rooms)-(\d+)-(.+)-(\d+)\.txt$/.exec(txt);
+  const [, scenario, n, server, rep] = m;
+  const key = `${scenario}-${n}`;
+  const json = path.join(dir, txt.replace(/\.txt$/, ".json"));
+  const report = fs.existsSync(json) ? JSON.parse(fs.readFileSync(json, "utf8")).report : null;
+  const exit = (/exit status (\d+)/.exec(fs.readFileSync(path.join(dir, txt), "utf8")) || [])[1];
+  ((runs[key] ??= {})[server] ??= []).push({ rep: Number(rep), report, exit, file: txt });
+}
+
+const get = (obj, pointer) => pointer.split(".").reduce((o, k) => (o == null ? undefined : o[k]), obj);
+function median(values) {
+  const v = values.filter((x) => typeof x === "number" && Number.isFinite(x)).sort((a, b) => a - b);
+  if (v.length === 0) return undefined;
+  const mid = v.length >> 1;
+  return v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
+}
+const figure = (key, server, f) => median(((runs[key] || {})[server] || []).map((r) => r.report && f(r.report)));
+
+function fmt(v) {
+  if (v === undefined) return "–";
+  if (Math.abs(v) >= 1000) return Math.round(v).toLocaleString("en-US");
+  if (Math.abs(v) >= 100) return v.toFixed(0);
+  if (Math.abs(v) >= 10) return v.toFixed(1);
+  return v.toFixed(2);
+}
+const ratio = (a, b) => (a === undefined || b === undefined || b === 0 ? "–" : `${fmt(a / b)}×`);
+const lostPct = (r) => (r.deliveries_expected ? (100 * r.lost) / r.deliveries_expected : undefined);
+
+const FANOUT_FIGURES = [
+  ["delivered frames/s (higher is better)", (r) => r.delivered_frames_per_sec],
+  ["last receiver p50, ms", (r) => r.last_receiver_latency_us.p50 / 1000],
+  ["last receiver p99, ms", (r) => r.last_receiver_latency_us.p99 / 1000],
+  ["delivery p99, ms", (r) => r.delivery_latency_us.p99 / 1000],
+  ["undelivered at the end of the drain, %", lostPct],
+  ["server memory per connection, B", (r) => r.server_bytes_per_connection],
+  ["server RSS once connected, MiB", (r) => r.server_connected && r.server_connected.rss_bytes / 1048576],
+  ["server CPU per delivered frame, µs", (r) => r.server_cpu_us_per_delivery],
+  ["connect time, s", (r) => r.connect_secs],
+];
+const ROOMS_FIGURES = [
+  ["server memory per connection, B", (r) => r.server_bytes_per_connection],
+  ["server memory per room, B", (r) => r.server_bytes_per_connection * (r.connections / r.rooms)],
+  ["server RSS once connected, MiB", (r) => r.server_connected && r.server_connected.rss_bytes / 1048576],
+  ["wake, whole room p50, ms", (r) => r.last_receiver_latency_us.p50 / 1000],
+  ["wake, whole room p99, ms", (r) => r.last_receiver_latency_us.p99 / 1000],
+  ["undelivered at the end of the drain, %", lostPct],
+  ["connect time, s", (r) => r.connect_secs],
+];
+
+const out = [];
+const p = (s = "") => out.push(s);
+
+p(`# dormouse against Node \`ws\` and PartyKit's dev server`);
+p();
+p(`Run of ${machine.date_utc}, \`${machine.command}\`` +
+  (measureSecs ? `: measurements ${fmt(measureSecs / 60)} min, whole command ${fmt(totalSecs / 60)} min.` : "."));
+p();
+p(`- machine: ${machine.cpu_model}, ${machine.cores} cores, ${machine.memory_gib} GiB; kernel ${machine.kernel}`);
+p(`- dormouse ${machine.dormouse_commit}, ${machine.rustc}`);
+p(`- Node ${machine.node}, ws ${machine.ws}; partykit ${machine.partykit} (workerd ${machine.workerd})`);
+p(`- client: dormouse-loadtest, 2 threads, on the same cores; every server fresh for each run; ` +
+  `servers and client in one loopback-only network namespace`);
+p(`- cases: fan-out ${machine.cases.fanout} (connections:messages/s), latency ${machine.cases.latency}, ` +
+  `rooms ${machine.cases.rooms}; ${machine.cases.publish_secs} s of publishing, at most ` +
+  `${machine.cases.drain_secs} s of drain; ${machine.cases.repeats} runs of each, the table shows their median`);
+p();
+
+function caseTable(key, title, figures) {
+  p(`## ${title}`);
+  p();
+  const head = ["figure", ...SERVERS.map(([, label]) => label), ...PEERS.map(([, label]) => `dormouse / ${label}`)];
+  p(`| ${head.join(" | ")} |`);
+  p(`|${head.map((_, i) => (i === 0 ? "---" : "---:")).join("|")}|`);
+  for (const [label, f] of figures) {
+    const values = SERVERS.map(([s]) => figure(key, s, f));
+    p(`| ${[label, ...values.map(fmt), ...PEERS.map((_, i) => ratio(values[0], values[i + 1]))].join(" | ")} |`);
+  }
+  const missing = SERVERS.filter(([s]) => !((runs[key] || {})[s] || []).some((r) => r.report));
+  for (const [, label] of missing) p(`\n${label}: no report (the server did not start or the client failed; see the .txt files).`);
+  p();
+}
+
+const keys = Object.keys(runs);
+const byN = (prefix) =>
+  keys.filter((k) => k.startsWith(prefix)).sort((a, b) => Number(a.split("-")[1]) - Number(b.split("-")[1]));
+const rateOf = (key) => {
+  const r = Object.values(runs[key]).flat().find((x) => x.report)?.report;
+  return r ? r.messages_sent / r.publish_secs : undefined;
+};
+for (const key of byN("fanout-")) {
+  const n = Number(key.split("-")[1]);
+  const rate = rateOf(key);
+  caseTable(key, `Fan-out, ${n.toLocaleString("en-US")} connections in one room, ` +
+    `${fmt(rate)} messages/s (${fmt((rate * (n - 1)) / 1000)}k deliveries/s offered)`, FANOUT_FIGURES);
+}
+for (const key of byN("latency-")) {
+  const n = Number(key.split("-")[1]);
+  const rate = rateOf(key);
+  caseTable(key, `Latency, ${n.toLocaleString("en-US")} connections in one room, ` +
+    `${fmt(rate)} messages/s (${fmt((rate * (n - 1)) / 1000)}k deliveries/s offered)`, FANOUT_FIGURES);
+}
+for (const key of byN("rooms-")) {
+  const r = Object.values(runs[key]).flat().find((x) => x.report)?.report;
+  const shape = r ? `${r.rooms} rooms of ${r.connections / r.rooms} connections` : key;
+  caseTable(key, `Memory, ${shape}, one wake per room in turn`, ROOMS_FIGURES);
+}
+
+// The targets of issue 7, at 15,000 connections in one room.
+const big = byN("fanout-").pop();
+const lat = byN("latency-").pop();
+if (big) {
+  p(`## Targets (${Number(big.split("-")[1]).toLocaleString("en-US")} connections, one room, 100-byte messages)`);
+  p();
+  p(`| target | measured | |`);
+  p(`|---|---:|---|`);
+  const check = (label, key, server, f, test, bound) => {
+    const ours = figure(key, "dormouse", f), theirs = figure(key, server, f);
+    const r = ours !== undefined && theirs !== undefined && theirs !== 0 ? ours / theirs : undefined;
+    p(`| ${label} | ${r === undefined ? "–" : `${fmt(r)}×`} | ${r === undefined ? "not measured" : test(r) ? "met" : "**missed**"} (bound ${bound}) |`);
+  };
+  const fps = (r) => r.delivered_frames_per_sec;
+  const p99 = (r) => r.last_receiver_latency_us.p99;
+  const mem = (r) => r.server_bytes_per_connection;
+  check("delivered frames/s, dormouse / PartyKit dev", big, "partykit", fps, (r) => r >= 20, "≥ 20×");
+  check("delivered frames/s, dormouse / Node ws", big, "node-ws", fps, (r) => r >= 5, "≥ 5×");
+  check("last-receiver p99, dormouse / Node ws (saturating load)", big, "node-ws", p99, (r) => r <= 0.2, "≤ 0.2×");
+  if (lat) check("last-receiver p99, dormouse / Node ws (sustained load)", lat, "node-ws", p99, (r) => r <= 0.2, "≤ 0.2×");
+  check("memory per connection, dormouse / Node ws", big, "node-ws", mem, (r) => r <= 0.125, "≤ 0.125×");
+  p();
+}
+
+p(`## Every run`);
+p();
+p(`| run | frames/s | last receiver p99, ms | undelivered, % | server B/conn | client exit |`);
+p(`|---|---:|---:|---:|---:|---:|`);
+const order = (k) => ["fanout", "latency", "rooms"].indexOf(k.split("-")[0]) * 1e9 + Number(k.split("-")[1]);
+for (const key of keys.sort((a, b) => order(a) - order(b))) {
+  for (const [s] of SERVERS) {
+    for (const r of (runs[key][s] || []).sort((a, b) => a.rep - b.rep)) {
+      const rep = r.report;
+      const cells = rep
+        ? [fmt(rep.delivered_frames_per_sec), fmt(rep.last_receiver_latency_us.p99 / 1000), fmt(lostPct(rep)),
+           fmt(rep.server_bytes_per_connection)]
+        : ["–", "–", "–", "–"];
+      p(`| ${r.file.replace(/\.txt$/, "")} | ${cells.join(" | ")} | ${r.exit ?? "–"} |`);
+    }
+  }
+}
+p();
+p(`Raw reports: the \`.json\` (every figure, with the client's view of the machine) and \`.txt\` ` +
+  `(the client's output) files beside this one. The client exits 1 when deliveries were still ` +
+  `missing when the drain ended, which is how a saturated server shows.`);
+process.stdout.write(out.join("\n") + "\n");

@@ -7,6 +7,10 @@
 use bytes::Bytes;
 use std::collections::VecDeque;
 
+/// Slots an empty queue may keep: enough for steady traffic, so only bursts
+/// reallocate.
+const IDLE_SLOTS: usize = 8;
+
 #[derive(Debug, Default)]
 pub struct WriteQueue {
     frames: VecDeque<Bytes>,
@@ -58,8 +62,17 @@ impl WriteQueue {
         (self.frames.iter(), self.sent_offset as usize)
     }
 
-    /// Marks `sent` bytes (from the front) written.
-    pub fn advance(&mut self, mut sent: usize) {
+    /// Marks `sent` bytes (from the front) written. A queue that grew for a
+    /// burst (a newcomer's chat history, a stalled reader) gives its slots
+    /// back once it drains, so an idle connection keeps no burst-sized buffer.
+    pub fn advance(&mut self, sent: usize) {
+        self.advance_frames(sent);
+        if self.frames.is_empty() && self.frames.capacity() > IDLE_SLOTS {
+            self.frames = VecDeque::new();
+        }
+    }
+
+    fn advance_frames(&mut self, mut sent: usize) {
         self.bytes -= sent;
         while sent > 0 {
             let front = self.frames.front().expect("no more was written than was queued");
@@ -124,5 +137,23 @@ mod tests {
         assert!(!q.try_push(&frame, 20));
         assert!(q.fits(0, 20));
         assert_eq!(q.bytes(), 20);
+    }
+
+    #[test]
+    fn a_drained_queue_gives_back_its_burst_slots() {
+        let mut q = WriteQueue::new();
+        for _ in 0..100 {
+            q.push(Bytes::from_static(b"history"));
+        }
+        assert!(q.frames.capacity() >= 100);
+        q.advance(700);
+        assert!(q.is_empty());
+        assert_eq!(q.frames.capacity(), 0, "the burst's slots are released");
+        // Steady traffic keeps its few slots.
+        q.push(Bytes::from_static(b"a"));
+        q.push(Bytes::from_static(b"b"));
+        let steady = q.frames.capacity();
+        q.advance(2);
+        assert_eq!(q.frames.capacity(), steady);
     }
 }

@@ -251,7 +251,7 @@ pub(crate) fn now_ns(epoch: Instant) -> u64 {
 /// A client frame: FIN, the opcode, masked with a zero key. Servers must
 /// accept any key; a zero key keeps the payload as is, so the client spends
 /// nothing on masking.
-fn client_frame(opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn client_frame(opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
     out.push(0x80 | opcode);
     match payload.len() {
         n if n < 126 => out.push(0x80 | n as u8),
@@ -268,7 +268,8 @@ fn client_frame(opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(payload);
 }
 
-fn connect(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
+/// A non-blocking TCP connect to `addr`, from `source` if given.
+pub(crate) fn connect(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
     let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
     if let Some(ip) = source {
         socket.bind(&SocketAddr::new(ip, 0).into())?;

@@ -267,15 +267,17 @@ fn response(buf: &[u8]) -> Result<Option<(usize, u16)>> {
 
 /// The server's room counters, summed over its cores.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct RoomCounts {
-    resident: u64,
-    evicted: u64,
-    created: u64,
-    woken: u64,
+pub(crate) struct RoomCounts {
+    pub(crate) resident: u64,
+    pub(crate) evicted: u64,
+    pub(crate) created: u64,
+    pub(crate) woken: u64,
+    /// Open sockets, HTTP and WebSocket (the `/metrics` request's own included).
+    pub(crate) connections_open: u64,
 }
 
 /// Reads `GET /metrics` from the server.
-fn room_counts(addr: SocketAddr) -> Result<RoomCounts> {
+pub(crate) fn room_counts(addr: SocketAddr) -> Result<RoomCounts> {
     let mut stream = TcpStream::connect(addr).with_context(|| format!("connect to {addr} for /metrics"))?;
     stream.set_read_timeout(Some(READ_TIMEOUT))?;
     write!(stream, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
@@ -311,6 +313,7 @@ fn parse_metrics(text: &str) -> Result<RoomCounts> {
             }
             "dormouse_rooms_created_total" => &mut counts.created,
             "dormouse_rooms_woken_total" => &mut counts.woken,
+            "dormouse_connections_open" => &mut counts.connections_open,
             _ => continue,
         };
         *sum += value.parse::<u64>().with_context(|| format!("metric line {line:?}"))?;
@@ -334,9 +337,11 @@ mod tests {
                     dormouse_rooms_evicted_total{core=\"0\"} 10\n\
                     dormouse_rooms_evicted_total{core=\"1\"} 20\n\
                     dormouse_rooms_created_total{core=\"0\"} 30\n\
-                    dormouse_rooms_residents{core=\"0\"} 99\n";
+                    dormouse_rooms_residents{core=\"0\"} 99\n\
+                    dormouse_connections_open{core=\"0\"} 5\n\
+                    dormouse_connections_open{core=\"1\"} 6\n";
         let counts = parse_metrics(text).unwrap();
-        assert_eq!(counts, RoomCounts { resident: 7, evicted: 30, created: 30, woken: 0 });
+        assert_eq!(counts, RoomCounts { resident: 7, evicted: 30, created: 30, woken: 0, connections_open: 11 });
         assert!(parse_metrics("dormouse_rooms_resident 1\n").is_err(), "the evicted counter is required");
         assert!(parse_metrics("dormouse_rooms_resident x\ndormouse_rooms_evicted_total 1\n").is_err());
     }

@@ -8,14 +8,17 @@
 //! latency), `rooms` (many small rooms woken at a low rate) and `tags`
 //! (publishes to a tagged subset against publishes to the whole room, through
 //! dormouse's publish API), `hibernated` (N rooms touched over HTTP and left
-//! to hibernate: the server's memory per hibernated room); `compare` prints
+//! to hibernate: the server's memory per hibernated room), `soak` (minutes
+//! of mixed traffic over many hibernating chat rooms, with churn: the
+//! server's memory and descriptors over time); `compare` prints
 //! several runs' JSON reports side by side. Any server works that follows the
 //! relay convention (each message a client sends goes to every other client
-//! of the room); `tags` and `hibernated` need dormouse.
+//! of the room); `tags`, `hibernated` and `soak` need dormouse.
 
 mod compare;
 mod fanout;
 mod hibernated;
+mod soak;
 mod svg;
 mod tags;
 mod target;
@@ -178,6 +181,63 @@ enum Scenario {
         #[arg(long, default_value_t = 300.0)]
         timeout_secs: f64,
         /// Write every figure, with the machine, to this JSON file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// N connections spread over M rooms of a hibernating chat party (room i
+    /// is `s<i>`), traffic in phases (a different share of the rooms active
+    /// in each, the others silent long enough to be evicted, then woken) and
+    /// connections closing and reconnecting throughout; samples the server's
+    /// RSS, open descriptors and room counters, and reports growth, leaks,
+    /// losses and errors.
+    Soak {
+        /// Server URL; `{room}` is replaced by the room name. E.g. ws://127.0.0.1:1999/parties/chat/{room}
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 15_000)]
+        connections: usize,
+        /// Connection g joins room g % rooms; at most 128 connections per room.
+        #[arg(long, default_value_t = 300)]
+        rooms: usize,
+        /// Seconds of traffic.
+        #[arg(long, default_value_t = 600.0)]
+        duration_secs: f64,
+        /// PID of the server, to read its RSS and descriptors from /proc.
+        #[arg(long)]
+        server_pid: u32,
+        /// Share of the rooms active in each phase.
+        #[arg(long, default_value_t = 0.2)]
+        active_fraction: f64,
+        /// Seconds per phase; a room is silent for the phases it is not active in.
+        #[arg(long, default_value_t = 30.0)]
+        phase_secs: f64,
+        /// Messages per second over all active rooms (64-byte text messages).
+        #[arg(long, default_value_t = 200.0)]
+        rate: f64,
+        /// Connections of active rooms closed (close handshake) and reconnected per second.
+        #[arg(long, default_value_t = 20.0)]
+        churn_per_sec: f64,
+        /// Seconds between samples of the server.
+        #[arg(long, default_value_t = 10.0)]
+        sample_secs: f64,
+        /// Seconds to wait after the traffic for outstanding deliveries.
+        #[arg(long, default_value_t = 5.0)]
+        drain_secs: f64,
+        /// Exit non-zero when more deliveries than this are lost.
+        #[arg(long, default_value_t = 0)]
+        max_loss: u64,
+        /// RSS growth (ramped-up to end of traffic, in percent) the verdict calls no growth.
+        #[arg(long, default_value_t = 10.0)]
+        rss_tolerance_pct: f64,
+        #[arg(long, default_value_t = 60.0)]
+        connect_timeout_secs: f64,
+        /// Client threads (each owns whole rooms).
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Loopback addresses to connect from, e.g. 127.0.0.2-127.0.0.9 (past ~28,000 connections per address).
+        #[arg(long)]
+        source_ips: Option<String>,
+        /// Write every figure and sample, with the machine, to this JSON file.
         #[arg(long)]
         json: Option<PathBuf>,
     },
@@ -387,6 +447,89 @@ fn run(scenario: Scenario) -> Result<()> {
             }
             Ok(())
         }
+        Scenario::Soak {
+            url,
+            connections,
+            rooms,
+            duration_secs,
+            server_pid,
+            active_fraction,
+            phase_secs,
+            rate,
+            churn_per_sec,
+            sample_secs,
+            drain_secs,
+            max_loss,
+            rss_tolerance_pct,
+            connect_timeout_secs,
+            threads,
+            source_ips,
+            json,
+        } => {
+            let target = Target::parse(&url).map_err(|e| usage(e.to_string()))?;
+            if target.path.matches("{room}").count() != 1 {
+                return Err(usage("the URL path must hold {room} once: the connections go to many rooms".into()));
+            }
+            if rooms == 0 || connections > 1_000_000 || connections < 2 * rooms {
+                return Err(usage("need --rooms >= 1 and 2 x --rooms <= --connections <= 1,000,000".into()));
+            }
+            if connections.div_ceil(rooms) > soak::MAX_MEMBERS_PER_ROOM {
+                let most = soak::MAX_MEMBERS_PER_ROOM;
+                return Err(usage(format!("at most {most} connections per room: raise --rooms")));
+            }
+            if !(active_fraction.is_finite() && active_fraction > 0.0 && active_fraction <= 1.0) {
+                return Err(usage("--active-fraction must be greater than 0 and at most 1".into()));
+            }
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(usage("--rate must be a positive number".into()));
+            }
+            if !(churn_per_sec.is_finite() && (0.0..=100_000.0).contains(&churn_per_sec)) {
+                return Err(usage("--churn-per-sec must be between 0 and 100000".into()));
+            }
+            if !(rss_tolerance_pct.is_finite() && rss_tolerance_pct >= 0.0) {
+                return Err(usage("--rss-tolerance-pct must be a number >= 0".into()));
+            }
+            if threads == 0 || threads > 64 {
+                return Err(usage("--threads must be between 1 and 64".into()));
+            }
+            let (phase, duration) = (seconds("phase-secs", phase_secs)?, seconds("duration-secs", duration_secs)?);
+            if phase.is_zero() || duration.is_zero() {
+                return Err(usage("--phase-secs and --duration-secs must be greater than 0".into()));
+            }
+            let sample_every = seconds("sample-secs", sample_secs)?;
+            if sample_every < Duration::from_millis(100) {
+                return Err(usage("--sample-secs must be between 0.1 and 3600 seconds".into()));
+            }
+            let plan = soak::Plan {
+                target,
+                connections,
+                rooms,
+                active_rooms: ((active_fraction * rooms as f64).round() as usize).clamp(1, rooms),
+                active_fraction,
+                phase,
+                duration,
+                rate,
+                churn_per_sec,
+                sample_every,
+                drain: seconds("drain-secs", drain_secs)?,
+                connect_timeout: seconds("connect-timeout-secs", connect_timeout_secs)?,
+                // Each thread owns whole rooms.
+                threads: threads.min(rooms),
+                source_ips: match &source_ips {
+                    Some(spec) => target::parse_source_ips(spec).map_err(|e| usage(e.to_string()))?,
+                    None => Vec::new(),
+                },
+                server_pid,
+                rss_tolerance_pct,
+            };
+            let report = soak::run(plan)?;
+            print_soak(&report);
+            write_json_to(json.as_deref(), &url, "soak", &report)?;
+            if report.error_count > 0 || report.lost > max_loss {
+                bail!("{} errors, {} deliveries lost (--max-loss {max_loss})", report.error_count, report.lost);
+            }
+            Ok(())
+        }
         Scenario::Compare { files } => compare::run(&files).map(|table| print!("{table}")),
         Scenario::Idle { url, connections, server_pid, hold_secs } => idle(&url, connections, server_pid, hold_secs),
     }
@@ -529,6 +672,69 @@ fn print_hibernated(r: &hibernated::Report) {
         r.rss_delta_bytes_per_room,
         hibernated::BYTES_PER_ROOM_BOUND,
         met(r.bytes_per_room_bound_met)
+    );
+}
+
+fn print_soak(r: &soak::Report) {
+    let mib = |bytes: u64| bytes as f64 / 1048576.0;
+    println!(
+        "connections           {} in {} rooms (up to {} each), ramp-up {:.1} s",
+        r.connections, r.rooms, r.members_per_room, r.connect_secs
+    );
+    println!(
+        "phases                {:.0} s each, {} of {} rooms active ({}), {} messages/s, {} reconnects/s, {:.0} s",
+        r.phase_secs, r.active_rooms_per_phase, r.rooms, r.active_fraction, r.rate, r.churn_per_sec, r.duration_secs
+    );
+    println!(
+        "messages sent         {} ({} B text, run {}; {} sends skipped: no open member)",
+        r.messages_sent, r.message_bytes, r.run_id, r.sends_skipped
+    );
+    println!("deliveries            {} of {} expected", r.deliveries, r.deliveries_expected);
+    println!("lost / dup            {} / {}", r.lost, r.duplicates);
+    println!(
+        "not counted           {} before the sender confirmed the receiver, {} history replays, {} other frames",
+        r.unconfirmed_deliveries, r.history_frames, r.foreign_frames
+    );
+    print_percentiles("delivery latency", &r.delivery_latency_us);
+    print_percentiles("handshake latency", &r.handshake_latency_us);
+    println!("reconnects            {} ({} churns skipped: no open member)", r.reconnects, r.churn_skipped);
+    println!("handshake errors      {}", r.handshake_errors);
+    println!("unexpected closes     {}", r.unexpected_closes);
+    println!("rooms evicted / woken {} / {} ({} created)", r.rooms_evicted, r.rooms_woken, r.rooms_created);
+    let yes = |b: bool| if b { "yes" } else { "NO" };
+    println!("server fds            {} at start, {} ramped up, {} after closing", r.fds_start, r.fds_ramped, r.fds_end);
+    println!(
+        "server connections    {} at start, {} after closing (the /metrics request included)",
+        r.connections_open_start, r.connections_open_end
+    );
+    println!(
+        "server RSS            {:.1} MiB ramped up, {:.1} MiB at end of traffic: {:+.1} MiB ({:+.1}%)",
+        mib(r.rss_ramped_bytes),
+        mib(r.rss_end_of_traffic_bytes),
+        r.rss_growth_bytes as f64 / 1048576.0,
+        r.rss_growth_pct
+    );
+    println!(
+        "                      min {:.1}, max {:.1} MiB during traffic; trend {:+.2} MiB/min; {:.1} MiB after closing",
+        mib(r.rss_min_bytes),
+        mib(r.rss_max_bytes),
+        r.rss_trend_mib_per_min,
+        mib(r.rss_closed_bytes)
+    );
+    print_errors(&r.errors);
+    let growth = if r.rss_within_tolerance {
+        format!("no growth: RSS within {}% ({:+.1}%)", r.rss_tolerance_pct, r.rss_growth_pct)
+    } else {
+        format!("GROWTH: RSS {:+.1}%, more than {}%", r.rss_growth_pct, r.rss_tolerance_pct)
+    };
+    println!(
+        "verdict               {growth}; fds back to start: {} ({} -> {}); connections back to start: {}; lost {}; errors {}",
+        yes(r.fds_back_to_start),
+        r.fds_start,
+        r.fds_end,
+        yes(r.connections_back_to_start),
+        r.lost,
+        r.error_count
     );
 }
 

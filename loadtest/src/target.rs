@@ -102,6 +102,12 @@ pub fn sample(pid: u32) -> Result<ProcSample> {
     })
 }
 
+/// The open file descriptors of a process: the entries of /proc/PID/fd.
+pub fn open_fds(pid: u32) -> Result<u64> {
+    let dir = format!("/proc/{pid}/fd");
+    Ok(std::fs::read_dir(&dir).with_context(|| format!("read the server's {dir}"))?.count() as u64)
+}
+
 /// The machine a run happened on, for the JSON report.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Machine {

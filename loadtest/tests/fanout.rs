@@ -277,3 +277,33 @@ fn hibernated_rooms_are_all_evicted_and_their_memory_reported() {
     assert!(stdout.contains("rooms evicted         "), "{stdout}");
     assert!(stdout.contains("B per hibernated room"), "{stdout}");
 }
+
+#[test]
+fn impossible_soak_values_exit_2_with_a_message() {
+    let base = ["soak", "--url", "ws://127.0.0.1:1/p/{room}", "--server-pid", "1"];
+    for (extra, message) in [
+        (vec!["--rooms", "0"], "--rooms"),
+        (vec!["--connections", "10", "--rooms", "6"], "--rooms"),
+        (vec!["--connections", "1000", "--rooms", "5"], "connections per room"),
+        (vec!["--active-fraction", "0"], "--active-fraction"),
+        (vec!["--active-fraction", "1.5"], "--active-fraction"),
+        (vec!["--rate", "0"], "--rate"),
+        (vec!["--churn-per-sec=-1"], "--churn-per-sec"),
+        (vec!["--phase-secs", "0"], "--phase-secs"),
+        (vec!["--duration-secs", "4000"], "--duration-secs"),
+        (vec!["--sample-secs", "0.01"], "--sample-secs"),
+        (vec!["--threads", "0"], "--threads"),
+        (vec!["--source-ips", "10.0.0.1"], "loopback"),
+    ] {
+        let args: Vec<&str> = base.iter().copied().chain(extra.iter().copied()).collect();
+        let out = loadtest(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+    for (url, message) in [("ws://127.0.0.1:1/p/lobby", "{room}"), ("http://127.0.0.1:1/p/{room}", "ws://")] {
+        let out = loadtest(&["soak", "--url", url, "--server-pid", "1"]);
+        assert_eq!(out.status.code(), Some(2), "{url}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(message), "{url}");
+    }
+}

@@ -226,7 +226,7 @@ enum Scenario {
         /// Exit non-zero when more deliveries than this are lost.
         #[arg(long, default_value_t = 0)]
         max_loss: u64,
-        /// RSS growth (ramped-up to end of traffic, in percent) the verdict calls no growth.
+        /// RSS growth (from the warmed-up sample, once every room has been active, to the end of traffic, in percent) the verdict calls no growth.
         #[arg(long, default_value_t = 10.0)]
         rss_tolerance_pct: f64,
         #[arg(long, default_value_t = 60.0)]
@@ -708,14 +708,16 @@ fn print_soak(r: &soak::Report) {
         r.connections_open_start, r.connections_open_end
     );
     println!(
-        "server RSS            {:.1} MiB ramped up, {:.1} MiB at end of traffic: {:+.1} MiB ({:+.1}%)",
+        "server RSS            {:.1} MiB ramped up, {:.1} MiB at {:.0} s (warmed up), {:.1} MiB at end of traffic: {:+.1} MiB ({:+.1}%) since warm-up",
         mib(r.rss_ramped_bytes),
+        mib(r.rss_baseline_bytes),
+        r.rss_baseline_secs,
         mib(r.rss_end_of_traffic_bytes),
         r.rss_growth_bytes as f64 / 1048576.0,
         r.rss_growth_pct
     );
     println!(
-        "                      min {:.1}, max {:.1} MiB during traffic; trend {:+.2} MiB/min; {:.1} MiB after closing",
+        "                      min {:.1}, max {:.1} MiB during traffic; trend since warm-up {:+.2} MiB/min; {:.1} MiB after closing",
         mib(r.rss_min_bytes),
         mib(r.rss_max_bytes),
         r.rss_trend_mib_per_min,

@@ -912,12 +912,16 @@ pub struct Report {
     pub connections_back_to_start: bool,
     /// RSS at the first sample after ramp-up and at the end of the traffic.
     pub rss_ramped_bytes: u64,
+    /// The growth baseline: the first sample once every room has had an
+    /// active phase (warm-up), or the ramped-up one in a shorter run.
+    pub rss_baseline_secs: f64,
+    pub rss_baseline_bytes: u64,
     pub rss_end_of_traffic_bytes: u64,
     pub rss_growth_bytes: i64,
     pub rss_growth_pct: f64,
     pub rss_min_bytes: u64,
     pub rss_max_bytes: u64,
-    /// Least-squares slope of RSS over the traffic samples.
+    /// Least-squares slope of RSS over the samples from the baseline on.
     pub rss_trend_mib_per_min: f64,
     pub rss_tolerance_pct: f64,
     pub rss_within_tolerance: bool,
@@ -1152,8 +1156,21 @@ fn report(plan: &Plan, run: u32, connect_secs: f64, samples: Vec<Sample>, tallie
     let (first, ramped, end, closed) = (at("start"), at("ramped"), at("end of traffic"), at("closed"));
     let traffic: Vec<&Sample> =
         samples.iter().filter(|s| matches!(s.stage, "ramped" | "traffic" | "end of traffic")).collect();
-    let rss_growth_bytes = end.rss_bytes as i64 - ramped.rss_bytes as i64;
-    let rss_growth_pct = rss_growth_bytes as f64 * 100.0 / ramped.rss_bytes.max(1) as f64;
+    // Warm-up: until every room has had its first active phase, rooms fill
+    // their history and storage pages for the first time. Growth after that
+    // is what a leak would show as; with a run too short for it, the
+    // ramped-up sample is the baseline.
+    let cycle_phases = plan.rooms.div_ceil(plan.active_rooms.max(1)) as f64;
+    let warm_up_secs = cycle_phases * plan.phase.as_secs_f64();
+    let baseline = traffic
+        .iter()
+        .copied()
+        .find(|s| s.stage == "traffic" && s.t_secs >= warm_up_secs)
+        .filter(|s| s.t_secs < end.t_secs)
+        .unwrap_or(ramped);
+    let steady: Vec<&Sample> = traffic.iter().copied().filter(|s| s.t_secs >= baseline.t_secs).collect();
+    let rss_growth_bytes = end.rss_bytes as i64 - baseline.rss_bytes as i64;
+    let rss_growth_pct = rss_growth_bytes as f64 * 100.0 / baseline.rss_bytes.max(1) as f64;
     Report {
         connections: plan.connections,
         rooms: plan.rooms,
@@ -1194,12 +1211,14 @@ fn report(plan: &Plan, run: u32, connect_secs: f64, samples: Vec<Sample>, tallie
         connections_open_end: closed.connections_open,
         connections_back_to_start: closed.connections_open <= first.connections_open,
         rss_ramped_bytes: ramped.rss_bytes,
+        rss_baseline_secs: baseline.t_secs,
+        rss_baseline_bytes: baseline.rss_bytes,
         rss_end_of_traffic_bytes: end.rss_bytes,
         rss_growth_bytes,
         rss_growth_pct,
         rss_min_bytes: traffic.iter().map(|s| s.rss_bytes).min().unwrap_or(0),
         rss_max_bytes: traffic.iter().map(|s| s.rss_bytes).max().unwrap_or(0),
-        rss_trend_mib_per_min: slope(&traffic) * 60.0 / 1048576.0,
+        rss_trend_mib_per_min: slope(&steady) * 60.0 / 1048576.0,
         rss_tolerance_pct: plan.rss_tolerance_pct,
         rss_within_tolerance: rss_growth_pct <= plan.rss_tolerance_pct,
         rss_closed_bytes: closed.rss_bytes,

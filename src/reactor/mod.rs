@@ -497,9 +497,11 @@ impl<B: Backend> Core<B> {
                     }
                 }
             }
+            // Counters first: whatever a client sees as a result of this
+            // turn (and may then ask /metrics about) is already counted.
+            self.st.counters.store(&self.st.shared.stats[usize::from(self.st.index)]);
             self.flush_sends();
             let pending_elsewhere = self.st.flush_outboxes();
-            self.st.counters.store(&self.st.shared.stats[usize::from(self.st.index)]);
 
             if self.st.shared.stopping.load(Ordering::Acquire) {
                 break;

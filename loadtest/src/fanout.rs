@@ -244,6 +244,32 @@ impl Tally {
     }
 }
 
+/// The head of a complete server frame at the start of `buf`.
+pub(crate) struct FrameHead {
+    pub fin: bool,
+    pub opcode: u8,
+    /// Bytes of the header (server frames are unmasked).
+    pub header: usize,
+    /// Bytes of the payload that follows it.
+    pub len: usize,
+}
+
+/// The head of the frame at the start of `buf`, once the whole frame is
+/// there; `None` while more bytes are needed.
+pub(crate) fn frame_head(buf: &[u8]) -> Option<FrameHead> {
+    if buf.len() < 2 {
+        return None;
+    }
+    let (fin, opcode, len7) = (buf[0] & 0x80 != 0, buf[0] & 0x0f, (buf[1] & 0x7f) as usize);
+    let (len, header) = match len7 {
+        126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+        127 if buf.len() >= 10 => (u64::from_be_bytes(buf[2..10].try_into().expect("8 bytes")) as usize, 10),
+        126 | 127 => return None,
+        n => (n, 2),
+    };
+    (buf.len() >= header + len).then_some(FrameHead { fin, opcode, header, len })
+}
+
 pub(crate) fn now_ns(epoch: Instant) -> u64 {
     epoch.elapsed().as_nanos() as u64
 }
@@ -562,19 +588,7 @@ impl Worker {
         let mut pong = Vec::new();
         loop {
             let buf = &conn.rbuf[used..];
-            if buf.len() < 2 {
-                break;
-            }
-            let (fin, opcode, len7) = (buf[0] & 0x80 != 0, buf[0] & 0x0f, (buf[1] & 0x7f) as usize);
-            let (len, header) = match len7 {
-                126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
-                127 if buf.len() >= 10 => (u64::from_be_bytes(buf[2..10].try_into().expect("8 bytes")) as usize, 10),
-                126 | 127 => break,
-                n => (n, 2),
-            };
-            if buf.len() < header + len {
-                break;
-            }
+            let Some(FrameHead { fin, opcode, header, len }) = frame_head(buf) else { break };
             let payload = &buf[header..header + len];
             match opcode {
                 1 | 2 if fin && payload.len() >= HEADER_BYTES && &payload[..4] == MAGIC => {

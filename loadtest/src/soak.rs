@@ -26,7 +26,7 @@
 //! that reached an unconfirmed session is counted apart, neither delivered
 //! nor duplicate.
 
-use crate::fanout::{client_frame, connect, histogram, now_ns, Percentiles};
+use crate::fanout::{client_frame, connect, frame_head, histogram, now_ns, FrameHead, Percentiles};
 use crate::hibernated::{room_counts, RoomCounts};
 use crate::target::{self, ProcSample, Target};
 use anyhow::Result;
@@ -545,19 +545,7 @@ impl Worker {
         let mut pong = Vec::new();
         loop {
             let buf = &rbuf[used..];
-            if buf.len() < 2 {
-                break;
-            }
-            let (fin, opcode, len7) = (buf[0] & 0x80 != 0, buf[0] & 0x0f, (buf[1] & 0x7f) as usize);
-            let (len, header) = match len7 {
-                126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
-                127 if buf.len() >= 10 => (u64::from_be_bytes(buf[2..10].try_into().expect("8 bytes")) as usize, 10),
-                126 | 127 => break,
-                n => (n, 2),
-            };
-            if buf.len() < header + len {
-                break;
-            }
+            let Some(FrameHead { fin, opcode, header, len }) = frame_head(buf) else { break };
             let payload = &buf[header..header + len];
             match opcode {
                 1 | 2 if fin => self.on_message(i, payload),

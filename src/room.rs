@@ -75,6 +75,9 @@ pub(crate) struct RoomHost {
     /// Tells this host from an earlier one of the same room (after a
     /// failure), so a commit report for the earlier one is ignored.
     pub generation: u64,
+    /// The alarm time the core's schedule has for this room, so the
+    /// schedule is touched only when the room changes its alarm.
+    pub scheduled_alarm: Option<u64>,
 }
 
 /// What one event produced, held until batch `seq` commits.
@@ -134,7 +137,9 @@ impl RoomHost {
         snapshot: Option<Vec<u8>>,
         now_ms: u64,
     ) -> Result<(RoomHost, Origin), RoomFailed> {
+        let scheduled_alarm = room.alarm_ms.get();
         let mut host = RoomHost {
+            scheduled_alarm,
             party: None,
             kind,
             room,
@@ -248,6 +253,8 @@ impl RoomHost {
 
     /// The alarm is due: it is cleared, then `on_alarm` runs.
     pub fn alarm(&mut self) -> Result<Result<(), String>, RoomFailed> {
+        // The core took it off its schedule to run it.
+        self.scheduled_alarm = None;
         self.room.delete_alarm();
         let room = &self.room;
         let party = self.party.as_mut().expect("a room is woken before it gets an event");

@@ -132,6 +132,7 @@ impl State {
         let hibernates = host.room.config.hibernate;
         let batch = host.room.store.take_batch();
         let alarm = host.room.alarm_ms.get();
+        let alarm_changed = std::mem::replace(&mut host.scheduled_alarm, alarm) != alarm;
         let mut effects = std::mem::take(&mut self.effects);
         host.drain_effects(&mut effects);
         if let Some((seq, batch)) = batch {
@@ -148,7 +149,9 @@ impl State {
             self.dispatch(room, &mut effects);
         }
         self.effects = effects;
-        self.sync_alarm(room, alarm);
+        if alarm_changed {
+            self.sync_alarm(room, alarm);
+        }
         if hibernates {
             let host = self.hosts.get_mut(room).expect("the room is still here");
             if !host.queued {
@@ -335,6 +338,11 @@ impl State {
             Some(at_ms) => {
                 if self.alarms.insert(room.clone(), at_ms) != Some(at_ms) {
                     self.alarm_heap.push(Reverse((at_ms, room.clone())));
+                }
+                // Moved alarms leave stale entries behind: a room that keeps
+                // moving its alarm must not grow the heap without bound.
+                if self.alarm_heap.len() > 2 * self.alarms.len() + 1024 {
+                    self.alarm_heap = self.alarms.iter().map(|(room, &at)| Reverse((at, room.clone()))).collect();
                 }
             }
             None => {

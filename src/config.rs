@@ -41,6 +41,13 @@ pub struct Config {
     /// hibernating party is evicted to disk.
     #[serde(default = "default_max_resident_rooms")]
     pub max_resident_rooms: usize,
+    /// Let the allocator back the heap with transparent huge pages. Off by
+    /// default: the server then sets `PR_SET_THP_DISABLE` for its process at
+    /// start-up (as Redis does), because with 2 MiB pages a socket's few
+    /// hundred bytes pin whole huge pages and memory grows in 2 MiB steps
+    /// (635 against 900 B per idle connection at 15,000, same run).
+    #[serde(default)]
+    pub huge_pages: bool,
     /// Parties and their options, by name: built-in kinds, or options for a
     /// party registered in code (then without `kind`).
     #[serde(default)]

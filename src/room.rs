@@ -264,7 +264,7 @@ impl RoomHost {
     /// Admits a connection: a connection with the same id that is still open
     /// is replaced (and closed), then `on_connect` decides.
     pub fn connect(&mut self, conn: ConnRef, joining: Joining) -> Result<Admission, RoomFailed> {
-        if let Some(&old) = self.room.by_id.get(joining.id.as_str()) {
+        if let Some(old) = self.room.by_id.get(&self.room.members, &joining.id) {
             let old_conn = self.remove_member(old).conn;
             self.room.effects.borrow_mut().push(Effect::Close {
                 to: old_conn,
@@ -282,8 +282,7 @@ impl RoomHost {
             state: RefCell::new(None),
             tags,
         });
-        let id = room.members[member as usize].id.clone();
-        room.by_id.insert(id, member);
+        room.by_id.insert(&room.members, member);
         let counter = &room.members_per_core[usize::from(conn.core)];
         counter.set(counter.get() + 1);
 
@@ -320,7 +319,7 @@ impl RoomHost {
         let room = &mut self.room;
         let removed = room.members.remove(member as usize);
         room.tag_index.leave(removed.tags, &mut room.tag_names);
-        self.room.by_id.remove(&removed.id);
+        self.room.by_id.remove(&self.room.members, &removed.id, member);
         let counter = &self.room.members_per_core[usize::from(removed.conn.core)];
         counter.set(counter.get() - 1);
         removed

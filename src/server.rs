@@ -73,6 +73,9 @@ impl Server {
 
     /// Binds the listeners and starts the core threads.
     pub fn start(self) -> Result<ServerHandle, StartError> {
+        if !self.config.huge_pages {
+            disable_huge_pages();
+        }
         let cores = self.config.core_count();
         let limits = self.config.limits.clone();
         let mut listeners = Vec::with_capacity(cores);
@@ -321,5 +324,19 @@ impl ShutdownTrigger {
 impl Drop for ServerHandle {
     fn drop(&mut self) {
         self.stop_cores();
+    }
+}
+
+/// Turns transparent huge pages off for this process (`huge_pages = false`):
+/// the allocator asks for them on its arenas, and a huge page is committed
+/// whole on first touch. Process-wide and inherited by children; on a kernel
+/// without the option the server runs as it is.
+#[allow(unsafe_code)]
+fn disable_huge_pages() {
+    // SAFETY: PR_SET_THP_DISABLE takes plain integer arguments and touches
+    // no memory of ours.
+    let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot disable transparent huge pages");
     }
 }

@@ -55,8 +55,8 @@ impl Op {
     }
 }
 
-/// User data layout: op in bits 0..8, socket slot in bits 8..32, send batch
-/// (when the op is a send) in bits 32..64.
+/// User data layout: op in bits 0..8, socket slot in bits 8..32, the send's
+/// `in_flight` id (when the op is a send) in bits 32..64.
 fn user_data(op: Op, slot: u32, batch: u32) -> u64 {
     debug_assert!(slot < (1 << 24), "slots fit in 24 bits (max_connections_per_core is validated)");
     op.code() | (u64::from(slot) << 8) | (u64::from(batch) << 32)
@@ -93,26 +93,41 @@ impl Completion {
     }
 }
 
-/// The kernel-visible state of one send: the message header and iovecs it
-/// reads, and the frames they point into, kept alive until the completion.
-struct SendBatch {
+/// What the kernel may still read for one send, kept until its completion: a
+/// clone of every frame it writes (so nothing the caller does with its queue
+/// can free them early) and, for a vectored send, the header and iovecs.
+/// Sized to the send: a one-frame send, the common case in a fan-out, holds
+/// one `Bytes` and allocates nothing.
+enum InFlight {
+    // Never read: holding it is the point.
+    One(#[allow(dead_code)] Bytes),
+    Many(Box<MsgBatch>),
+}
+
+/// The kernel-visible state of a vectored send.
+struct MsgBatch {
     msg: libc::msghdr,
-    iov: [libc::iovec; MAX_SEND_FRAMES],
+    iov: Vec<libc::iovec>,
+    // Read only by the kernel, through `iov`.
     held: Vec<Bytes>,
 }
+
+/// Vectored-send batches kept for reuse; past this many, a finished batch is
+/// freed, so a burst of concurrent sends leaves no peak-sized pool behind.
+const SPARE_BATCHES: usize = 32;
 
 pub(crate) struct Uring {
     ring: IoUring,
     bufs: BufRing,
     wake_fd: RawFd,
     wake_buf: Box<u64>,
-    /// In-flight sends, by batch id. Boxed so the kernel's pointers into them
-    /// stay valid while the slab grows.
-    batches: slab::Slab<Box<SendBatch>>,
-    /// Boxed because a spare batch moves into `batches`, where the kernel
+    /// In-flight sends, by id. A vectored send's batch is boxed so the
+    /// kernel's pointers into it stay valid while the slab grows.
+    in_flight: slab::Slab<InFlight>,
+    /// Boxed because a spare batch moves into `in_flight`, where the kernel
     /// holds pointers into it: it must not move again.
     #[allow(clippy::vec_box)]
-    spare_batches: Vec<Box<SendBatch>>,
+    spare_batches: Vec<Box<MsgBatch>>,
     /// Submissions that did not fit in the submission queue yet.
     backlog: VecDeque<squeue::Entry>,
     completions: Vec<Completion>,
@@ -197,7 +212,7 @@ impl Uring {
             bufs,
             wake_fd,
             wake_buf: Box::new(0),
-            batches: slab::Slab::new(),
+            in_flight: slab::Slab::new(),
             spare_batches: Vec::new(),
             backlog: VecDeque::new(),
             completions: Vec::with_capacity(4096),
@@ -211,7 +226,8 @@ impl Uring {
             // that outlives the operation: the listener and socket fds stay open
             // until their operations complete (the reactor closes a socket only
             // when it has no operation in flight), `wake_buf` lives as long as
-            // the ring, and send batches are kept in `batches` until their
+            // the ring, and what a send reads (its frames, and a vectored
+            // send's header and iovecs) is kept in `in_flight` until its
             // completion arrives.
             if unsafe { self.ring.submission().push(&entry) }.is_ok() {
                 return;
@@ -230,35 +246,36 @@ impl Uring {
     /// skipping the first `offset` bytes of the first frame. The frames are
     /// held until the send completes.
     fn start_send<'a>(&mut self, slot: u32, fd: RawFd, frames: impl Iterator<Item = &'a Bytes>, offset: usize) {
-        let mut batch = self.spare_batches.pop().unwrap_or_else(|| {
-            Box::new(SendBatch {
-                // SAFETY: msghdr and iovec are plain C structs for which all
-                // zeroes (null pointers, zero lengths) is a valid value.
-                msg: unsafe { std::mem::zeroed() },
-                iov: [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX_SEND_FRAMES],
-                held: Vec::with_capacity(MAX_SEND_FRAMES),
-            })
-        });
-        debug_assert!(batch.held.is_empty(), "a spare batch holds no frames");
-        for (i, frame) in frames.take(MAX_SEND_FRAMES).enumerate() {
-            let skip = if i == 0 { offset } else { 0 };
-            debug_assert!(skip < frame.len(), "a partially sent frame has bytes left");
-            batch.iov[i] = libc::iovec { iov_base: frame[skip..].as_ptr() as *mut _, iov_len: frame.len() - skip };
-            batch.held.push(frame.clone());
-        }
-        let count = batch.held.len();
-        assert!(count > 0, "send is only started for a non-empty queue");
-        let entry = if count == 1 {
-            let iov = batch.iov[0];
-            opcode::Send::new(types::Fd(fd), iov.iov_base as *const u8, iov.iov_len as u32)
-                .flags(libc::MSG_NOSIGNAL)
-                .build()
+        let mut frames = frames.take(MAX_SEND_FRAMES).peekable();
+        let first = frames.next().expect("send is only started for a non-empty queue");
+        debug_assert!(offset < first.len(), "a partially sent frame has bytes left");
+        let (entry, in_flight) = if frames.peek().is_none() {
+            let data = &first[offset..];
+            let entry = opcode::Send::new(types::Fd(fd), data.as_ptr(), data.len() as u32).flags(libc::MSG_NOSIGNAL);
+            (entry.build(), InFlight::One(first.clone()))
         } else {
+            let mut batch = self.spare_batches.pop().unwrap_or_else(|| {
+                Box::new(MsgBatch {
+                    // SAFETY: msghdr is a plain C struct for which all zeroes
+                    // (null pointers, zero lengths) is a valid value.
+                    msg: unsafe { std::mem::zeroed() },
+                    iov: Vec::new(),
+                    held: Vec::new(),
+                })
+            });
+            debug_assert!(batch.held.is_empty() && batch.iov.is_empty(), "a spare batch holds no frames");
+            for (i, frame) in std::iter::once(first).chain(frames).enumerate() {
+                let data = &frame[if i == 0 { offset } else { 0 }..];
+                batch.iov.push(libc::iovec { iov_base: data.as_ptr() as *mut _, iov_len: data.len() });
+                batch.held.push(frame.clone());
+            }
+            // The iovecs are complete: their buffer no longer moves.
             batch.msg.msg_iov = batch.iov.as_mut_ptr();
-            batch.msg.msg_iovlen = count as _;
-            opcode::SendMsg::new(types::Fd(fd), &batch.msg).flags(libc::MSG_NOSIGNAL as u32).build()
+            batch.msg.msg_iovlen = batch.iov.len() as _;
+            let entry = opcode::SendMsg::new(types::Fd(fd), &batch.msg).flags(libc::MSG_NOSIGNAL as u32);
+            (entry.build(), InFlight::Many(batch))
         };
-        let id = self.batches.insert(batch) as u32;
+        let id = self.in_flight.insert(in_flight) as u32;
         self.push(entry.user_data(user_data(Op::Send, slot, id)));
     }
 
@@ -272,6 +289,11 @@ impl Uring {
                     self.backlog.push_front(entry);
                     break;
                 }
+            }
+            if self.backlog.is_empty() && self.backlog.capacity() > 1024 {
+                // A fan-out burst overflowed the submission queue; give the
+                // peak's slots back.
+                self.backlog = VecDeque::new();
             }
             let result = if !block || !self.backlog.is_empty() {
                 self.ring.submit()
@@ -309,9 +331,13 @@ impl Uring {
                 flags: cqe.flags(),
             };
             if op == Op::Send {
-                let mut batch = self.batches.remove(completion.batch as usize);
-                batch.held.clear();
-                self.spare_batches.push(batch);
+                if let InFlight::Many(mut batch) = self.in_flight.remove(completion.batch as usize) {
+                    if self.spare_batches.len() < SPARE_BATCHES {
+                        batch.held.clear();
+                        batch.iov.clear();
+                        self.spare_batches.push(batch);
+                    }
+                }
             }
             out.push(completion);
         }

@@ -376,9 +376,14 @@ struct Binary {
 
 impl Binary {
     fn start(dir: &std::path::Path) -> Binary {
+        Binary::start_with(dir, &[])
+    }
+
+    fn start_with(dir: &std::path::Path, args: &[&std::ffi::OsStr]) -> Binary {
         let mut process = Command::new(env!("CARGO_BIN_EXE_dormouse"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
+            .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stderr(Stdio::piped())
@@ -401,6 +406,25 @@ impl Drop for Binary {
         let _ = self.process.kill();
         let _ = self.process.wait();
     }
+}
+
+/// The kernel's view of the server's transparent-huge-page switch.
+fn thp_enabled(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("THP_enabled:")).expect("the kernel reports THP_enabled");
+    line["THP_enabled:".len()..].trim().to_owned()
+}
+
+#[test]
+fn the_binary_turns_transparent_huge_pages_off_unless_configured() {
+    let dir = fresh_data_dir();
+    let server = Binary::start(&dir);
+    assert_eq!(thp_enabled(server.process.id()), "0", "the default config runs without huge pages");
+    drop(server);
+    let config = dir.join("huge.toml");
+    std::fs::write(&config, "huge_pages = true\n[parties.main]\nkind = \"relay\"\n").unwrap();
+    let server = Binary::start_with(&dir, &["--config".as_ref(), config.as_os_str()]);
+    assert_eq!(thp_enabled(server.process.id()), "1", "huge_pages = true leaves them on");
 }
 
 #[test]

@@ -247,8 +247,9 @@ pub(crate) struct Member {
     pub uri: Box<str>,
     pub conn: ConnRef,
     pub state: RefCell<Option<Box<[u8]>>>,
-    /// The member's entry in the room's tag index.
-    pub tags: MemberKey,
+    /// The member's entry in the room's tag index; none without tags (most
+    /// members), which saves an index record per connection.
+    pub tags: Option<MemberKey>,
 }
 
 /// Member indexes by connection id. The ids live in the members; the table
@@ -420,7 +421,10 @@ impl Room {
     /// The member whose id is `tag`, if it does not also carry `tag` as a tag.
     fn id_member_not_tagged(&self, tag: &str) -> Option<Connection<'_>> {
         let conn = self.connection(tag)?;
-        let carried = self.tag_names.lookup(tag).is_some_and(|t| self.tag_index.has_tag(conn.member().tags, t));
+        let carried = self
+            .tag_names
+            .lookup(tag)
+            .is_some_and(|t| conn.member().tags.is_some_and(|key| self.tag_index.has_tag(key, t)));
         (!carried).then_some(conn)
     }
 
@@ -481,7 +485,12 @@ impl<'r> Connection<'r> {
     /// The connection's tags: its id first, then those `connection_tags` gave.
     pub fn tags(&self) -> impl Iterator<Item = &'r str> + 'r {
         let room = self.room;
-        let own = room.tag_index.tags(self.member().tags).map(move |t| room.tag_names.name(t));
+        let own = self
+            .member()
+            .tags
+            .into_iter()
+            .flat_map(move |key| room.tag_index.tags(key))
+            .map(move |t| room.tag_names.name(t));
         std::iter::once(self.id()).chain(own)
     }
 

@@ -274,13 +274,12 @@ impl RoomHost {
         }
         let room = &mut self.room;
         let member = room.members.vacant_key() as u32;
-        let tags = room.tag_index.join::<&str>(member, &[], &mut room.tag_names);
         room.members.insert(Member {
             id: joining.id.into_boxed_str(),
             uri: joining.uri.into_boxed_str(),
             conn,
             state: RefCell::new(None),
-            tags,
+            tags: None,
         });
         room.by_id.insert(&room.members, member);
         let counter = &room.members_per_core[usize::from(conn.core)];
@@ -298,7 +297,9 @@ impl RoomHost {
             }
         };
         let room = &mut self.room;
-        room.tag_index.set_tags(tags, &own, &mut room.tag_names);
+        if !own.is_empty() {
+            room.members[member as usize].tags = Some(room.tag_index.join(member, &own, &mut room.tag_names));
+        }
 
         let handle = Connection { room: &self.room, index: member };
         let (party, room) = (self.party.as_mut().expect("a room is woken before it gets an event"), &self.room);
@@ -318,7 +319,9 @@ impl RoomHost {
     fn remove_member(&mut self, member: u32) -> Member {
         let room = &mut self.room;
         let removed = room.members.remove(member as usize);
-        room.tag_index.leave(removed.tags, &mut room.tag_names);
+        if let Some(key) = removed.tags {
+            room.tag_index.leave(key, &mut room.tag_names);
+        }
         self.room.by_id.remove(&self.room.members, &removed.id, member);
         let counter = &self.room.members_per_core[usize::from(removed.conn.core)];
         counter.set(counter.get() - 1);

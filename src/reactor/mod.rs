@@ -39,6 +39,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use thin_vec::ThinVec;
 use tungstenite::protocol::frame::Utf8Bytes;
 
 /// A handler for HTTP requests outside the room routes.
@@ -312,7 +313,9 @@ struct ConnRecord {
     member: u32,
     /// The close code we sent, reported to the room if the peer never answers.
     close_code: u16,
-    read_buf: Vec<u8>,
+    /// A thin vector (one pointer): it is empty, and unallocated, unless a
+    /// head or frame arrived in parts.
+    read_buf: ThinVec<u8>,
     out: WriteQueue,
     decoder: ws::Decoder,
     http: Option<Box<HttpState>>,
@@ -320,7 +323,7 @@ struct ConnRecord {
 
 /// The size of a socket's record, pinned here and reported in the docs.
 pub const CONN_RECORD_BYTES: usize = size_of::<ConnRecord>();
-const _: () = assert!(CONN_RECORD_BYTES <= 160, "a connection record stays compact");
+const _: () = assert!(CONN_RECORD_BYTES <= 120, "a connection record stays compact");
 
 /// The members of one room that live on this core, indexed by tag.
 struct LocalRoom {
@@ -664,7 +667,7 @@ impl State {
             member_key: 0,
             member: 0,
             close_code: 1006,
-            read_buf: Vec::new(),
+            read_buf: ThinVec::new(),
             out: WriteQueue::new(),
             decoder: ws::Decoder::new(),
             http: None,
@@ -1091,7 +1094,7 @@ impl State {
         let conn = &mut self.conns[slot as usize];
         conn.phase = Phase::Dead;
         conn.out.clear();
-        conn.read_buf = Vec::new();
+        conn.read_buf = ThinVec::new();
         conn.http = None;
         shutdown(&conn.fd, std::net::Shutdown::Both);
     }

@@ -57,6 +57,7 @@ const FANOUT_FIGURES = [
   ["undelivered at the end of the drain, %", lostPct],
   ["server memory per connection, B", (r) => r.server_bytes_per_connection],
   ["server RSS once connected, MiB", (r) => r.server_connected && r.server_connected.rss_bytes / 1048576],
+  ["server RSS after the drain, MiB", (r) => r.server_after && r.server_after.rss_bytes / 1048576],
   ["server CPU per delivered frame, µs", (r) => r.server_cpu_us_per_delivery],
   ["connect time, s", (r) => r.connect_secs],
 ];

@@ -188,6 +188,14 @@ pub struct Limits {
     pub max_storage_key_bytes: usize,
     /// Largest room storage value (128 KiB, as Durable Objects). Past it: an error from `put`.
     pub max_storage_value_bytes: usize,
+    /// Events of one room waiting for storage (65,536): under strict
+    /// durability, events whose effects wait for their writes to commit;
+    /// otherwise, batches the writer has not committed yet. Past it, while
+    /// the disk falls behind, the room's new WebSocket messages close their
+    /// sender with 1013 and its HTTP requests get 503, so memory stays
+    /// bounded. A bound on memory, not a rate limit: group commit keeps a
+    /// healthy disk far below it even under clients that pipeline writes.
+    pub max_pending_events_per_room: usize,
 }
 
 impl Default for Limits {
@@ -211,6 +219,7 @@ impl Default for Limits {
             fanout_slice: 16_384,
             max_storage_key_bytes: 2048,
             max_storage_value_bytes: 128 << 10,
+            max_pending_events_per_room: 65_536,
         }
     }
 }
@@ -326,6 +335,7 @@ impl Config {
             ("limits.fanout_slice", l.fanout_slice as u64),
             ("limits.max_storage_key_bytes", l.max_storage_key_bytes as u64),
             ("limits.max_storage_value_bytes", l.max_storage_value_bytes as u64),
+            ("limits.max_pending_events_per_room", l.max_pending_events_per_room as u64),
             ("max_resident_rooms", self.max_resident_rooms as u64),
         ];
         for (key, value) in positive {

@@ -109,6 +109,12 @@ const METRICS: &[Metric] = &[
         help: "Frames not queued to a slow consumer under the drop policy.",
         value: |s| &s.frames_dropped,
     },
+    Metric {
+        name: "dormouse_events_shed_total",
+        kind: "counter",
+        help: "Messages (closed 1013) and requests (503) refused while their room's storage was behind.",
+        value: |s| &s.events_shed,
+    },
 ];
 
 /// Renders every metric, one sample per core.

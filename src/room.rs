@@ -72,6 +72,8 @@ pub(crate) struct RoomHost {
     pub held: VecDeque<Held>,
     /// The last storage batch submitted and not yet committed.
     pub uncommitted: Option<u64>,
+    /// The last storage batch committed (batches commit in order).
+    pub committed_seq: u64,
     /// Tells this host from an earlier one of the same room (after a
     /// failure), so a commit report for the earlier one is ignored.
     pub generation: u64,
@@ -149,6 +151,7 @@ impl RoomHost {
             held: VecDeque::new(),
             uncommitted: None,
             generation: 0,
+            committed_seq: 0,
         };
         let origin = match snapshot {
             Some(bytes) => host.restore_envelope(bytes)?,
@@ -314,6 +317,13 @@ impl RoomHost {
                 Ok(Admission::Refused { reason })
             }
         }
+    }
+
+    /// Events waiting for storage: held until their batch commits (strict
+    /// durability), or with a batch the writer has not committed yet.
+    pub fn pending_storage(&self) -> usize {
+        let submitted = self.room.store.seq.get() - 1;
+        self.held.len().max(submitted.saturating_sub(self.committed_seq) as usize)
     }
 
     fn remove_member(&mut self, member: u32) -> Member {

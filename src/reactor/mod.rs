@@ -50,6 +50,8 @@ pub type FetchHandler = Arc<dyn Fn(&Request) -> Response + Send + Sync>;
 const INBOX_BATCH: usize = 4096;
 /// The reason given to clients of a room whose party code panicked.
 const ROOM_FAILED: &str = "room failed: the party code panicked";
+/// The reason given when a room's storage is behind (close 1013, HTTP 503).
+const STORAGE_BEHIND: &str = "try again later: the room's storage is behind";
 /// Longest wait for completions when no timer is due sooner.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
 /// Recipients a core queues frames for in one turn, in slices (config
@@ -116,6 +118,7 @@ pub struct CoreStats {
     pub publishes: AtomicU64,
     pub slow_consumers_closed: AtomicU64,
     pub frames_dropped: AtomicU64,
+    pub events_shed: AtomicU64,
 }
 
 /// Monotonic counters a core keeps in plain integers on its own thread and
@@ -146,6 +149,8 @@ struct Counters {
     slow_consumers_closed: u64,
     /// Frames not queued to a slow consumer under the `drop` policy.
     frames_dropped: u64,
+    /// Messages and requests refused because their room's storage was behind.
+    events_shed: u64,
 }
 
 impl Counters {
@@ -163,6 +168,7 @@ impl Counters {
             (&stats.publishes, self.publishes),
             (&stats.slow_consumers_closed, self.slow_consumers_closed),
             (&stats.frames_dropped, self.frames_dropped),
+            (&stats.events_shed, self.events_shed),
         ];
         for (stat, value) in pairs {
             stat.store(value, Ordering::Relaxed);
@@ -1279,6 +1285,13 @@ impl State {
                 self.after_event(&room, Some(reply));
             }
             CoreMsg::Message { conn, room, member, data } => {
+                if self.storage_behind(&room) {
+                    // What the sender sent before stays and commits in order;
+                    // this message was never taken, and the sender is told.
+                    self.counters.events_shed += 1;
+                    let reason = STORAGE_BEHIND.into();
+                    return self.send_to(usize::from(conn.core), CoreMsg::Close { conn, code: 1013, reason });
+                }
                 let message = match &data {
                     Payload::Text(text) => Message::Text(text.as_str()),
                     Payload::Binary(data) => Message::Binary(data),
@@ -1302,6 +1315,11 @@ impl State {
                 }
             }
             CoreMsg::Request { conn, room, request } => {
+                if self.storage_behind(&room) {
+                    self.counters.events_shed += 1;
+                    let response = Response::text(503, STORAGE_BEHIND).with_header("retry-after", "1");
+                    return self.send_reply(CoreMsg::Respond { conn, response: Box::new(response) });
+                }
                 self.counters.room_events += 1;
                 let response = match self.host(&room).and_then(|host| host.request(&request)) {
                     Ok(response) => response,

@@ -161,7 +161,15 @@ impl State {
         }
     }
 
-    fn send_reply(&mut self, reply: CoreMsg) {
+    /// Whether `room` is over its bound of events waiting for storage; its
+    /// new messages and requests are then refused (close 1013, 503).
+    pub(super) fn storage_behind(&self, room: &Arc<RoomKey>) -> bool {
+        self.hosts
+            .get(room)
+            .is_some_and(|host| host.pending_storage() >= self.shared.limits.max_pending_events_per_room)
+    }
+
+    pub(super) fn send_reply(&mut self, reply: CoreMsg) {
         let core = match &reply {
             CoreMsg::Accepted { conn, .. } | CoreMsg::Refused { conn, .. } | CoreMsg::Respond { conn, .. } => {
                 usize::from(conn.core)
@@ -212,6 +220,7 @@ impl State {
             return;
         };
         host.room.store.committed(seq);
+        host.committed_seq = host.committed_seq.max(seq);
         if host.uncommitted == Some(seq) {
             host.uncommitted = None;
         }

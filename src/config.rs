@@ -178,7 +178,9 @@ pub struct Limits {
     /// Receive buffers per core (1,024, a power of two): 4 MiB per core by
     /// default, allocated at start and shared by all of that core's sockets.
     pub recv_buffers_per_core: usize,
-    /// Messages queued between two cores before the sender holds them back (65,536).
+    /// Messages queued between two cores before the sender holds them back
+    /// (65,536). The sender's outbox holds as many again; past that, new input
+    /// for the core that is behind is refused (close 1013, 503).
     pub core_channel_capacity: usize,
     /// A broadcast to more local recipients than this (16,384) is written in
     /// slices of this many per turn, so other rooms on the core are served

@@ -1,7 +1,8 @@
 //! Slow and hostile peers cost only themselves: slowloris is dropped at the
 //! head timeout, a connection flood past the limit is refused with 503, a
-//! ping flood does not starve anyone, and everyone else keeps being served
-//! meanwhile. (A client that never reads is in `tests/slow_consumer.rs`.)
+//! ping flood does not starve anyone, a core that falls behind costs new
+//! input a 1013 instead of unbounded memory, and everyone else keeps being
+//! served meanwhile. (A client that never reads is in `tests/slow_consumer.rs`.)
 
 mod common;
 
@@ -9,10 +10,14 @@ backend_tests!(
     slowloris_is_dropped_at_the_head_timeout_while_others_are_served,
     a_connection_flood_past_the_limit_gets_503_and_existing_clients_carry_on,
     a_ping_flood_does_not_starve_other_clients,
+    input_for_a_core_that_falls_behind_is_refused_with_1013_not_queued_without_bound,
 );
 
 use common::*;
-use std::io::{BufReader, Write};
+use dormouse::{Connection, Message, Party, Room, Server};
+use std::collections::HashMap;
+use std::io::{BufReader, Read, Write};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 fn slowloris_is_dropped_at_the_head_timeout_while_others_are_served() {
@@ -138,4 +143,145 @@ fn a_ping_flood_does_not_starve_other_clients() {
     reading.join().unwrap();
     other.send_text("after the flood");
     assert_eq!(other.recv_text(), "after the flood");
+}
+
+/// Where a stalled room is: not yet blocked, blocked inside its callback,
+/// or let go by the test.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Open,
+    Blocked,
+    Released,
+}
+
+/// One stalled room's switch, shared by the room (on its core) and the test.
+struct Gate {
+    stage: Mutex<Stage>,
+    changed: Condvar,
+}
+
+impl Gate {
+    /// The gate of room `id` (each test run uses a room of its own).
+    fn of(id: &str) -> Arc<Gate> {
+        static GATES: OnceLock<Mutex<HashMap<String, Arc<Gate>>>> = OnceLock::new();
+        let mut gates = GATES.get_or_init(Default::default).lock().unwrap();
+        let gate = gates.entry(id.to_owned());
+        gate.or_insert_with(|| Arc::new(Gate { stage: Mutex::new(Stage::Open), changed: Condvar::new() })).clone()
+    }
+
+    fn set(&self, stage: Stage) {
+        *self.stage.lock().unwrap() = stage;
+        self.changed.notify_all();
+    }
+
+    fn wait_for(&self, stage: Stage) {
+        let guard = self.stage.lock().unwrap();
+        drop(self.changed.wait_while(guard, |s| *s != stage).unwrap());
+    }
+}
+
+/// Lets a stalled room go even when the test fails, so the server can stop.
+struct ReleaseOnDrop(Arc<Gate>);
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        self.0.set(Stage::Released);
+    }
+}
+
+/// A room whose `block` message keeps its core busy until the test lets go,
+/// as slow room code would; other messages are taken and ignored.
+struct Stall;
+
+impl Party for Stall {
+    fn new(_room: &Room) -> Self {
+        Stall
+    }
+
+    fn on_message(&mut self, message: Message<'_>, _sender: &Connection<'_>, room: &Room) {
+        if let Message::Text("block") = message {
+            let gate = Gate::of(room.id());
+            gate.set(Stage::Blocked);
+            gate.wait_for(Stage::Released);
+        }
+    }
+}
+
+/// Reads frames until the server's close frame (its code and reason), or
+/// `None` if the connection ends otherwise.
+fn close_of(client: &mut Client) -> Option<(u16, String)> {
+    loop {
+        let mut head = [0u8; 2];
+        client.reader.read_exact(&mut head).ok()?;
+        let len = match head[1] & 0x7f {
+            126 => {
+                let mut b = [0u8; 2];
+                client.reader.read_exact(&mut b).ok()?;
+                u16::from_be_bytes(b) as usize
+            }
+            n => n as usize,
+        };
+        let mut payload = vec![0; len];
+        client.reader.read_exact(&mut payload).ok()?;
+        if head[0] & 0x0f == 8 {
+            return Some(Frame { fin: true, opcode: 8, payload }.close_code());
+        }
+    }
+}
+
+fn input_for_a_core_that_falls_behind_is_refused_with_1013_not_queued_without_bound() {
+    let server = Server::new(config("[limits]\ncore_channel_capacity = 16\n"))
+        .party::<dormouse::Relay>("main")
+        .party::<Stall>("stall")
+        .start()
+        .expect("server starts");
+    let addr = server.local_addr();
+    let room = format!("stuck-{:?}", std::thread::current().id()).replace(|c: char| !c.is_ascii_alphanumeric(), "");
+    let gate = Gate::of(&room);
+    let _release = ReleaseOnDrop(gate.clone());
+    let mut blocker = Client::connect(addr, &format!("/parties/stall/{room}?_pk=blocker"));
+    // Sixteen flooders: the kernel spreads them over both cores, so some are
+    // on the core that keeps running (all on one core: one chance in 2^15).
+    let flooders: Vec<Client> =
+        (0..16).map(|i| Client::connect(addr, &format!("/parties/stall/{room}?_pk=f{i}"))).collect();
+    blocker.send_text("block");
+    gate.wait_for(Stage::Blocked);
+
+    // Each sends 200 messages for the stalled room. On the running core they
+    // fill the channel (16) and then the outbox (16 more); past that the core
+    // refuses them instead of queueing without bound.
+    let (tx, rx) = std::sync::mpsc::channel();
+    for mut flooder in flooders {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for n in 0..200 {
+                let frame = encode_frame(true, 1, format!("m{n}").as_bytes(), true);
+                if flooder.writer.write_all(&frame).is_err() {
+                    break;
+                }
+            }
+            let _ = tx.send(close_of(&mut flooder));
+        });
+    }
+    let first = rx.recv().unwrap();
+    assert_eq!(first, Some((1013, "try again later: the server is overloaded".to_owned())));
+
+    // The stalled core catches up and everything is served again: until
+    // the backed-up messages have gone over, a new connection may still be
+    // told to come back (503), as a client would be.
+    gate.set(Stage::Released);
+    let started = Instant::now();
+    let connect = |id: &str| loop {
+        let client = Client::try_connect(addr, &format!("/parties/main/after?_pk={id}"), "");
+        if client.response.status == 101 {
+            return client;
+        }
+        assert_eq!(client.response.status, 503, "{}", client.response.text());
+        assert!(started.elapsed() < GUARD, "the server never caught up");
+    };
+    let mut x = connect("x");
+    let mut y = connect("y");
+    x.send_text("served");
+    assert_eq!(y.recv_text(), "served");
+    assert!(metric(addr, "dormouse_events_shed_total") >= 1);
 }

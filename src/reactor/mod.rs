@@ -52,6 +52,12 @@ const INBOX_BATCH: usize = 4096;
 const ROOM_FAILED: &str = "room failed: the party code panicked";
 /// The reason given when a room's storage is behind (close 1013, HTTP 503).
 const STORAGE_BEHIND: &str = "try again later: the room's storage is behind";
+/// The reason given when the room's core is behind (close 1013, HTTP 503).
+const OVERLOADED: &str = "try again later: the server is overloaded";
+
+fn overloaded() -> Response {
+    Response::text(503, OVERLOADED).with_header("retry-after", "1")
+}
 /// Longest wait for completions when no timer is due sooner.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
 /// Recipients a core queues frames for in one turn, in slices (config
@@ -408,6 +414,8 @@ struct State {
     now_ms: u64,
     ws_events: Vec<WsEvent>,
     effects: Vec<Effect>,
+    /// The inbox was full at the start of this turn (see `overloaded`).
+    behind: bool,
 }
 
 impl<B: Backend> Core<B> {
@@ -453,6 +461,7 @@ impl<B: Backend> Core<B> {
             now_ms: 0,
             ws_events: Vec::new(),
             effects: Vec::new(),
+            behind: false,
             shared,
         };
         Ok(Core { io, inbox, listener, st })
@@ -465,6 +474,8 @@ impl<B: Backend> Core<B> {
         let mut drain = Drain::Serving;
         loop {
             self.st.now_ms = self.st.epoch.elapsed().as_millis() as u64;
+            // A full inbox: other cores are queueing for this one.
+            self.st.behind = self.inbox.len() >= self.st.shared.limits.core_channel_capacity;
             let st = &mut self.st;
             self.io.complete(|event| match event {
                 Event::Accepted(socket) => st.on_accept(socket),
@@ -637,6 +648,19 @@ impl State {
 
     fn send_to(&mut self, core: usize, msg: CoreMsg) {
         self.outboxes[core].push_back(msg);
+    }
+
+    /// Whether this core is behind (its inbox was full at the start of the
+    /// turn) or another is (this core's outbox for it holds a channel's worth
+    /// beyond its full channel). New input from this core's sockets
+    /// (messages, connects, requests, publishes) is then refused, with close
+    /// 1013 or 503, since whatever it causes may have to queue for the core
+    /// that is behind: so outboxes stay bounded. What was taken before, and
+    /// closes and replies, still go, in order.
+    fn overloaded(&self) -> bool {
+        let cap = self.shared.limits.core_channel_capacity;
+        self.behind
+            || self.outboxes.iter().enumerate().any(|(core, out)| core != usize::from(self.index) && out.len() >= cap)
     }
 
     fn send_to_owner(&mut self, room: Arc<RoomKey>, msg: impl FnOnce(Arc<RoomKey>) -> CoreMsg) {
@@ -819,6 +843,10 @@ impl State {
                 if let Err(rejection) = kind.before_request(&mut request, &lobby) {
                     return self.respond(slot, &rejection.into_response(), keep_alive);
                 }
+                if self.overloaded() {
+                    self.counters.events_shed += 1;
+                    return self.respond(slot, &overloaded(), keep_alive);
+                }
                 let conn = self.conn_ref(slot);
                 self.send_to_owner(room, |room| CoreMsg::Request { conn, room, request: Box::new(request) });
             }
@@ -839,6 +867,10 @@ impl State {
             return Err(response.with_header("WWW-Authenticate", "Bearer"));
         }
         let (_, room) = self.resolve(party, room_raw)?;
+        if self.overloaded() {
+            self.counters.events_shed += 1;
+            return Err(overloaded());
+        }
         let binary =
             request.header("content-type").is_some_and(|t| t.trim().eq_ignore_ascii_case("application/octet-stream"));
         let frame = if binary {
@@ -901,6 +933,10 @@ impl State {
         let lobby = Lobby { party: &room.party, room: &room.id };
         if let Err(rejection) = kind.before_connect(&mut head, &lobby) {
             return self.reject(slot, rejection.into_response());
+        }
+        if self.overloaded() {
+            self.counters.events_shed += 1;
+            return self.reject(slot, overloaded());
         }
         let conn = &mut self.conns[slot as usize];
         conn.phase = Phase::AwaitConnect;
@@ -1010,6 +1046,11 @@ impl State {
         let conn = &self.conns[slot as usize];
         let member = conn.member;
         let room = self.local_rooms[conn.local_room as usize].key.clone();
+        if self.overloaded() {
+            self.counters.events_shed += 1;
+            self.enqueue(slot, ws::close_frame(Some(1013), OVERLOADED));
+            return self.start_closing(slot, 1013);
+        }
         let conn = self.conn_ref(slot);
         self.send_to_owner(room, |room| CoreMsg::Message { conn, room, member, data });
     }

@@ -12,14 +12,14 @@
 //! Connections are spread over `threads` workers, each with its own `mio`
 //! poll; each thread keeps its own tallies, merged at the end.
 
+use crate::socket::{self, Connected, Received};
 use crate::target::{ProcSample, Target};
 use anyhow::Result;
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use std::collections::HashMap;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -294,22 +294,6 @@ pub(crate) fn client_frame(opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(payload);
 }
 
-/// A non-blocking TCP connect to `addr`, from `source` if given.
-pub(crate) fn connect(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
-    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
-    if let Some(ip) = source {
-        socket.bind(&SocketAddr::new(ip, 0).into())?;
-    }
-    socket.set_nonblocking(true)?;
-    socket.set_tcp_nodelay(true)?;
-    match socket.connect(&addr.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return Err(e),
-    }
-    Ok(TcpStream::from_std(socket.into()))
-}
-
 /// Counts all workers share, so the drain ends once every expected delivery
 /// has arrived. Workers add to them once per poll turn, not per message.
 #[derive(Default)]
@@ -444,7 +428,7 @@ impl Worker {
                 let sources = &self.plan.source_ips;
                 let source = (!sources.is_empty()).then(|| sources[global % sources.len()]);
                 self.tally.attempts += 1;
-                match connect(self.plan.target.addr, source) {
+                match socket::connect(self.plan.target.addr, source) {
                     Ok(mut stream) => {
                         let token = Token(self.conns.len());
                         self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
@@ -486,8 +470,8 @@ impl Worker {
     fn on_event(&mut self, i: usize) {
         let conn = &mut self.conns[i];
         if conn.state == State::Connecting {
-            match conn.stream.peer_addr() {
-                Ok(_) => {
+            match socket::connected(&conn.stream) {
+                Connected::Yes => {
                     let mut target = self
                         .plan
                         .target
@@ -496,22 +480,11 @@ impl Worker {
                         target.push_str("&tag=");
                         target.push_str(tag);
                     }
-                    let request = format!(
-                        "GET {target} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                        self.plan.target.addr
-                    );
-                    conn.wbuf.extend_from_slice(request.as_bytes());
+                    conn.wbuf.extend_from_slice(socket::upgrade_request(&target, self.plan.target.addr).as_bytes());
                     conn.state = State::Handshaking;
                 }
-                Err(e) if e.kind() == ErrorKind::NotConnected => return,
-                Err(_) => {
-                    let error = conn
-                        .stream
-                        .take_error()
-                        .ok()
-                        .flatten()
-                        .map_or("connect failed".to_owned(), |e| format!("connect: {}", e.kind()));
+                Connected::NotYet => return,
+                Connected::Failed(error) => {
                     conn.state = State::Closed;
                     self.tally.error(error);
                     return;
@@ -524,17 +497,12 @@ impl Worker {
 
     fn flush(&mut self, i: usize) {
         let conn = &mut self.conns[i];
-        while !conn.wbuf.is_empty() && conn.state != State::Closed {
-            match conn.stream.write(&conn.wbuf) {
-                Ok(n) => {
-                    conn.wbuf.drain(..n);
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    conn.state = State::Closed;
-                    self.tally.error(format!("write: {}", e.kind()));
-                }
-            }
+        if conn.state == State::Closed {
+            return;
+        }
+        if let Err(error) = socket::flush(&mut conn.stream, &mut conn.wbuf) {
+            conn.state = State::Closed;
+            self.tally.error(error);
         }
     }
 
@@ -545,23 +513,19 @@ impl Worker {
             if matches!(conn.state, State::Closed | State::Connecting) {
                 return;
             }
-            match conn.stream.read(&mut chunk) {
-                Ok(0) => {
+            match socket::read_some(&mut conn.stream, &mut conn.rbuf, &mut chunk) {
+                Received::Data => self.parse(i),
+                Received::WouldBlock => return,
+                Received::Eof => {
                     if conn.state != State::Closing {
                         self.tally.error("closed by server");
                     }
                     conn.state = State::Closed;
                     return;
                 }
-                Ok(n) => {
-                    conn.rbuf.extend_from_slice(&chunk[..n]);
-                    self.parse(i);
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => {
+                Received::Failed(error) => {
                     conn.state = State::Closed;
-                    self.tally.error(format!("read: {}", e.kind()));
+                    self.tally.error(error);
                     return;
                 }
             }

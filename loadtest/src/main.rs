@@ -19,6 +19,7 @@ mod compare;
 mod fanout;
 mod hibernated;
 mod soak;
+mod socket;
 mod svg;
 mod tags;
 mod target;
@@ -765,13 +766,8 @@ fn print_fanout(r: &fanout::Report) {
 fn handshake(target: &Target, id: usize) -> Result<TcpStream> {
     let mut stream = TcpStream::connect(target.addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        target.request_target("idle", &format!("idle-{id}")),
-        target.addr
-    )?;
+    let request = socket::upgrade_request(&target.request_target("idle", &format!("idle-{id}")), target.addr);
+    stream.write_all(request.as_bytes())?;
     let mut head = Vec::with_capacity(256);
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {

@@ -26,15 +26,16 @@
 //! that reached an unconfirmed session is counted apart, neither delivered
 //! nor duplicate.
 
-use crate::fanout::{client_frame, connect, frame_head, histogram, now_ns, FrameHead, Percentiles};
+use crate::fanout::{client_frame, frame_head, histogram, now_ns, FrameHead, Percentiles};
 use crate::hibernated::{room_counts, RoomCounts};
+use crate::socket::{self, Connected, Received};
 use crate::target::{self, ProcSample, Target};
 use anyhow::Result;
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use std::collections::HashMap;
-use std::io::{ErrorKind, Read, Write};
+use std::io::Write;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
@@ -361,7 +362,7 @@ impl Worker {
         conn.outstanding = 0;
         conn.has_sent = false;
         conn.reconnect = false;
-        match connect(plan.target.addr, source) {
+        match socket::connect(plan.target.addr, source) {
             Ok(mut stream) => {
                 self.poll.registry().register(&mut stream, Token(i), Interest::READABLE | Interest::WRITABLE)?;
                 conn.stream = Some(stream);
@@ -423,26 +424,16 @@ impl Worker {
         let conn = &mut self.conns[i];
         let Some(stream) = &conn.stream else { return };
         if conn.state == State::Connecting {
-            match stream.peer_addr() {
-                Ok(_) => {
+            match socket::connected(stream) {
+                Connected::Yes => {
                     let room = format!("s{}", self.plan.room_of(conn.slot));
                     let id = format!("soak-{:08x}-{}-{}", self.run, conn.slot, conn.session);
-                    let request = format!(
-                        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                        self.plan.target.request_target(&room, &id),
-                        self.plan.target.addr
-                    );
-                    conn.wbuf.extend_from_slice(request.as_bytes());
+                    let target = self.plan.target.request_target(&room, &id);
+                    conn.wbuf.extend_from_slice(socket::upgrade_request(&target, self.plan.target.addr).as_bytes());
                     conn.state = State::Handshaking;
                 }
-                Err(e) if e.kind() == ErrorKind::NotConnected => return,
-                Err(_) => {
-                    let error = stream
-                        .take_error()
-                        .ok()
-                        .flatten()
-                        .map_or("connect failed".to_owned(), |e| format!("connect: {}", e.kind()));
+                Connected::NotYet => return,
+                Connected::Failed(error) => {
                     self.tally.handshake_errors += 1;
                     self.tally.error(error);
                     self.drop_session(i);
@@ -456,19 +447,12 @@ impl Worker {
 
     fn flush(&mut self, i: usize) {
         let conn = &mut self.conns[i];
-        while !conn.wbuf.is_empty() && !matches!(conn.state, State::Closed | State::Connecting) {
-            let stream = conn.stream.as_mut().expect("a session past connecting has a socket");
-            match stream.write(&conn.wbuf) {
-                Ok(n) => {
-                    conn.wbuf.drain(..n);
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.unexpected_close(i, format!("write: {}", e.kind()));
-                    return;
-                }
-            }
+        if matches!(conn.state, State::Closed | State::Connecting) {
+            return;
+        }
+        let stream = conn.stream.as_mut().expect("a session past connecting has a socket");
+        if let Err(error) = socket::flush(stream, &mut conn.wbuf) {
+            self.unexpected_close(i, error);
         }
     }
 
@@ -490,13 +474,15 @@ impl Worker {
                 return;
             }
             let stream = conn.stream.as_mut().expect("a session past connecting has a socket");
-            match stream.read(&mut chunk) {
-                Ok(0) if conn.state == State::Closing => {
+            match socket::read_some(stream, &mut conn.rbuf, &mut chunk) {
+                Received::Data => self.parse(i),
+                Received::WouldBlock => return,
+                Received::Eof if conn.state == State::Closing => {
                     // The server closed first, as asked: the close is complete.
                     self.drop_session(i);
                     return;
                 }
-                Ok(0) => {
+                Received::Eof => {
                     let kind = if conn.state == State::Handshaking {
                         self.tally.handshake_errors += 1;
                         "closed by server during the handshake"
@@ -506,14 +492,8 @@ impl Worker {
                     self.unexpected_close(i, kind.to_owned());
                     return;
                 }
-                Ok(n) => {
-                    conn.rbuf.extend_from_slice(&chunk[..n]);
-                    self.parse(i);
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.unexpected_close(i, format!("read: {}", e.kind()));
+                Received::Failed(error) => {
+                    self.unexpected_close(i, error);
                     return;
                 }
             }

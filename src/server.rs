@@ -6,7 +6,7 @@ use crate::config::{Config, IoBackend};
 use crate::http::Response;
 use crate::kind::{Kind, PartyKind};
 use crate::party::{Party, Request};
-use crate::reactor::{probe_uring, Backend, Core, CoreMsg, CoreStats, Epoll, FetchHandler, Shared, Uring};
+use crate::reactor::{probe_uring, Backend, Core, CoreStats, Epoll, FetchHandler, Inbox, Shared, Uring};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -87,11 +87,16 @@ impl Server {
             listeners.push(OwnedFd::from(listener));
         }
         let mut senders = Vec::with_capacity(cores);
+        let mut commit_senders = Vec::with_capacity(cores);
         let mut receivers = Vec::with_capacity(cores);
         for _ in 0..cores {
             let (tx, rx) = crossbeam_channel::bounded(limits.core_channel_capacity);
+            // Commit reports: one per submitted batch, which the core already
+            // holds, so unbounded, and the writer never waits for a busy core.
+            let (commit_tx, commit_rx) = crossbeam_channel::unbounded();
             senders.push(tx);
-            receivers.push(rx);
+            commit_senders.push(commit_tx);
+            receivers.push(Inbox { messages: rx, commits: commit_rx });
         }
         if let Some(name) = self.config.parties.keys().find(|name| !self.kinds.contains_key(*name)) {
             return Err(StartError::UnknownParty(name.clone()));
@@ -112,6 +117,7 @@ impl Server {
             kinds: self.kinds,
             fetch: self.fetch,
             senders,
+            commit_senders,
             wake_fds,
             stopping: Default::default(),
             stats: (0..cores).map(|_| CoreStats::default()).collect(),
@@ -176,7 +182,7 @@ impl Server {
 fn run_core<B: Backend>(
     index: usize,
     shared: Arc<Shared>,
-    inbox: crossbeam_channel::Receiver<CoreMsg>,
+    inbox: Inbox,
     listener: OwnedFd,
     ready: &crossbeam_channel::Sender<std::io::Result<()>>,
 ) {

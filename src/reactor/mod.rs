@@ -73,6 +73,8 @@ pub(crate) struct Shared {
     pub kinds: HashMap<String, Arc<dyn PartyKind>>,
     pub fetch: Option<FetchHandler>,
     pub senders: Vec<Sender<CoreMsg>>,
+    /// Each core's channel for the store writer's commit reports.
+    pub commit_senders: Vec<Sender<CoreMsg>>,
     pub wake_fds: Vec<std::fs::File>,
     pub stopping: AtomicBool,
     pub stats: Vec<CoreStats>,
@@ -358,9 +360,18 @@ struct FanoutJob {
     delivered: u64,
 }
 
+/// What reaches a core from outside its sockets.
+pub(crate) struct Inbox {
+    /// Messages from the cores (this one's own are delivered directly).
+    pub messages: Receiver<CoreMsg>,
+    /// `CoreMsg::Committed` from the store's writer thread.
+    pub commits: Receiver<CoreMsg>,
+}
+
 pub(crate) struct Core<B: Backend> {
     io: B,
     inbox: Receiver<CoreMsg>,
+    commits: Receiver<CoreMsg>,
     listener: OwnedFd,
     st: State,
 }
@@ -419,12 +430,7 @@ struct State {
 }
 
 impl<B: Backend> Core<B> {
-    pub fn new(
-        index: usize,
-        shared: Arc<Shared>,
-        inbox: Receiver<CoreMsg>,
-        listener: OwnedFd,
-    ) -> std::io::Result<Core<B>> {
+    pub fn new(index: usize, shared: Arc<Shared>, inbox: Inbox, listener: OwnedFd) -> std::io::Result<Core<B>> {
         let limits = &shared.limits;
         let io = B::new(shared.wake_fds[index].as_raw_fd(), limits)?;
         let st = State {
@@ -464,7 +470,7 @@ impl<B: Backend> Core<B> {
             behind: false,
             shared,
         };
-        Ok(Core { io, inbox, listener, st })
+        Ok(Core { io, inbox: inbox.messages, commits: inbox.commits, listener, st })
     }
 
     pub fn run(mut self) {
@@ -493,6 +499,9 @@ impl<B: Backend> Core<B> {
                 self.io.arm_accept(self.listener.as_raw_fd());
             }
 
+            while let Ok(msg) = self.commits.try_recv() {
+                self.st.on_core_msg(msg);
+            }
             self.st.fanout_this_turn = 0;
             for _ in 0..INBOX_BATCH {
                 if self.st.fanout_this_turn >= self.st.fanout_turn_budget() {
@@ -530,6 +539,7 @@ impl<B: Backend> Core<B> {
                 break;
             }
             let busy = !self.inbox.is_empty()
+                || !self.commits.is_empty()
                 || !self.st.outboxes[usize::from(self.st.index)].is_empty()
                 || !self.st.busy_rooms.is_empty();
             let wait =

@@ -184,13 +184,15 @@ impl State {
     fn submit_for(&mut self, room: &Arc<RoomKey>, seq: u64, batch: Batch) {
         // Not the whole `Shared`: the store's writer may run this after the
         // server is gone, and must not end up owning (and dropping) the store.
-        let inbox = self.shared.senders[usize::from(self.index)].clone();
+        let inbox = self.shared.commit_senders[usize::from(self.index)].clone();
         let wake = self.wake_self.clone();
         let room = room.clone();
         let generation = self.hosts.get(&room).map_or(0, |host| host.generation);
         let done = Box::new(move |result: Result<(), dormouse_hibernate::StoreError>| {
             let error = result.err().map(|e| e.to_string().into_boxed_str());
             let msg = CoreMsg::Committed { room, generation, seq, error };
+            // Unbounded: never blocks, whichever thread calls this (the
+            // writer, or this core when the store refuses the batch at once).
             // The core is gone only after a stop, when nobody waits for this.
             if inbox.send(msg).is_ok() {
                 // A failed write means the counter is saturated: a wake-up is pending anyway.

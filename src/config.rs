@@ -45,7 +45,8 @@ pub struct Config {
     /// default: the server then sets `PR_SET_THP_DISABLE` for its process at
     /// start-up (as Redis does), because with 2 MiB pages a socket's few
     /// hundred bytes pin whole huge pages and memory grows in 2 MiB steps
-    /// (635 against 900 B per idle connection at 15,000, same run).
+    /// (372–398 against 569–714 B per idle connection at 15,000, runs
+    /// alternating with it off and on).
     #[serde(default)]
     pub huge_pages: bool,
     /// Parties and their options, by name: built-in kinds, or options for a

@@ -112,7 +112,7 @@ const METRICS: &[Metric] = &[
     Metric {
         name: "dormouse_events_shed_total",
         kind: "counter",
-        help: "Messages (closed 1013) and requests (503) refused while their room's storage was behind.",
+        help: "Messages (closed 1013), connects, requests and publishes (503) refused while their room's storage, or a core, was behind.",
         value: |s| &s.events_shed,
     },
 ];

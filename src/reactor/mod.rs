@@ -52,7 +52,7 @@ const INBOX_BATCH: usize = 4096;
 const ROOM_FAILED: &str = "room failed: the party code panicked";
 /// The reason given when a room's storage is behind (close 1013, HTTP 503).
 const STORAGE_BEHIND: &str = "try again later: the room's storage is behind";
-/// The reason given when the room's core is behind (close 1013, HTTP 503).
+/// The reason given when cores are behind (close 1013, HTTP 503).
 const OVERLOADED: &str = "try again later: the server is overloaded";
 
 fn overloaded() -> Response {
@@ -157,7 +157,8 @@ struct Counters {
     slow_consumers_closed: u64,
     /// Frames not queued to a slow consumer under the `drop` policy.
     frames_dropped: u64,
-    /// Messages and requests refused because their room's storage was behind.
+    /// Messages, connects, requests and publishes refused because their
+    /// room's storage, or a core, was behind.
     events_shed: u64,
 }
 

@@ -124,6 +124,71 @@ impl WriteQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Push(u8),
+        /// Write this share (of 256) of what is queued.
+        Advance(u8),
+        KeepFront(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![(1u8..40).prop_map(Op::Push), any::<u8>().prop_map(Op::Advance), (0u8..4).prop_map(Op::KeepFront)]
+    }
+
+    proptest! {
+        /// The queue writes exactly what a plain list of frames would, in
+        /// order, and holds a tail deque only while more than one frame waits.
+        #[test]
+        fn behaves_like_a_list_of_frames(ops in proptest::collection::vec(op(), 0..200)) {
+            let mut q = WriteQueue::new();
+            let mut model: VecDeque<Vec<u8>> = VecDeque::new();
+            let mut offset = 0usize;
+            let mut next = 0u8;
+            for op in ops {
+                match op {
+                    Op::Push(len) => {
+                        let frame: Vec<u8> = (0..len).map(|i| next.wrapping_add(i)).collect();
+                        next = next.wrapping_add(len);
+                        q.push(Bytes::from(frame.clone()));
+                        model.push_back(frame);
+                    }
+                    Op::Advance(share) => {
+                        let queued: usize = model.iter().map(Vec::len).sum::<usize>() - offset;
+                        let mut sent = queued * usize::from(share) / 256;
+                        q.advance(sent);
+                        while sent > 0 {
+                            let left = model[0].len() - offset;
+                            if sent >= left {
+                                sent -= left;
+                                offset = 0;
+                                model.pop_front();
+                            } else {
+                                offset += sent;
+                                sent = 0;
+                            }
+                        }
+                    }
+                    Op::KeepFront(n) => {
+                        q.keep_front(usize::from(n));
+                        model.truncate(usize::from(n));
+                        if n == 0 {
+                            offset = 0;
+                        }
+                    }
+                }
+                let (frames, sent_offset) = q.unsent();
+                let got: Vec<Vec<u8>> = frames.map(|f| f.to_vec()).collect();
+                prop_assert_eq!(&got, &Vec::from(model.clone()));
+                prop_assert_eq!(sent_offset, offset);
+                prop_assert_eq!(q.bytes(), model.iter().map(Vec::len).sum::<usize>() - offset);
+                prop_assert_eq!(q.is_empty(), model.is_empty());
+                prop_assert_eq!(q.rest.is_some(), model.len() > 1);
+            }
+        }
+    }
 
     #[test]
     fn partial_writes_advance_through_frames() {

@@ -26,7 +26,7 @@ use crate::http::{self, BodyDecoder, BodyFraming, HttpError, HttpLimits, Request
 use crate::kind::PartyKind;
 use crate::outq::WriteQueue;
 use crate::party::{ConnRef, Effect, Lobby, Message, Request};
-use crate::room::{Admission, Joining, RoomFailed, RoomHost, RoomKey};
+use crate::room::{Admission, Joining, RoomFailed, RoomHost, RoomKey, RoomMap};
 use crate::route::{self, Route};
 use crate::ws::{self, WsEvent, WsLimits};
 use backend::{Event, Received, MAX_SEND_FRAMES};
@@ -387,7 +387,7 @@ struct State {
     conns: slab::Slab<ConnRecord>,
     next_gen: u32,
     local_rooms: slab::Slab<LocalRoom>,
-    local_room_ids: HashMap<Arc<RoomKey>, u32>,
+    local_room_ids: RoomMap<u32>,
     /// Tag names of this core's sockets.
     tag_names: TagInterner,
     /// Local rooms with a sliced broadcast in progress, served round-robin.
@@ -399,17 +399,17 @@ struct State {
     counters: Counters,
     /// Rooms this core owns. Boxed: a table sized for a peak of resident
     /// rooms then costs a pointer per slot, not a whole host.
-    hosts: HashMap<Arc<RoomKey>, Box<RoomHost>>,
+    hosts: RoomMap<Box<RoomHost>>,
     /// Rooms of hibernating parties in memory, oldest touch first.
     evict_queue: VecDeque<(Arc<RoomKey>, u64)>,
     /// Storage batches waiting for room in the writer's queue, in order.
     submissions: VecDeque<rooms::Submission>,
     /// The alarm of every room this core owns that has one.
-    alarms: HashMap<Arc<RoomKey>, u64>,
+    alarms: RoomMap<u64>,
     /// Alarm times (lazy: an entry that no longer matches `alarms` is skipped).
     alarm_heap: std::collections::BinaryHeap<std::cmp::Reverse<(u64, Arc<RoomKey>)>>,
     /// Failed runs of each room's alarm.
-    alarm_retries: HashMap<Arc<RoomKey>, u32>,
+    alarm_retries: RoomMap<u32>,
     /// This core's wake eventfd, for the store's writer to signal commits.
     wake_self: Arc<std::fs::File>,
     /// Room hosts created so far (each gets the next number).
@@ -445,18 +445,18 @@ impl<B: Backend> Core<B> {
             conns: slab::Slab::new(),
             next_gen: 0,
             local_rooms: slab::Slab::new(),
-            local_room_ids: HashMap::new(),
+            local_room_ids: RoomMap::default(),
             tag_names: TagInterner::new(),
             busy_rooms: VecDeque::new(),
             fanout_this_turn: 0,
             slow: Vec::new(),
             counters: Counters::default(),
-            hosts: HashMap::new(),
+            hosts: RoomMap::default(),
             evict_queue: VecDeque::new(),
             submissions: VecDeque::new(),
-            alarms: HashMap::new(),
+            alarms: RoomMap::default(),
             alarm_heap: Default::default(),
-            alarm_retries: HashMap::new(),
+            alarm_retries: RoomMap::default(),
             wake_self: Arc::new(shared.wake_fds[index].try_clone()?),
             host_generations: 0,
             outboxes: (0..shared.cores).map(|_| VecDeque::new()).collect(),
@@ -924,7 +924,7 @@ impl State {
             self.shared.kinds.get(party).ok_or_else(|| Response::text(404, format!("Party {party} not found")))?;
         let id =
             route::decode_room(room_raw, self.shared.limits.max_room_id_bytes).map_err(|e| Response::text(400, e))?;
-        Ok((kind.clone(), Arc::new(RoomKey { party: party.into(), id: id.into_boxed_str() })))
+        Ok((kind.clone(), Arc::new(RoomKey::new(party, id))))
     }
 
     fn on_upgrade(&mut self, slot: u32, mut head: RequestHead, upgrade: http::Upgrade) {
@@ -1132,7 +1132,7 @@ impl State {
             }
         };
         for (key, at_ms) in alarms {
-            let room = Arc::new(RoomKey { party: key.party().into(), id: key.room().into() });
+            let room = Arc::new(RoomKey::new(key.party(), key.room()));
             if room.owner(self.shared.cores) == usize::from(self.index) && self.shared.kinds.contains_key(key.party()) {
                 self.load_alarm(room, at_ms);
             }

@@ -11,6 +11,7 @@ backend_tests!(
     a_connection_flood_past_the_limit_gets_503_and_existing_clients_carry_on,
     a_ping_flood_does_not_starve_other_clients,
     input_for_a_core_that_falls_behind_is_refused_with_1013_not_queued_without_bound,
+    a_flood_into_a_room_busy_with_sliced_broadcasts_is_refused_not_backlogged,
 );
 
 use common::*;
@@ -283,5 +284,42 @@ fn input_for_a_core_that_falls_behind_is_refused_with_1013_not_queued_without_bo
     let mut y = connect("y");
     x.send_text("served");
     assert_eq!(y.recv_text(), "served");
+    assert!(metric(addr, "dormouse_events_shed_total") >= 1);
+}
+
+fn a_flood_into_a_room_busy_with_sliced_broadcasts_is_refused_not_backlogged() {
+    // One core, so nothing crosses between cores and only the backlog can
+    // refuse. Every broadcast to more than one member is written a few
+    // members per turn, so the room's next messages wait in its backlog
+    // meanwhile. Past a channel's worth (1,024) the core refuses new input,
+    // from the next turn on, instead of backlogging the whole flood; the
+    // flood is several turns' worth of reads.
+    let mut config = config("[limits]\nfanout_slice = 1\ncore_channel_capacity = 1024\n");
+    config.cores = Some(1);
+    let server = Server::new(config).party::<dormouse::Relay>("main").start().expect("server starts");
+    let addr = server.local_addr();
+    // Members that read nothing: what reaches them before the refusal stays
+    // below their write backlog bound, so none is a slow consumer.
+    let _members: Vec<Client> =
+        (0..100).map(|i| Client::connect(addr, &format!("/parties/main/big?_pk=m{i}"))).collect();
+    let mut flooder = Client::connect(addr, "/parties/main/big?_pk=flooder");
+    let mut writer = flooder.writer.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let mut chunk = Vec::new();
+        for n in 0..200_000u32 {
+            chunk.extend_from_slice(&encode_frame(true, 2, &n.to_le_bytes(), true));
+            if chunk.len() >= 64 << 10 {
+                if writer.write_all(&chunk).is_err() {
+                    return;
+                }
+                chunk.clear();
+            }
+        }
+        let _ = writer.write_all(&chunk);
+    });
+    let close = close_of(&mut flooder);
+    assert_eq!(close, Some((1013, "try again later: the server is overloaded".to_owned())));
+    drop(flooder);
+    sender.join().unwrap();
     assert!(metric(addr, "dormouse_events_shed_total") >= 1);
 }

@@ -428,6 +428,8 @@ struct State {
     effects: Vec<Effect>,
     /// The inbox was full at the start of this turn (see `overloaded`).
     behind: bool,
+    /// Messages waiting in local rooms' backlogs behind sliced broadcasts.
+    backlogged: usize,
 }
 
 impl<B: Backend> Core<B> {
@@ -469,6 +471,7 @@ impl<B: Backend> Core<B> {
             ws_events: Vec::new(),
             effects: Vec::new(),
             behind: false,
+            backlogged: 0,
             shared,
         };
         Ok(Core { io, inbox: inbox.messages, commits: inbox.commits, listener, st })
@@ -505,7 +508,11 @@ impl<B: Backend> Core<B> {
             }
             self.st.fanout_this_turn = 0;
             for _ in 0..INBOX_BATCH {
-                if self.st.fanout_this_turn >= self.st.fanout_turn_budget() {
+                // Past a channel's worth of backlog, the inbox waits (and
+                // fills, so the cores feeding it refuse new input).
+                if self.st.fanout_this_turn >= self.st.fanout_turn_budget()
+                    || self.st.backlogged >= self.st.shared.limits.core_channel_capacity
+                {
                     break;
                 }
                 match self.inbox.try_recv() {
@@ -662,16 +669,17 @@ impl State {
     }
 
     /// Whether this core is behind (its inbox was full at the start of the
-    /// turn) or another is (this core's outbox for it holds a channel's worth
-    /// beyond its full channel). New input from this core's sockets
+    /// turn, its rooms' backlogs behind sliced broadcasts hold a channel's
+    /// worth, or this turn's input for itself does) or another is (this
+    /// core's outbox for it holds a channel's worth beyond its full channel).
+    /// New input from this core's sockets
     /// (messages, connects, requests, publishes) is then refused, with close
     /// 1013 or 503, since whatever it causes may have to queue for the core
     /// that is behind: so outboxes stay bounded. What was taken before, and
     /// closes and replies, still go, in order.
     fn overloaded(&self) -> bool {
         let cap = self.shared.limits.core_channel_capacity;
-        self.behind
-            || self.outboxes.iter().enumerate().any(|(core, out)| core != usize::from(self.index) && out.len() >= cap)
+        self.behind || self.backlogged >= cap || self.outboxes.iter().any(|out| out.len() >= cap)
     }
 
     fn send_to_owner(&mut self, room: Arc<RoomKey>, msg: impl FnOnce(Arc<RoomKey>) -> CoreMsg) {
@@ -1315,6 +1323,7 @@ impl State {
 
     fn on_core_msg(&mut self, msg: CoreMsg) {
         if let Some(lr) = self.busy_room_of(&msg) {
+            self.backlogged += 1;
             return self.local_rooms[lr as usize].backlog.push_back(msg);
         }
         match msg {
@@ -1553,6 +1562,7 @@ impl State {
     fn drain_backlog(&mut self, lr: u32) {
         while self.local_rooms[lr as usize].job.is_none() {
             let Some(msg) = self.local_rooms[lr as usize].backlog.pop_front() else { break };
+            self.backlogged -= 1;
             self.on_core_msg(msg);
         }
         self.forget_room_if_unused(lr);

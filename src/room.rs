@@ -85,9 +85,10 @@ pub(crate) enum Admission {
 #[derive(Debug)]
 pub(crate) struct RoomFailed;
 
-/// Runs a party callback, turning a panic into `RoomFailed`. The callback's
-/// state is thrown away on failure, which is why unwind safety is asserted.
-fn guard<R>(callback: impl FnOnce() -> R) -> Result<R, RoomFailed> {
+/// Runs a party callback (or a hook, or the fetch handler), turning a panic
+/// into `RoomFailed`. What the callback touched is thrown away on failure,
+/// which is why unwind safety is asserted.
+pub(crate) fn guard<R>(callback: impl FnOnce() -> R) -> Result<R, RoomFailed> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback)).map_err(|_| RoomFailed)
 }
 

@@ -22,6 +22,7 @@ backend_tests!(
     the_room_hears_errors_and_close_codes,
     the_binary_refuses_a_bad_config_with_exit_2_naming_the_key,
     a_panicking_party_costs_only_its_own_room,
+    a_panicking_hook_or_fetch_handler_fails_only_its_request,
     malformed_http_is_400,
     oversized_head_is_431,
     oversized_body_is_413,
@@ -265,6 +266,46 @@ fn a_panicking_party_costs_only_its_own_room() {
     let got = http(addr, "GET", "/parties/panicky/r/boom", "", "");
     assert_eq!((got.status, got.text().as_str()), (500, "room failed: the party code panicked"));
     assert_eq!(again.expect_close().0, 1011, "the HTTP panic reset the room too");
+}
+
+fn a_panicking_hook_or_fetch_handler_fails_only_its_request() {
+    let server = dormouse::Server::new(config(""))
+        .party::<Panicky>("panicky")
+        .fetch(|request| {
+            assert_ne!(request.path(), "/boom", "the fetch handler asked to panic");
+            dormouse::Response::text(200, "fetched")
+        })
+        .start()
+        .unwrap();
+    let addr = server.local_addr();
+    let reason = "internal error: the server's handler panicked";
+    // Sockets held before the panics: each must still be served after.
+    let mut held: Vec<Client> =
+        (0..16).map(|i| Client::connect(addr, &format!("/parties/panicky/r?_pk=h{i}"))).collect();
+    // Keep-alive: the same socket, on the same core, is answered after a 500.
+    let mut stream = connect_tcp(addr);
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    for (path, status, body) in [
+        ("/parties/panicky/r/hookboom", 500, reason),
+        ("/parties/panicky/r", 200, "0"),
+        ("/boom", 500, reason),
+        ("/health", 200, "fetched"),
+    ] {
+        stream.write_all(format!("GET {path} HTTP/1.1\r\nhost: t\r\n\r\n").as_bytes()).unwrap();
+        let response = read_response(&mut reader);
+        assert_eq!((response.status, response.text().as_str()), (status, body), "GET {path}");
+    }
+    for _ in 0..16 {
+        let refused = Client::try_connect(addr, "/parties/panicky/r?hook=boom", "");
+        assert_eq!((refused.response.status, refused.response.text().as_str()), (500, reason));
+    }
+    for (i, client) in held.iter_mut().enumerate() {
+        client.send_text("count");
+        assert_eq!(client.recv_text(), (i + 1).to_string(), "a socket held before the panics is served");
+    }
+    for i in 0..16 {
+        Client::connect(addr, &format!("/parties/panicky/r?_pk=n{i}"));
+    }
 }
 
 fn malformed_http_is_400() {

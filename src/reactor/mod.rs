@@ -26,7 +26,7 @@ use crate::http::{self, BodyDecoder, BodyFraming, HttpError, HttpLimits, Request
 use crate::kind::PartyKind;
 use crate::outq::WriteQueue;
 use crate::party::{ConnRef, Effect, Lobby, Message, Request};
-use crate::room::{Admission, Joining, RoomFailed, RoomHost, RoomKey, RoomMap};
+use crate::room::{guard, Admission, Joining, RoomFailed, RoomHost, RoomKey, RoomMap};
 use crate::route::{self, Route};
 use crate::ws::{self, WsEvent, WsLimits};
 use backend::{Event, Received, MAX_SEND_FRAMES};
@@ -50,6 +50,9 @@ pub type FetchHandler = Arc<dyn Fn(&Request) -> Response + Send + Sync>;
 const INBOX_BATCH: usize = 4096;
 /// The reason given to clients of a room whose party code panicked.
 const ROOM_FAILED: &str = "room failed: the party code panicked";
+/// The answer (HTTP 500) when a pre-connect or pre-request hook, or the fetch
+/// handler, panicked: the request fails, the core serves on.
+const HOOK_FAILED: &str = "internal error: the server's handler panicked";
 /// The reason given when a room's storage is behind (close 1013, HTTP 503).
 const STORAGE_BEHIND: &str = "try again later: the room's storage is behind";
 /// The reason given when cores are behind (close 1013, HTTP 503).
@@ -842,7 +845,10 @@ impl State {
                 let response = if self.shared.metrics_path.as_deref() == Some(request.head.path()) {
                     crate::metrics::respond(&request, &self.shared.stats)
                 } else if let Some(fetch) = &self.shared.fetch {
-                    fetch(&request)
+                    guard(|| fetch(&request)).unwrap_or_else(|RoomFailed| {
+                        tracing::error!(path = request.head.path(), "the fetch handler panicked");
+                        Response::text(500, HOOK_FAILED)
+                    })
                 } else {
                     Response::text(404, "Not found")
                 };
@@ -859,8 +865,13 @@ impl State {
                     Err(response) => return self.respond(slot, &response, keep_alive),
                 };
                 let lobby = Lobby { party: &room.party, room: &room.id };
-                if let Err(rejection) = kind.before_request(&mut request, &lobby) {
-                    return self.respond(slot, &rejection.into_response(), keep_alive);
+                match guard(|| kind.before_request(&mut request, &lobby)) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(rejection)) => return self.respond(slot, &rejection.into_response(), keep_alive),
+                    Err(RoomFailed) => {
+                        tracing::error!(party = %room.party, room = %room.id, "on_before_request panicked");
+                        return self.respond(slot, &Response::text(500, HOOK_FAILED), keep_alive);
+                    }
                 }
                 if self.overloaded() {
                     self.counters.events_shed += 1;
@@ -950,8 +961,13 @@ impl State {
             None => random_id(),
         };
         let lobby = Lobby { party: &room.party, room: &room.id };
-        if let Err(rejection) = kind.before_connect(&mut head, &lobby) {
-            return self.reject(slot, rejection.into_response());
+        match guard(|| kind.before_connect(&mut head, &lobby)) {
+            Ok(Ok(())) => {}
+            Ok(Err(rejection)) => return self.reject(slot, rejection.into_response()),
+            Err(RoomFailed) => {
+                tracing::error!(party = %room.party, room = %room.id, "on_before_connect panicked");
+                return self.reject(slot, Response::text(500, HOOK_FAILED));
+            }
         }
         if self.overloaded() {
             self.counters.events_shed += 1;

@@ -213,12 +213,24 @@ impl Party for Guarded {
 }
 
 /// Counts `count` messages per room and answers with the count; panics on
-/// `boom` and on HTTP requests to a path ending in `/boom`.
+/// `boom` and on HTTP requests to a path ending in `/boom`. Its hooks panic
+/// too: `on_before_connect` for an upgrade with `?hook=boom`,
+/// `on_before_request` for a path ending in `/hookboom`.
 pub struct Panicky(u64);
 
 impl Party for Panicky {
     fn new(_room: &Room) -> Self {
         Panicky(0)
+    }
+
+    fn on_before_connect(request: &mut RequestHead, _lobby: &Lobby<'_>) -> Result<(), Rejection> {
+        assert!(!request.query().contains("hook=boom"), "the upgrade asked the hook to panic");
+        Ok(())
+    }
+
+    fn on_before_request(request: &mut Request, _lobby: &Lobby<'_>) -> Result<(), Rejection> {
+        assert!(!request.path().ends_with("/hookboom"), "the request asked the hook to panic");
+        Ok(())
     }
 
     fn on_message(&mut self, message: Message<'_>, sender: &Connection<'_>, _room: &Room) {

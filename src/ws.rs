@@ -67,6 +67,12 @@ pub enum WsError {
 }
 
 impl WsError {
+    /// Whether the error is in the peer's close frame: the peer has closed,
+    /// so the server answers and closes TCP at once (RFC 6455 §7.1.1).
+    pub fn is_in_close(&self) -> bool {
+        matches!(self, WsError::BadClose | WsError::InvalidCloseCode | WsError::InvalidCloseReason)
+    }
+
     /// The close code RFC 6455 §7.4.1 asks for.
     pub fn close_code(&self) -> u16 {
         match self {
@@ -87,48 +93,94 @@ struct Partial {
 }
 
 /// Decodes client frames. Holds no heap memory unless a fragmented message is
-/// in progress.
+/// in progress or the peer has broken the protocol.
 #[derive(Debug, Default)]
 pub struct Decoder {
-    partial: Option<Box<Partial>>,
+    state: Option<Box<State>>,
+}
+
+#[derive(Debug)]
+enum State {
+    /// A fragmented message being reassembled.
+    Message(Partial),
+    /// The peer broke the protocol and has been answered with a close. The
+    /// stream is read on only to find the peer's close frame, so that it
+    /// reads ours instead of being reset while it is still writing: the
+    /// rest of the failed frame (`skip` bytes) and every frame but a close
+    /// are discarded as they arrive, never buffered.
+    Failed { skip: u64 },
 }
 
 const _: () = assert!(size_of::<Decoder>() <= 8, "an idle decoder is one pointer");
 
 impl Decoder {
     pub fn new() -> Self {
-        Decoder { partial: None }
+        Decoder { state: None }
     }
 
     /// True while a fragmented message is being reassembled.
     pub fn in_message(&self) -> bool {
-        self.partial.is_some()
+        matches!(self.state.as_deref(), Some(State::Message(_)))
+    }
+
+    fn partial(&self) -> Option<&Partial> {
+        match self.state.as_deref() {
+            Some(State::Message(partial)) => Some(partial),
+            _ => None,
+        }
     }
 
     /// Decodes every complete frame at the front of `buf` (unmasking in
     /// place), calls `on_event` for each completed event and returns how many
-    /// bytes were consumed. The rest is an incomplete frame the caller keeps
-    /// and presents again with more data. Stops at the first error.
+    /// bytes were consumed; the rest is an incomplete frame the caller keeps
+    /// and presents again with more data.
+    ///
+    /// Stops at the first protocol error, with the bytes consumed up to it:
+    /// the failed frame's header and as much of its payload as `buf` holds.
+    /// From then on the decoder only discards (see `State::Failed`) and
+    /// reports the peer's close frame, so the caller passes it the rest of
+    /// the stream until that close arrives or its close timeout ends.
     pub fn decode(
         &mut self,
         buf: &mut [u8],
         limits: &WsLimits,
         on_event: &mut impl FnMut(WsEvent),
-    ) -> Result<usize, WsError> {
+    ) -> (usize, Result<(), WsError>) {
         let mut used = 0;
         loop {
+            if let Some(State::Failed { skip }) = self.state.as_deref_mut() {
+                let n = (*skip).min((buf.len() - used) as u64);
+                *skip -= n;
+                used += n as usize;
+                if *skip > 0 {
+                    return (used, Ok(()));
+                }
+            }
             let mut cursor = Cursor::new(&buf[used..]);
             let (header, len) = match FrameHeader::parse(&mut cursor) {
                 Ok(Some(parsed)) => parsed,
-                Ok(None) => return Ok(used),
-                // tungstenite reports an invalid opcode or length as an error.
-                Err(_) => return Err(WsError::BadLength),
+                Ok(None) => return (used, Ok(())),
+                // tungstenite reports an invalid opcode or length as an
+                // error; nothing after it can be framed, so nothing is read on.
+                Err(_) => return (buf.len(), Err(WsError::BadLength)),
             };
             let header_len = cursor.position() as usize;
-            self.check_header(&header, len, limits)?;
+            if let Some(State::Failed { .. }) = self.state.as_deref() {
+                match self.discard(&header, len, &mut buf[used..], header_len, on_event) {
+                    Some(n) => used += n,
+                    None => return (used, Ok(())),
+                }
+                continue;
+            }
+            if let Err(error) = self.check_header(&header, len, limits) {
+                // Decided from the header: the payload is skipped unread.
+                let present = (buf.len() - used - header_len) as u64;
+                self.state = Some(Box::new(State::Failed { skip: len - len.min(present) }));
+                return (used + header_len + len.min(present) as usize, Err(error));
+            }
             let len = len as usize;
             if buf.len() - used - header_len < len {
-                return Ok(used);
+                return (used, Ok(()));
             }
             let start = used + header_len;
             let payload = &mut buf[start..start + len];
@@ -136,8 +188,44 @@ impl Decoder {
                 apply_mask(payload, mask);
             }
             used = start + len;
-            self.on_frame(&header, payload, limits, on_event)?;
+            if let Err(error) = self.on_frame(&header, payload, limits, on_event) {
+                self.state = Some(Box::new(State::Failed { skip: 0 }));
+                return (used, Err(error));
+            }
         }
+    }
+
+    /// After a protocol error: reports a close frame (its code, if it has a
+    /// valid one) and pings, and discards every other frame, starting with
+    /// the part of its payload in `buf`. Returns the bytes used, or `None`
+    /// when a control frame is not complete yet.
+    fn discard(
+        &mut self,
+        header: &FrameHeader,
+        len: u64,
+        buf: &mut [u8],
+        header_len: usize,
+        on_event: &mut impl FnMut(WsEvent),
+    ) -> Option<usize> {
+        let control = matches!(header.opcode, OpCode::Control(Control::Close | Control::Ping)) && len <= 125;
+        if !control {
+            let present = (buf.len() - header_len) as u64;
+            self.state = Some(Box::new(State::Failed { skip: len - len.min(present) }));
+            return Some(header_len + len.min(present) as usize);
+        }
+        let len = len as usize;
+        if buf.len() - header_len < len {
+            return None;
+        }
+        let payload = &mut buf[header_len..header_len + len];
+        if let Some(mask) = header.mask {
+            apply_mask(payload, mask);
+        }
+        on_event(match header.opcode {
+            OpCode::Control(Control::Ping) => WsEvent::Ping(Bytes::copy_from_slice(payload)),
+            _ => parse_close(payload).unwrap_or(WsEvent::Close { code: None, reason: String::new() }),
+        });
+        Some(header_len + len)
     }
 
     /// Every rule that the header alone decides, checked before any payload
@@ -155,12 +243,14 @@ impl Decoder {
         }
         match header.opcode {
             OpCode::Data(Data::Reserved(_)) | OpCode::Control(Control::Reserved(_)) => Err(WsError::ReservedOpcode),
+            // A close that breaks the rules is still the peer's close.
+            OpCode::Control(Control::Close) if len > 125 || !header.is_final => Err(WsError::BadClose),
             OpCode::Control(_) if len > 125 || !header.is_final => Err(WsError::BadControlFrame),
             OpCode::Control(_) => Ok(()),
-            OpCode::Data(Data::Continue) if self.partial.is_none() => Err(WsError::UnexpectedContinuation),
-            OpCode::Data(Data::Text | Data::Binary) if self.partial.is_some() => Err(WsError::ExpectedContinuation),
+            OpCode::Data(Data::Continue) if self.partial().is_none() => Err(WsError::UnexpectedContinuation),
+            OpCode::Data(Data::Text | Data::Binary) if self.partial().is_some() => Err(WsError::ExpectedContinuation),
             OpCode::Data(_) => {
-                let so_far = self.partial.as_ref().map_or(0, |p| p.data.len() as u64);
+                let so_far = self.partial().map_or(0, |p| p.data.len() as u64);
                 if so_far + len > limits.max_message_bytes as u64 {
                     Err(WsError::MessageTooBig)
                 } else {
@@ -190,19 +280,23 @@ impl Decoder {
                 });
             }
             OpCode::Data(Data::Text | Data::Binary) => {
-                let mut partial = Box::new(Partial {
+                let mut partial = Partial {
                     text: header.opcode == OpCode::Data(Data::Text),
                     data: BytesMut::with_capacity(payload.len().min(limits.max_message_bytes)),
                     utf8_checked: 0,
-                });
+                };
                 partial.append(payload, false)?;
-                self.partial = Some(partial);
+                self.state = Some(Box::new(State::Message(partial)));
             }
             OpCode::Data(Data::Continue) => {
-                let partial = self.partial.as_mut().expect("check_header admits a continuation only inside a message");
+                let Some(State::Message(partial)) = self.state.as_deref_mut() else {
+                    unreachable!("check_header admits a continuation only inside a message")
+                };
                 partial.append(payload, header.is_final)?;
                 if header.is_final {
-                    let partial = self.partial.take().expect("a message is in progress");
+                    let Some(State::Message(partial)) = self.state.take().map(|state| *state) else {
+                        unreachable!("a message is in progress")
+                    };
                     let data = partial.data.freeze();
                     // A fragmented text message was validated piece by piece
                     // already; this second pass is the price of the proof type
@@ -347,8 +441,8 @@ mod tests {
     fn decode_all(bytes: &[u8]) -> (Vec<WsEvent>, Result<usize, WsError>) {
         let mut buf = bytes.to_vec();
         let mut events = Vec::new();
-        let result = Decoder::new().decode(&mut buf, &LIMITS, &mut |e| events.push(e));
-        (events, result)
+        let (used, result) = Decoder::new().decode(&mut buf, &LIMITS, &mut |e| events.push(e));
+        (events, result.map(|()| used))
     }
 
     fn error_of(bytes: &[u8]) -> u16 {
@@ -381,11 +475,11 @@ mod tests {
     fn invalid_utf8_fails_at_its_fragment() {
         let mut decoder = Decoder::new();
         let mut bytes = client_frame(false, 1, &[b'a', 0xff]);
-        let result = decoder.decode(&mut bytes, &LIMITS, &mut |_| {});
+        let (_, result) = decoder.decode(&mut bytes, &LIMITS, &mut |_| {});
         assert_eq!(result, Err(WsError::InvalidUtf8));
         // An incomplete sequence on the final fragment is invalid too.
         let mut bytes = client_frame(true, 1, &[0xc3]);
-        assert_eq!(Decoder::new().decode(&mut bytes, &LIMITS, &mut |_| {}), Err(WsError::InvalidUtf8));
+        assert_eq!(Decoder::new().decode(&mut bytes, &LIMITS, &mut |_| {}).1, Err(WsError::InvalidUtf8));
     }
 
     #[test]
@@ -416,10 +510,10 @@ mod tests {
         let limits = WsLimits { max_message_bytes: 10 };
         let frame = client_frame(true, 2, &[0; 11]);
         let mut header_only = frame[..6].to_vec();
-        let result = Decoder::new().decode(&mut header_only, &limits, &mut |_| {});
+        let (_, result) = Decoder::new().decode(&mut header_only, &limits, &mut |_| {});
         assert_eq!(result, Err(WsError::MessageTooBig));
         let mut at_limit = client_frame(true, 2, &[0; 10]);
-        assert!(Decoder::new().decode(&mut at_limit, &limits, &mut |_| {}).is_ok());
+        assert!(Decoder::new().decode(&mut at_limit, &limits, &mut |_| {}).1.is_ok());
     }
 
     #[test]
@@ -484,7 +578,8 @@ mod tests {
                 let end = (at + cut).min(stream.len());
                 kept.extend_from_slice(&stream[at..end]);
                 at = end;
-                let used = decoder.decode(&mut kept, &LIMITS, &mut |e| got.push(e)).unwrap();
+                let (used, result) = decoder.decode(&mut kept, &LIMITS, &mut |e| got.push(e));
+                result.unwrap();
                 kept.drain(..used);
             }
             prop_assert_eq!(got, expected);

@@ -16,6 +16,8 @@ backend_tests!(
     valid_close_codes_are_echoed_and_invalid_ones_refused,
     close_payloads_and_reasons_are_checked,
     message_size_is_limited_from_the_header,
+    a_broken_close_is_answered_and_tcp_closed_at_once,
+    an_oversized_message_written_whole_still_reads_the_1009,
 );
 
 use common::*;
@@ -46,6 +48,12 @@ fn send_with_rsv(client: &mut Client, rsv: u8, opcode: u8, payload: &[u8]) {
 /// ends after our reply.
 fn expect_close_code(client: &mut Client, code: u16, case: &str) {
     assert_eq!(client.expect_close().0, code, "{case}");
+}
+
+/// Our close, sent after the server's, ends the connection.
+fn expect_close_code_after_ours(client: &mut Client) {
+    client.send_frame(true, CLOSE, &1000u16.to_be_bytes(), true);
+    assert!(client.read_to_end().is_empty(), "nothing follows the close handshake");
 }
 
 fn payload_lengths_of_every_header_form_round_trip() {
@@ -261,15 +269,28 @@ fn close_payloads_and_reasons_are_checked() {
 }
 
 fn message_size_is_limited_from_the_header() {
-    let server = start("[limits]\nmax_message_bytes = 1000\n");
-    // A header that announces too much is refused before any payload comes.
-    for len in [1001u64, 65_536, 1 << 40, u64::MAX >> 1] {
+    let server = start("[limits]\nmax_message_bytes = 1000\nclose_timeout_ms = 300\n");
+    // A header that announces too much is refused before any payload comes;
+    // the payload is read and discarded, so the peer's close after it is seen.
+    for len in [1001u64, 65_536] {
         let mut client = echo(&server);
         let mut header = vec![0x82, 0x80 | 127];
         header.extend_from_slice(&len.to_be_bytes());
         header.extend_from_slice(&[0, 0, 0, 0]);
         client.writer.write_all(&header).unwrap();
-        expect_close_code(&mut client, 1009, &format!("announced {len} bytes"));
+        assert_eq!(client.recv().close_code().0, 1009, "announced {len} bytes");
+        client.writer.write_all(&vec![0u8; len as usize]).unwrap();
+        expect_close_code_after_ours(&mut client);
+    }
+    // A payload that never comes: the socket is cut at the close timeout.
+    for len in [1u64 << 40, u64::MAX >> 1] {
+        let mut client = echo(&server);
+        let mut header = vec![0x82, 0x80 | 127];
+        header.extend_from_slice(&len.to_be_bytes());
+        header.extend_from_slice(&[0, 0, 0, 0]);
+        client.writer.write_all(&header).unwrap();
+        assert_eq!(client.recv().close_code().0, 1009, "announced {len} bytes");
+        assert!(client.read_to_end().is_empty());
     }
     // The most significant bit of a 64-bit length must be zero.
     let mut client = echo(&server);
@@ -278,4 +299,37 @@ fn message_size_is_limited_from_the_header() {
     header.extend_from_slice(&[0, 0, 0, 0]);
     client.writer.write_all(&header).unwrap();
     expect_close_code(&mut client, 1002, "a 64-bit length with the top bit set");
+}
+
+fn a_broken_close_is_answered_and_tcp_closed_at_once() {
+    // The peer has closed, so the server closes TCP right after its answer
+    // (RFC 6455 §7.1.1): a close timeout longer than the test's read guard
+    // would show a server that waits for a second close instead.
+    let server = start("[limits]\nclose_timeout_ms = 60000\n");
+    let mut cases: Vec<(String, Vec<u8>, bool, u16)> = vec![
+        ("one-byte payload".into(), vec![0x03], true, 1002),
+        ("126-byte payload".into(), [&1000u16.to_be_bytes()[..], &[b'r'; 124]].concat(), true, 1002),
+        ("fragmented".into(), 1000u16.to_be_bytes().to_vec(), false, 1002),
+        ("invalid UTF-8 reason".into(), vec![0x03, 0xe8, 0x68, 0xff], true, 1007),
+    ];
+    for code in [0u16, 999, 1004, 1005, 1006, 1016, 1100, 2000, 2999] {
+        cases.push((format!("code {code}"), code.to_be_bytes().to_vec(), true, 1002));
+    }
+    for (case, payload, fin, code) in cases {
+        let mut client = echo(&server);
+        client.send_frame(fin, CLOSE, &payload, true);
+        assert_eq!(client.recv().close_code().0, code, "{case}");
+        assert!(client.read_to_end().is_empty(), "{case}: TCP closed without waiting for us");
+    }
+}
+
+fn an_oversized_message_written_whole_still_reads_the_1009() {
+    // As a client library does: the whole 2 MiB message in one write before
+    // reading anything. The server answers 1009 from the header and reads
+    // the rest away, so the write completes and the close frame is there.
+    let server = start("");
+    let mut client = echo(&server);
+    client.writer.write_all(&encode_frame(true, BINARY, &vec![7u8; 2 << 20], true)).unwrap();
+    assert_eq!(client.recv().close_code(), (1009, "message too big".to_owned()));
+    expect_close_code_after_ours(&mut client);
 }

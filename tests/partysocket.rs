@@ -1,12 +1,17 @@
-//! The unmodified `partysocket` npm client against dormouse: connect, send,
-//! receive, and reconnect with the same id after the server drops it.
+//! Real npm clients against dormouse: the unmodified `partysocket` client
+//! (connect, send, receive, and reconnect with the same id after the server
+//! drops it), and Node's `ws` client where a peer library's view of a close
+//! matters.
 //!
 //! The client's dependencies are installed from the committed lockfile with
 //! `npm ci` when they are missing, so this test needs Node and the npm registry.
 
 mod common;
 
-backend_tests!(partysocket_connects_sends_receives_and_reconnects_with_the_same_id,);
+backend_tests!(
+    partysocket_connects_sends_receives_and_reconnects_with_the_same_id,
+    node_ws_sending_an_oversized_message_sees_the_1009,
+);
 
 use dormouse::{Connection, Message, Party, Room};
 use std::path::Path;
@@ -40,12 +45,12 @@ impl Party for E2e {
     }
 }
 
-fn partysocket_connects_sends_receives_and_reconnects_with_the_same_id() {
+/// The npm clients' folder, installed from its lockfile once per test run.
+fn npm_clients() -> std::path::PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/partysocket");
-    // One install for both backends' runs of this test.
     static NPM: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _installing = NPM.lock().unwrap_or_else(|e| e.into_inner());
-    if !dir.join("node_modules/partysocket").exists() {
+    if !dir.join("node_modules/partysocket").exists() || !dir.join("node_modules/ws").exists() {
         let status = Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund"])
             .current_dir(&dir)
@@ -53,7 +58,27 @@ fn partysocket_connects_sends_receives_and_reconnects_with_the_same_id() {
             .expect("npm runs (Node and npm are needed for this test)");
         assert!(status.success(), "npm ci failed in {}", dir.display());
     }
-    drop(_installing);
+    dir
+}
+
+fn node_ws_sending_an_oversized_message_sees_the_1009() {
+    let dir = npm_clients();
+    let server = common::start("");
+    let output = Command::new("node")
+        .arg("oversized.mjs")
+        .arg(server.local_addr().to_string())
+        .args(["/parties/echo/big", &(2 << 20).to_string()])
+        .current_dir(&dir)
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(stdout.trim(), "close 1009 message too big");
+}
+
+fn partysocket_connects_sends_receives_and_reconnects_with_the_same_id() {
+    let dir = npm_clients();
     let server = dormouse::Server::new(common::config("")).party::<E2e>("e2e").start().unwrap();
     let output = Command::new("node")
         .arg("e2e.mjs")

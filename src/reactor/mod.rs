@@ -798,7 +798,15 @@ impl State {
                     }
                     self.on_request(slot);
                 }
-                Phase::Open | Phase::Closing => return used + self.on_frames(slot, &mut buf[used..]),
+                Phase::Open | Phase::Closing => {
+                    let (n, failed) = self.on_frames(slot, &mut buf[used..]);
+                    used += n;
+                    if !failed {
+                        return used;
+                    }
+                    // The peer broke the protocol: what follows is read in
+                    // the phase that follows (looking for its close frame).
+                }
                 Phase::AwaitResponse | Phase::AwaitConnect => return used,
                 Phase::Draining | Phase::Lingering | Phase::Dead => return buf.len(),
             }
@@ -1038,19 +1046,21 @@ impl State {
         shutdown(&conn.fd, std::net::Shutdown::Write);
     }
 
-    fn on_frames(&mut self, slot: u32, buf: &mut [u8]) -> usize {
+    /// Decodes frames from `buf`; returns the bytes used and whether the
+    /// peer broke the protocol (it has then been answered).
+    fn on_frames(&mut self, slot: u32, buf: &mut [u8]) -> (usize, bool) {
         let conn = &mut self.conns[slot as usize];
         let mut events = std::mem::take(&mut self.ws_events);
-        let result = conn.decoder.decode(buf, &self.ws_limits, &mut |event| events.push(event));
+        let (used, result) = conn.decoder.decode(buf, &self.ws_limits, &mut |event| events.push(event));
         for event in events.drain(..) {
             self.on_ws_event(slot, event);
         }
         self.ws_events = events;
         match result {
-            Ok(used) => used,
+            Ok(()) => (used, false),
             Err(error) => {
                 self.protocol_error(slot, &error);
-                buf.len()
+                (used, true)
             }
         }
     }
@@ -1090,16 +1100,26 @@ impl State {
         self.send_to_owner(room, |room| CoreMsg::Message { conn, room, member, data });
     }
 
+    /// The peer broke the protocol: it gets a close with the code and reason.
+    /// A broken close frame is still its close, so TCP is closed once ours is
+    /// written (RFC 6455 §7.1.1); otherwise its close is awaited while the
+    /// decoder discards whatever else it sends (the rest of an oversized
+    /// frame, say), so that it reads our close instead of a reset.
     fn protocol_error(&mut self, slot: u32, error: &ws::WsError) {
         let Some(conn) = live(&mut self.conns, slot) else { return };
         if conn.phase != Phase::Open {
+            // Past our close (only an unframeable header gets here): cut it.
             return self.abort(slot);
         }
         let code = error.close_code();
         let reason = error.to_string();
         self.enqueue(slot, ws::close_frame(Some(code), &reason));
         self.leave(slot, code, &reason, Some(&reason));
-        self.start_closing(slot, code);
+        if error.is_in_close() {
+            self.drain_then_close(slot);
+        } else {
+            self.start_closing(slot, code);
+        }
     }
 
     /// We sent a close frame: wait for the peer's, at most the close timeout.

@@ -83,8 +83,13 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("dormouse: {e}");
-                    // A forced backend that cannot run is a configuration error.
-                    ExitCode::from(if matches!(e, StartError::Uring(_)) { 2 } else { 1 })
+                    // A forced backend that cannot run, a taken address or
+                    // data directory: the configuration must change.
+                    let usage = matches!(
+                        e,
+                        StartError::Uring(_) | StartError::AddrInUse { .. } | StartError::DataDirInUse { .. }
+                    );
+                    ExitCode::from(if usage { 2 } else { 1 })
                 }
             }
         }

@@ -19,6 +19,12 @@ use std::thread::JoinHandle;
 pub enum StartError {
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    /// Another socket (another server, most likely) listens on the address.
+    #[error("cannot listen on {addr}: address in use (is another server running there?)")]
+    AddrInUse { addr: SocketAddr },
+    /// Another process holds the data directory.
+    #[error("data_dir {} is in use by {holder}", path.display())]
+    DataDirInUse { path: std::path::PathBuf, holder: String },
     /// `io = "uring"` was asked for where io_uring does not work.
     #[error("io_uring is unavailable: {0}")]
     Uring(String),
@@ -78,6 +84,8 @@ impl Server {
         }
         let cores = self.config.core_count();
         let limits = self.config.limits.clone();
+        let data_dir_lock = lock_data_dir(&self.config.data_dir)?;
+        probe_free(self.config.listen)?;
         let mut listeners = Vec::with_capacity(cores);
         let mut addr = self.config.listen;
         for _ in 0..cores {
@@ -129,6 +137,7 @@ impl Server {
             max_resident_per_core: (self.config.max_resident_rooms / cores).max(1),
             draining: Default::default(),
             cores_closed: Default::default(),
+            _data_dir_lock: data_dir_lock,
         });
         let backend = match self.config.io {
             IoBackend::Uring => {
@@ -195,6 +204,58 @@ fn run_core<B: Backend>(
             let _ = ready.send(Err(e));
         }
     }
+}
+
+/// Fails when something already listens on `addr`. The cores' listeners
+/// share the port with SO_REUSEPORT, which would let a second server (of the
+/// same user) join the port silently and take half the connections; a bind
+/// without it finds any listener there.
+fn probe_free(addr: SocketAddr) -> Result<(), StartError> {
+    use socket2::{Domain, Socket, Type};
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), None)?;
+    // SO_REUSEADDR only passes over sockets in TIME_WAIT, not listeners.
+    socket.set_reuse_address(true)?;
+    match socket.bind(&addr.into()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(StartError::AddrInUse { addr }),
+        Err(source) => Err(StartError::Bind { addr, source }),
+    }
+}
+
+/// Takes an exclusive lock on `data_dir/dormouse.lock` for the life of the
+/// server (released when the file closes, also when the process dies), and
+/// writes this process's id into it for whoever finds it locked.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, StartError> {
+    use std::io::{Read, Seek, Write};
+    let store_error = |source: std::io::Error| StartError::Store { path: dir.to_owned(), source: source.into() };
+    std::fs::create_dir_all(dir).map_err(store_error)?;
+    let path = dir.join("dormouse.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(store_error)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let holder = match pid.trim() {
+                "" => "another process".to_owned(),
+                pid => format!("pid {pid}"),
+            };
+            return Err(StartError::DataDirInUse { path: dir.to_owned(), holder });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(store_error(e)),
+    }
+    file.set_len(0).and_then(|()| file.rewind()).map_err(store_error)?;
+    write!(file, "{}", std::process::id()).map_err(store_error)?;
+    Ok(file)
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<socket2::Socket> {

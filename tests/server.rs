@@ -463,3 +463,31 @@ fn every_way_of_ending_a_socket_frees_its_record() {
     last.send_text("who");
     assert_eq!(last.recv_text(), "last");
 }
+
+#[test]
+fn a_second_server_on_the_same_address_or_data_dir_refuses_to_start() {
+    let first = config("");
+    let dir = first.data_dir.clone();
+    let server = dormouse::Server::new(first).party::<dormouse::Relay>("main").start().unwrap();
+    let serve = |args: &[&str]| {
+        let output =
+            std::process::Command::new(env!("CARGO_BIN_EXE_dormouse")).arg("serve").args(args).output().unwrap();
+        (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let addr = server.local_addr().to_string();
+    let other_dir = fresh_data_dir();
+    let (code, stderr) = serve(&["--listen", &addr, "--data-dir", other_dir.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains(&format!("cannot listen on {addr}: address in use")), "{stderr}");
+    let (code, stderr) = serve(&["--listen", "127.0.0.1:0", "--data-dir", dir.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{stderr}");
+    let holder = format!("is in use by pid {}", std::process::id());
+    assert!(stderr.contains(&holder), "{stderr}");
+    // The first server was not disturbed, and its data directory is free
+    // again once it stops.
+    assert_eq!(http(server.local_addr(), "GET", "/parties/main/r", "", "").status, 404);
+    drop(server);
+    let mut again = config("");
+    again.data_dir = dir;
+    assert!(dormouse::Server::new(again).start().is_ok());
+}

@@ -96,6 +96,8 @@ pub(crate) struct Shared {
     pub draining: AtomicBool,
     /// Cores whose sockets are all closed, during a graceful shutdown.
     pub cores_closed: std::sync::atomic::AtomicUsize,
+    /// The exclusive lock on `data_dir`, held while the store is open.
+    pub _data_dir_lock: std::fs::File,
 }
 
 impl Shared {

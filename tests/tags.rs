@@ -38,11 +38,11 @@ fn read_until(client: &mut Client, end: &str) -> Vec<String> {
 }
 
 fn is_red(i: usize) -> bool {
-    i % 4 == 0
+    i.is_multiple_of(4)
 }
 
 fn is_blue(i: usize) -> bool {
-    i % 3 == 0
+    i.is_multiple_of(3)
 }
 
 fn tagged_path(room: &str, i: usize) -> String {

@@ -75,7 +75,7 @@ impl Plan {
 
     /// The tag connection `global` carries, if the run tags connections.
     pub fn tag_of(&self, global: usize) -> Option<&'static str> {
-        self.tag_every.map(|every| if global % every == 0 { HOT_TAG } else { COLD_TAG })
+        self.tag_every.map(|every| if global.is_multiple_of(every) { HOT_TAG } else { COLD_TAG })
     }
 
     /// How many connections carry the hot tag.
@@ -698,7 +698,7 @@ impl Worker {
 pub fn run(plan: Plan) -> Result<Report> {
     assert!(
         plan.connections >= 2 * plan.rooms
-            && plan.connections % plan.rooms == 0
+            && plan.connections.is_multiple_of(plan.rooms)
             && (1..=plan.connections).contains(&plan.publishers)
             && plan.rate > 0.0,
         "the CLI validates the plan"

@@ -27,7 +27,7 @@ fn state(len: usize) -> Vec<u8> {
                 hash % 10_000,
                 (hash >> 8) % 1920,
                 (hash >> 20) % 1080,
-                hash % 2 == 0
+                hash.is_multiple_of(2)
             )
             .as_bytes(),
         );

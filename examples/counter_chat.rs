@@ -2,11 +2,14 @@
 //! and a chat over WebSocket, in the same room.
 //!
 //! ```text
-//! cargo run --release --example counter_chat
+//! cargo run --release --example counter_chat [-- --listen 127.0.0.1:2000]
 //! curl -X POST localhost:1999/parties/counter/r1 -d 5     # -> 5
 //! curl localhost:1999/parties/counter/r1                  # -> {"room":"r1","count":5,"online":0}
-//! websocat ws://localhost:1999/parties/counter/r1?_pk=ann # type lines to chat
+//! cargo run --release -- connect 'ws://localhost:1999/parties/counter/r1?_pk=ann'   # type lines to chat
 //! ```
+//!
+//! SIGTERM or Ctrl-C stops it gracefully (sockets closed with 1001, the
+//! store flushed), as the `dormouse` binary does.
 
 use dormouse::{Config, ConnectCtx, Connection, Message, Party, Request, Response, Room, Server};
 
@@ -59,11 +62,37 @@ impl Party for CounterChat {
 
 #[allow(dead_code)]
 fn main() {
-    tracing_subscriber::fmt().init();
-    let server = Server::new(Config::embedded_default()).party::<CounterChat>("counter").start().unwrap_or_else(|e| {
+    serve(std::env::args().skip(1));
+}
+
+/// The example's `main` with its arguments (`--listen ADDR`): serves until
+/// SIGTERM or SIGINT, then exits.
+pub fn serve(mut args: impl Iterator<Item = String>) -> ! {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let mut config = Config::embedded_default();
+    while let Some(arg) = args.next() {
+        match (arg.as_str(), args.next().map(|addr| addr.parse())) {
+            ("--listen", Some(Ok(addr))) => config.listen = addr,
+            _ => {
+                eprintln!("usage: counter_chat [--listen ADDR]");
+                std::process::exit(2);
+            }
+        }
+    }
+    let server = Server::new(config).party::<CounterChat>("counter").start().unwrap_or_else(|e| {
         eprintln!("counter_chat: {e}");
         std::process::exit(1);
     });
+    // Signals are handled before the address is announced, so whoever
+    // starts this and reads the address may stop it at once.
+    if let Err(e) = server.stop_on_signals() {
+        eprintln!("counter_chat: cannot handle signals: {e}");
+        std::process::exit(1);
+    }
     println!("listening on {}", server.local_addr());
     server.wait();
+    std::process::exit(0);
 }

@@ -71,16 +71,8 @@ fn main() -> ExitCode {
             if let Some(data_dir) = data_dir {
                 config.data_dir = data_dir;
             }
-            match Server::new(config).start() {
-                Ok(server) => {
-                    if let Err(e) = stop_on_signals(server.shutdown_trigger()) {
-                        eprintln!("dormouse: cannot handle signals: {e}");
-                        return ExitCode::from(1);
-                    }
-                    server.wait();
-                    tracing::info!("dormouse stopped");
-                    ExitCode::SUCCESS
-                }
+            match Server::new(config).run() {
+                Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("dormouse: {e}");
                     // A forced backend that cannot run, a taken address or
@@ -94,24 +86,4 @@ fn main() -> ExitCode {
             }
         }
     }
-}
-
-/// SIGTERM or SIGINT starts a graceful shutdown (stop accepting, snapshot the
-/// hibernating rooms, close sockets with 1001, flush); a second one exits at
-/// once.
-fn stop_on_signals(trigger: dormouse::ShutdownTrigger) -> std::io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
-    std::thread::Builder::new().name("signals".into()).spawn(move || {
-        let mut signals = signals.forever();
-        if let Some(signal) = signals.next() {
-            tracing::info!(signal, "shutting down: closing sockets and saving rooms");
-            trigger.trigger();
-        }
-        if signals.next().is_some() {
-            eprintln!("dormouse: second signal; exiting without finishing the shutdown");
-            std::process::exit(130);
-        }
-    })?;
-    Ok(())
 }

@@ -77,6 +77,14 @@ impl Server {
         self
     }
 
+    /// Starts the server and serves until SIGTERM or SIGINT, then shuts
+    /// down gracefully (see [`ServerHandle::serve_until_signal`]): what a
+    /// server binary's `main` needs in one call.
+    pub fn run(self) -> Result<(), StartError> {
+        self.start()?.serve_until_signal()?;
+        Ok(())
+    }
+
     /// Binds the listeners and starts the core threads.
     pub fn start(self) -> Result<ServerHandle, StartError> {
         if !self.config.huge_pages {
@@ -345,8 +353,42 @@ impl ServerHandle {
         self.shared.stats.iter().map(|s| crate::metrics::stat(s, name).map_or(0, |v| v.load(Ordering::Relaxed))).sum()
     }
 
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully (see
+    /// [`ServerHandle::stop_on_signals`]) and returns. Errs only when the
+    /// signal handlers cannot be installed.
+    pub fn serve_until_signal(self) -> std::io::Result<()> {
+        self.stop_on_signals()?;
+        self.wait();
+        Ok(())
+    }
+
+    /// From now on SIGTERM or SIGINT starts a graceful shutdown: the server
+    /// stops accepting (new connections get 503), closes every WebSocket
+    /// with 1001 (clients reconnect), snapshots the resident rooms of
+    /// hibernating parties and flushes the store, after which
+    /// [`ServerHandle::wait`] returns. A second signal exits the process at
+    /// once (status 130).
+    pub fn stop_on_signals(&self) -> std::io::Result<()> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+        let trigger = self.shutdown_trigger();
+        std::thread::Builder::new().name("dormouse-signals".into()).spawn(move || {
+            let mut signals = signals.forever();
+            if let Some(signal) = signals.next() {
+                tracing::info!(signal, "shutting down: closing sockets and saving rooms");
+                trigger.trigger();
+            }
+            if signals.next().is_some() {
+                eprintln!("dormouse: second signal; exiting without finishing the shutdown");
+                std::process::exit(130);
+            }
+        })?;
+        Ok(())
+    }
+
     /// Blocks until the cores stop (they stop only when asked, e.g. by a
-    /// [`ShutdownTrigger`]), then flushes the store.
+    /// [`ShutdownTrigger`] or a signal after `stop_on_signals`), then
+    /// flushes the store.
     pub fn wait(mut self) {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
@@ -354,6 +396,7 @@ impl ServerHandle {
         if let Err(error) = self.shared.store.flush() {
             tracing::error!(%error, "flushing the store failed");
         }
+        tracing::info!("dormouse stopped");
     }
 
     fn stop_cores(&mut self) {

@@ -32,13 +32,7 @@ fn child_server() {
     );
     let server =
         dormouse::Server::new(dormouse::Config::from_toml(&toml).unwrap()).party::<Durable>("durable").start().unwrap();
-    let trigger = server.shutdown_trigger();
-    let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM]).unwrap();
-    std::thread::spawn(move || {
-        if signals.forever().next().is_some() {
-            trigger.trigger();
-        }
-    });
+    server.stop_on_signals().unwrap();
     println!("LISTENING {}", server.local_addr());
     server.wait();
     println!("STOPPED");

@@ -52,7 +52,7 @@ fn the_example_listens_where_asked_and_stops_gracefully_on_sigterm() {
             let _ = self.0.wait();
         }
     }
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["child_example", "--exact", "--nocapture", "--test-threads=1"])
         .env("DORMOUSE_TEST_EXAMPLE_ARGS", "--listen 127.0.0.1:0")
         .current_dir(fresh_data_dir())

@@ -37,8 +37,10 @@ pub struct Config {
     #[serde(default)]
     pub limits: Limits,
     /// Most room objects held in memory at once, over all cores (each core
-    /// holds at most its share). Past it, the least recently used room of a
-    /// hibernating party is evicted to disk.
+    /// holds at most its share). Past it, the least recently used room that
+    /// can go is evicted to disk (or dropped, when it keeps its object only
+    /// in memory and has no connections); a new room that finds none gets
+    /// 503 with `Retry-After`.
     #[serde(default = "default_max_resident_rooms")]
     pub max_resident_rooms: usize,
     /// Let the allocator back the heap with transparent huge pages. Off by
@@ -69,6 +71,11 @@ pub struct PartyConfig {
     /// Time without events after which a hibernating room is evicted.
     #[serde(default = "default_idle_evict_ms")]
     pub idle_evict_ms: u64,
+    /// Time without connections and events after which a room whose object
+    /// lives only in memory (no `hibernate`) is dropped, as Durable Objects
+    /// are: its storage and alarm stay, its next event creates it afresh.
+    #[serde(default = "default_idle_drop_ms")]
+    pub idle_drop_ms: u64,
     /// `strict`: what an event produced (messages, responses) is released
     /// only once its storage writes have committed. `relaxed`: at once.
     #[serde(default)]
@@ -84,6 +91,7 @@ impl Default for PartyConfig {
             kind: None,
             hibernate: false,
             idle_evict_ms: default_idle_evict_ms(),
+            idle_drop_ms: default_idle_drop_ms(),
             durability: Durability::default(),
             history: default_history(),
         }
@@ -239,6 +247,10 @@ fn default_idle_evict_ms() -> u64 {
     10_000
 }
 
+fn default_idle_drop_ms() -> u64 {
+    60_000
+}
+
 fn default_history() -> usize {
     100
 }
@@ -304,6 +316,9 @@ impl Config {
             }
             if party.idle_evict_ms == 0 {
                 return invalid(&format!("parties.{name}.idle_evict_ms"), "must be greater than 0");
+            }
+            if party.idle_drop_ms == 0 {
+                return invalid(&format!("parties.{name}.idle_drop_ms"), "must be greater than 0");
             }
             if !(1..=100_000).contains(&party.history) {
                 return invalid(&format!("parties.{name}.history"), "must be between 1 and 100000");

@@ -56,6 +56,12 @@ const METRICS: &[Metric] = &[
         value: |s| &s.rooms_evicted,
     },
     Metric {
+        name: "dormouse_rooms_dropped_total",
+        kind: "counter",
+        help: "Room objects without snapshots dropped from memory (idle and empty, or making way under max_resident_rooms).",
+        value: |s| &s.rooms_dropped,
+    },
+    Metric {
         name: "dormouse_snapshots_corrupt_total",
         kind: "counter",
         help: "Snapshots that did not restore (kept aside; the room started fresh).",

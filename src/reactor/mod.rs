@@ -14,6 +14,7 @@
 
 mod backend;
 mod epoll;
+mod residency;
 mod rooms;
 mod uring;
 
@@ -60,6 +61,13 @@ const OVERLOADED: &str = "try again later: the server is overloaded";
 
 fn overloaded() -> Response {
     Response::text(503, OVERLOADED).with_header("retry-after", "1")
+}
+
+/// The answer to a new room's first request or connect when the owner core
+/// holds its share of `max_resident_rooms` and none can make way.
+fn rooms_full() -> Box<Response> {
+    let reason = "try again later: the server holds its maximum of rooms";
+    Box::new(Response::text(503, reason).with_header("retry-after", "1"))
 }
 /// Longest wait for completions when no timer is due sooner.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
@@ -122,6 +130,7 @@ pub struct CoreStats {
     pub rooms_created: AtomicU64,
     pub rooms_woken: AtomicU64,
     pub rooms_evicted: AtomicU64,
+    pub rooms_dropped: AtomicU64,
     pub snapshots_corrupt: AtomicU64,
     pub room_events: AtomicU64,
     pub messages_in: AtomicU64,
@@ -144,6 +153,9 @@ struct Counters {
     rooms_woken: u64,
     /// Room objects evicted to a snapshot.
     rooms_evicted: u64,
+    /// Room objects without snapshots dropped from memory (idle and empty,
+    /// or making way under `max_resident_rooms`).
+    rooms_dropped: u64,
     /// Snapshots that did not restore (kept aside; the room started fresh).
     snapshots_corrupt: u64,
     /// Events delivered to room objects (connect, message, close, request).
@@ -173,6 +185,7 @@ impl Counters {
             (&stats.rooms_created, self.rooms_created),
             (&stats.rooms_woken, self.rooms_woken),
             (&stats.rooms_evicted, self.rooms_evicted),
+            (&stats.rooms_dropped, self.rooms_dropped),
             (&stats.snapshots_corrupt, self.snapshots_corrupt),
             (&stats.room_events, self.room_events),
             (&stats.messages_in, self.messages_in),
@@ -405,8 +418,8 @@ struct State {
     /// Rooms this core owns. Boxed: a table sized for a peak of resident
     /// rooms then costs a pointer per slot, not a whole host.
     hosts: RoomMap<Box<RoomHost>>,
-    /// Rooms of hibernating parties in memory, oldest touch first.
-    evict_queue: VecDeque<(Arc<RoomKey>, u64)>,
+    /// The room objects in memory, per party, oldest touch first.
+    evict_queues: Vec<residency::EvictQueue>,
     /// Storage batches waiting for room in the writer's queue, in order.
     submissions: VecDeque<rooms::Submission>,
     /// The alarm of every room this core owns that has one.
@@ -459,7 +472,7 @@ impl<B: Backend> Core<B> {
             slow: Vec::new(),
             counters: Counters::default(),
             hosts: RoomMap::default(),
-            evict_queue: VecDeque::new(),
+            evict_queues: Vec::new(),
             submissions: VecDeque::new(),
             alarms: RoomMap::default(),
             alarm_heap: Default::default(),
@@ -1366,6 +1379,10 @@ impl State {
         }
         match msg {
             CoreMsg::Connect { conn, room, joining } => {
+                if !self.admits_room(&room) {
+                    self.counters.events_shed += 1;
+                    return self.send_to(usize::from(conn.core), CoreMsg::Respond { conn, response: rooms_full() });
+                }
                 self.counters.room_events += 1;
                 let reply = match self.host(&room).and_then(|host| host.connect(conn, *joining)) {
                     Ok(Admission::Accepted { member, protocol, tags }) => CoreMsg::Accepted {
@@ -1419,6 +1436,10 @@ impl State {
                     let response = Response::text(503, STORAGE_BEHIND).with_header("retry-after", "1");
                     return self.send_reply(CoreMsg::Respond { conn, response: Box::new(response) });
                 }
+                if !self.admits_room(&room) {
+                    self.counters.events_shed += 1;
+                    return self.send_reply(CoreMsg::Respond { conn, response: rooms_full() });
+                }
                 self.counters.room_events += 1;
                 let response = match self.host(&room).and_then(|host| host.request(&request)) {
                     Ok(response) => response,
@@ -1457,7 +1478,12 @@ impl State {
                 }
             }
             CoreMsg::Respond { conn, response } => {
-                let Some(slot) = self.current(conn, Phase::AwaitResponse) else { return };
+                // To a request, or to an upgrade the room's core refused
+                // before the room (no room could be made for it).
+                let Some(slot) = self.current(conn, Phase::AwaitResponse).or(self.current(conn, Phase::AwaitConnect))
+                else {
+                    return;
+                };
                 let keep_alive = self.conns[slot as usize].http.as_ref().is_some_and(|h| h.keep_alive);
                 self.respond(slot, &response, keep_alive);
                 self.on_data(slot, None);

@@ -129,7 +129,6 @@ impl State {
         };
         host.last_event_ms = now_ms;
         let strict = host.room.config.durability == Durability::Strict;
-        let hibernates = host.room.config.hibernate;
         let batch = host.room.store.take_batch();
         let alarm = host.room.alarm_ms.get();
         let alarm_changed = std::mem::replace(&mut host.scheduled_alarm, alarm) != alarm;
@@ -152,13 +151,7 @@ impl State {
         if alarm_changed {
             self.sync_alarm(room, alarm);
         }
-        if hibernates {
-            let host = self.hosts.get_mut(room).expect("the room is still here");
-            if !host.queued {
-                host.queued = true;
-                self.evict_queue.push_back((room.clone(), now_ms));
-            }
-        }
+        self.queue_resident(room);
     }
 
     /// Whether `room` is over its bound of events waiting for storage; its
@@ -273,66 +266,25 @@ impl State {
             && host.uncommitted.is_none()
             && host.held.is_empty()
         {
-            self.hosts.remove(room);
-            // Give back the table a peak of resident rooms left behind.
-            if self.hosts.capacity() > 1024 && self.hosts.len() * 4 < self.hosts.capacity() {
-                self.hosts.shrink_to(self.hosts.len() * 2);
-            }
+            self.forget_host(room);
         }
     }
 
-    /// Evicts rooms of hibernating parties idle for their `idle_evict_ms`,
-    /// and, past the core's share of `max_resident_rooms`, the least
-    /// recently used ones (second chance: a room touched since it was queued
-    /// goes to the back).
-    pub(super) fn evict_idle(&mut self) {
-        let limit = self.shared.max_resident_per_core;
-        let mut budget = self.evict_queue.len();
-        while budget > 0 {
-            budget -= 1;
-            let Some((room, queued_ms)) = self.evict_queue.front().cloned() else { break };
-            let Some(host) = self.hosts.get_mut(&room) else {
-                self.evict_queue.pop_front();
-                continue;
-            };
-            if !host.is_awake() {
-                host.queued = false;
-                self.evict_queue.pop_front();
-                continue;
-            }
-            let over = self.stats().rooms_resident.load(Ordering::Relaxed) as usize > limit;
-            let host = self.hosts.get_mut(&room).expect("checked");
-            let idle = self.now_ms.saturating_sub(host.last_event_ms) >= host.room.config.idle_evict_ms;
-            if host.last_event_ms > queued_ms && !over {
-                // Touched since it was queued: check again later.
-                self.evict_queue.pop_front();
-                self.evict_queue.push_back((room, host.last_event_ms));
-                continue;
-            }
-            if !idle && !over {
-                break;
-            }
-            self.evict_queue.pop_front();
-            host.queued = false;
-            self.evict(&room);
-        }
-        if self.evict_queue.capacity() > 1024 && self.evict_queue.len() * 4 < self.evict_queue.capacity() {
-            self.evict_queue.shrink_to(self.evict_queue.len() * 2);
+    /// Removes the room's host, giving back the table a peak of resident
+    /// rooms left behind.
+    pub(super) fn forget_host(&mut self, room: &Arc<RoomKey>) {
+        self.hosts.remove(room);
+        if self.hosts.capacity() > 1024 && self.hosts.len() * 4 < self.hosts.capacity() {
+            self.hosts.shrink_to(self.hosts.len() * 2);
         }
     }
 
-    /// When the oldest queued room may be idle long enough (the core's clock).
-    pub(super) fn next_evict_ms(&self) -> Option<u64> {
-        let (room, queued_ms) = self.evict_queue.front()?;
-        let idle = self.hosts.get(room).map_or(0, |h| h.room.config.idle_evict_ms);
-        Some(queued_ms + idle)
-    }
-
-    /// Snapshots the room object and drops it.
-    pub(super) fn evict(&mut self, room: &Arc<RoomKey>) {
-        let Some(host) = self.hosts.get_mut(room) else { return };
+    /// Snapshots the room object and drops it; false when its party keeps
+    /// objects in memory (no `snapshot`).
+    pub(super) fn evict(&mut self, room: &Arc<RoomKey>) -> bool {
+        let Some(host) = self.hosts.get_mut(room) else { return false };
         let seq = host.room.store.seq.get();
-        let Some(envelope) = host.evict(seq) else { return };
+        let Some(envelope) = host.evict(seq) else { return false };
         // The snapshot rides in the room's next batch (with any writes not
         // taken yet), so it commits in order with the room's storage.
         host.room.store.batch.borrow_mut().put_snapshot(&host.room.store.key, envelope);
@@ -341,6 +293,7 @@ impl State {
         self.submit_for(room, seq, batch);
         self.counters.rooms_evicted += 1;
         self.stats().rooms_resident.fetch_sub(1, Ordering::Relaxed);
+        true
     }
 
     /// Keeps the core's alarm schedule in step with the room's alarm.
@@ -385,6 +338,12 @@ impl State {
                 continue; // moved or deleted since
             }
             self.alarms.remove(&room);
+            if !self.admits_room(&room) {
+                // No room for it now: it stays due (in the store too) and
+                // runs again shortly.
+                self.load_alarm(room, now + ALARM_RETRY_FIRST_MS);
+                continue;
+            }
             self.counters.room_events += 1;
             let outcome = self.host(&room).and_then(|host| host.alarm());
             let failure = match outcome {

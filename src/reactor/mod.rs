@@ -56,6 +56,8 @@ const ROOM_FAILED: &str = "room failed: the party code panicked";
 const HOOK_FAILED: &str = "internal error: the server's handler panicked";
 /// The reason given when a room's storage is behind (close 1013, HTTP 503).
 const STORAGE_BEHIND: &str = "try again later: the room's storage is behind";
+/// The reason a slow consumer's close frame gives.
+const SLOW_CONSUMER: &str = "slow consumer: write backlog exceeded";
 /// The reason given when cores are behind (close 1013, HTTP 503).
 const OVERLOADED: &str = "try again later: the server is overloaded";
 
@@ -339,6 +341,9 @@ struct ConnRecord {
     sending: bool,
     in_dirty: bool,
     joined: bool,
+    /// A slow consumer's close waits for the send in flight: once it
+    /// completes, what it did not start is discarded and the close queued.
+    close_after_send: bool,
     deadline_ms: u64,
     local_room: u32,
     /// The socket's key in its local room's tag index.
@@ -729,6 +734,7 @@ impl State {
             sending: false,
             in_dirty: false,
             joined: false,
+            close_after_send: false,
             deadline_ms,
             local_room: 0,
             member_key: 0,
@@ -1204,11 +1210,18 @@ impl State {
     }
 
     /// Ends the socket now: the room hears 1006 if it has not heard otherwise.
+    /// With bytes still to write, the kernel may hold part of a frame: the
+    /// peer is then reset when the socket closes, not sent a clean end after
+    /// a cut frame (which would look to it like a healthy, idle socket).
     fn abort(&mut self, slot: u32) {
         let Some(conn) = live(&mut self.conns, slot) else { return };
         let code = if conn.phase == Phase::Closing { conn.close_code } else { 1006 };
         self.leave(slot, code, "", None);
         let conn = &mut self.conns[slot as usize];
+        if conn.sending || !conn.out.is_empty() {
+            // An error means the socket is gone already.
+            let _ = socket2::SockRef::from(&conn.fd).set_linger(Some(Duration::ZERO));
+        }
         conn.phase = Phase::Dead;
         conn.out.clear();
         conn.read_buf = ThinVec::new();
@@ -1239,9 +1252,10 @@ impl State {
     }
 
     /// An open socket's backlog is full. Under `close`, what it has not been
-    /// sent is discarded (only frames an in-flight send may still be writing
-    /// are kept), a 1008 close is queued, and it has the close timeout to read
-    /// it. Under `drop`, the frame that did not fit is dropped.
+    /// sent is discarded but for the rest of a frame the kernel has part of
+    /// (so every frame the peer gets is whole), a 1008 close follows, and it
+    /// has the close timeout to read them; past it, it is reset (`abort`).
+    /// Under `drop`, the frame that did not fit is dropped.
     fn slow_consumer(&mut self, slot: u32) {
         let Some(conn) = live(&mut self.conns, slot) else { return };
         if conn.phase != Phase::Open {
@@ -1251,14 +1265,18 @@ impl State {
             self.counters.frames_dropped += 1;
             return;
         }
-        let keep = if conn.sending { MAX_SEND_FRAMES } else { usize::from(conn.out.front_started()) };
-        conn.out.keep_front(keep);
-        let reason = "slow consumer: write backlog exceeded";
-        let close = ws::close_frame(Some(1008), reason);
-        conn.out.push(close);
-        mark_dirty(conn, slot, &mut self.dirty);
+        if conn.sending {
+            // The send in flight may write any part of its frames: they stay
+            // until it completes, and `on_sent` trims then.
+            conn.out.keep_front(MAX_SEND_FRAMES);
+            conn.close_after_send = true;
+        } else {
+            conn.out.keep_front(usize::from(conn.out.front_started()));
+            conn.out.push(ws::close_frame(Some(1008), SLOW_CONSUMER));
+            mark_dirty(conn, slot, &mut self.dirty);
+        }
         self.counters.slow_consumers_closed += 1;
-        self.leave(slot, 1008, reason, Some(reason));
+        self.leave(slot, 1008, SLOW_CONSUMER, Some(SLOW_CONSUMER));
         self.drain_then_close(slot);
     }
 
@@ -1274,6 +1292,10 @@ impl State {
         }
         self.counters.bytes_out += result as u64;
         conn.out.advance(result as usize);
+        if std::mem::take(&mut conn.close_after_send) {
+            conn.out.keep_front(usize::from(conn.out.front_started()));
+            conn.out.push(ws::close_frame(Some(1008), SLOW_CONSUMER));
+        }
         if !conn.out.is_empty() {
             mark_dirty(conn, slot, &mut self.dirty);
         } else if conn.phase == Phase::Draining {

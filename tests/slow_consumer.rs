@@ -119,10 +119,13 @@ fn flood_until_slow_consumer(addr: SocketAddr, sender: &mut Client, frame_bytes:
     }
 }
 
+/// A frame read whole: its opcode and payload.
+type WholeFrame = (u8, Vec<u8>);
+
 /// Reads frames to the end of the stream. Returns the whole frames' opcodes
 /// and how the stream ended: `Ok(tail)` at EOF with `tail` bytes of a frame
 /// left unfinished, or the read error.
-fn read_frames_to_end(client: &mut Client) -> (Vec<(u8, Vec<u8>)>, Result<usize, std::io::Error>) {
+fn read_frames_to_end(client: &mut Client) -> (Vec<WholeFrame>, std::io::Result<usize>) {
     let mut bytes = Vec::new();
     let end = client.reader.read_to_end(&mut bytes).map(|_| ());
     let mut frames = Vec::new();

@@ -407,6 +407,29 @@ mod tests {
         assert_eq!(config.limits.max_message_bytes, 1 << 20);
     }
 
+    /// The first TOML block after `marker` in the README.
+    fn readme_block(marker: &str) -> &'static str {
+        let readme = include_str!("../README.md");
+        let after = &readme[readme.find(marker).expect("the README has the marker")..];
+        let start = after.find("```toml\n").expect("a TOML block follows") + "```toml\n".len();
+        &after[start..start + after[start..].find("```").expect("the block ends")]
+    }
+
+    #[test]
+    fn the_readme_shows_the_embedded_default_and_every_key_with_its_default() {
+        assert_eq!(readme_block("the embedded default is used;"), DEFAULT_CONFIG_TOML);
+        let reference = Config::from_toml(readme_block("Every key, with its default")).expect("the reference parses");
+        let defaults = Config::from_toml("").unwrap();
+        assert_eq!(format!("{:?}", reference.limits), format!("{:?}", defaults.limits));
+        assert_eq!(format!("{:?}", reference.metrics), format!("{:?}", defaults.metrics));
+        let main = PartyConfig { kind: Some("relay".into()), ..PartyConfig::default() };
+        assert_eq!(format!("{:?}", reference.parties["main"]), format!("{main:?}"));
+        assert_eq!(
+            (reference.listen, &reference.data_dir, reference.io, reference.max_resident_rooms, reference.huge_pages),
+            (defaults.listen, &defaults.data_dir, defaults.io, defaults.max_resident_rooms, defaults.huge_pages)
+        );
+    }
+
     #[test]
     fn unknown_key_is_named() {
         let err = Config::from_toml("listen = \"127.0.0.1:1\"\nlisten_port = 3\n").unwrap_err();

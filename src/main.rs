@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod connect;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -37,6 +39,12 @@ enum Command {
     },
     /// Print the embedded default config.
     DefaultConfig,
+    /// Open a WebSocket to a room and talk to it from the terminal: each line
+    /// typed is sent as a text message, each message received is printed.
+    Connect {
+        /// The room's URL, e.g. ws://127.0.0.1:1999/parties/main/lobby?_pk=ann
+        url: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -50,6 +58,13 @@ fn main() -> ExitCode {
             print!("{}", dormouse::config::DEFAULT_CONFIG_TOML);
             ExitCode::SUCCESS
         }
+        Command::Connect { url } => match connect::run(&url) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("dormouse connect: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Command::Serve { config, listen, io, data_dir } => {
             let config = match &config {
                 Some(path) => Config::from_file(path),

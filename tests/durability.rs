@@ -39,11 +39,13 @@ fn child_server() {
     std::process::exit(0);
 }
 
-/// A server process on `dir`, killed (by its PID) when dropped.
+/// A server process on `dir`, killed (by its PID) when dropped. Its log
+/// (stderr) is collected, and shown if the test fails.
 struct Child {
     process: std::process::Child,
     addr: SocketAddr,
     stdout: BufReader<std::process::ChildStdout>,
+    log: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Child {
@@ -57,9 +59,15 @@ impl Child {
             .env(CHILD_DIR, dir)
             .env(CHILD_IDLE_MS, idle_evict_ms.to_string())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let mut stderr = process.stderr.take().unwrap();
+        let log = std::thread::spawn(move || {
+            let mut log = String::new();
+            let _ = stderr.read_to_string(&mut log);
+            log
+        });
         let mut stdout = BufReader::new(process.stdout.take().unwrap());
         let addr = loop {
             let mut line = String::new();
@@ -69,7 +77,7 @@ impl Child {
                 break addr.parse().unwrap();
             }
         };
-        Child { process, addr, stdout }
+        Child { process, addr, stdout, log: Some(log) }
     }
 
     fn kill_9(mut self) {
@@ -90,11 +98,22 @@ impl Child {
         self.wait_stopped()
     }
 
-    fn wait_stopped(mut self) -> std::process::ExitStatus {
+    fn wait_stopped(self) -> std::process::ExitStatus {
+        self.wait_stopped_with_log().0
+    }
+
+    /// SIGTERM; the exit status and everything the child logged.
+    fn terminate_with_log(self) -> (std::process::ExitStatus, String) {
+        self.sigterm();
+        self.wait_stopped_with_log()
+    }
+
+    fn wait_stopped_with_log(mut self) -> (std::process::ExitStatus, String) {
         let mut rest = String::new();
         self.stdout.read_to_string(&mut rest).unwrap();
         assert!(rest.contains("STOPPED"), "{rest}");
-        self.process.wait().unwrap()
+        let status = self.process.wait().unwrap();
+        (status, self.log.take().expect("the log is collected once").join().unwrap())
     }
 }
 
@@ -102,6 +121,9 @@ impl Drop for Child {
     fn drop(&mut self) {
         let _ = self.process.kill();
         let _ = self.process.wait();
+        if let (true, Some(log)) = (std::thread::panicking(), self.log.take()) {
+            eprintln!("the child server's log:\n{}", log.join().unwrap_or_default());
+        }
     }
 }
 
@@ -347,7 +369,9 @@ fn a_corrupt_snapshot_starts_the_room_fresh_and_is_kept_aside() {
     bob.send_text("inc");
     assert_eq!(bob.recv_text(), "count:1");
     drop((ann, bob));
-    assert!(child.terminate().success());
+    let (status, log) = child.terminate_with_log();
+    assert!(status.success());
+    assert!(log.contains("the room's snapshot does not restore"), "the corruption is logged: {log}");
 
     let store = dormouse_hibernate::Store::open(&dir, Default::default()).unwrap();
     let kept = store.quarantined().unwrap();

@@ -491,3 +491,46 @@ fn a_second_server_on_the_same_address_or_data_dir_refuses_to_start() {
     again.data_dir = dir;
     assert!(dormouse::Server::new(again).start().is_ok());
 }
+
+#[test]
+fn the_connect_subcommand_talks_to_a_room_from_the_terminal() {
+    use std::io::BufRead;
+    let server = start("");
+    let addr = server.local_addr();
+    let mut other = Client::connect(addr, "/parties/main/term?_pk=other");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dormouse"))
+        .args(["connect", &format!("ws://{addr}/parties/main/term?_pk=me")])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.starts_with("connected to ws://"), "{line}");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"hello from the terminal\n").unwrap();
+    assert_eq!(other.recv_text(), "hello from the terminal");
+    other.send_text("hello back");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "hello back\n");
+    // End of input closes the connection cleanly.
+    drop(stdin);
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert!(status.success(), "{status}: {rest}");
+    assert_eq!(rest.trim(), "closed by the server: 1000");
+    // A refused upgrade is reported with the server's answer.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dormouse"))
+        .args(["connect", &format!("ws://{addr}/parties/nope/r")])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("the server refused the upgrade: 404 Party nope not found"), "{stderr}");
+}

@@ -1,5 +1,7 @@
 //! Micro-benchmarks of the per-message codec paths: parsing an upgrade
-//! request head, decoding a masked client frame, and framing a broadcast.
+//! request head, decoding a masked client frame, framing a broadcast, and
+//! permessage-deflate of a 2 KB JSON message (compressed once per broadcast,
+//! inflated once per received message).
 //!
 //! `cargo bench --bench codec`
 
@@ -43,5 +45,32 @@ fn codec(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, codec);
+/// About 2 KB of JSON as a PartyKit app sends it: a list of cursor updates.
+pub fn json_2kb() -> String {
+    let items: Vec<String> = (0..29)
+        .map(|i| {
+            format!(
+                r##"{{"id":"user-{i:04}","x":{},"y":{},"color":"#{:06x}","typing":false}}"##,
+                i * 37 % 1280,
+                i * 91 % 720,
+                i * 0x10_3a5b
+            )
+        })
+        .collect();
+    format!(r#"{{"type":"presence","room":"lobby","users":[{}]}}"#, items.join(","))
+}
+
+fn deflate(c: &mut Criterion) {
+    let json = json_2kb();
+    let compressed = dormouse::deflate::compress(json.as_bytes());
+    eprintln!("deflate: {} B of JSON -> {} B", json.len(), compressed.len());
+    let mut group = c.benchmark_group("deflate");
+    group.throughput(Throughput::Bytes(json.len() as u64));
+    group.bench_function("compress_2KB_json", |b| b.iter(|| dormouse::deflate::compress(black_box(json.as_bytes()))));
+    let mut inflater = dormouse::deflate::Inflater::new();
+    group.bench_function("inflate_2KB_json", |b| b.iter(|| inflater.inflate(black_box(&compressed), 1 << 20).unwrap()));
+    group.finish();
+}
+
+criterion_group!(benches, codec, deflate);
 criterion_main!(benches);

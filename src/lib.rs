@@ -26,6 +26,7 @@
 
 mod builtin;
 pub mod config;
+pub mod deflate;
 pub mod http;
 mod kind;
 mod metrics;

@@ -37,7 +37,7 @@ fn codec(c: &mut Criterion) {
         b.iter(|| {
             buf.copy_from_slice(&frame);
             let mut n = 0;
-            decoder.decode(black_box(&mut buf), &ws_limits, &mut |_| n += 1).1.unwrap();
+            decoder.decode(black_box(&mut buf), &ws_limits, None, &mut |_| n += 1).1.unwrap();
             n
         })
     });

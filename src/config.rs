@@ -83,6 +83,33 @@ pub struct PartyConfig {
     /// The `chat` kind: messages kept and sent to each new connection.
     #[serde(default = "default_history")]
     pub history: usize,
+    /// permessage-deflate for the party's sockets: `on` (default) accepts
+    /// clients' offers and sends text messages of `compression_min_bytes`
+    /// or more compressed to the members that negotiated it (a broadcast is
+    /// compressed once for all of them); `off` declines every offer.
+    #[serde(default)]
+    pub compression: CompressionMode,
+    /// Shorter text messages go uncompressed (256 B): below this deflate
+    /// saves little and costs the compressor's time per message.
+    #[serde(default = "default_compression_min_bytes")]
+    pub compression_min_bytes: usize,
+}
+
+/// Whether a party's sockets may use permessage-deflate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CompressionMode {
+    #[default]
+    On,
+    Off,
+}
+
+impl PartyConfig {
+    /// Whether a message of this kind and length is sent compressed to
+    /// members that negotiated permessage-deflate.
+    pub(crate) fn compresses(&self, text: bool, len: usize) -> bool {
+        self.compression == CompressionMode::On && text && len >= self.compression_min_bytes
+    }
 }
 
 impl Default for PartyConfig {
@@ -94,6 +121,8 @@ impl Default for PartyConfig {
             idle_drop_ms: default_idle_drop_ms(),
             durability: Durability::default(),
             history: default_history(),
+            compression: CompressionMode::default(),
+            compression_min_bytes: default_compression_min_bytes(),
         }
     }
 }
@@ -155,7 +184,9 @@ pub enum SlowConsumerPolicy {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Largest WebSocket message, reassembled (1 MiB, as PartyKit). Past it: close 1009.
+    /// Largest WebSocket message, reassembled (1 MiB, as PartyKit), and
+    /// for a compressed one also once inflated (a zip bomb is stopped at
+    /// it). Past it: close 1009.
     pub max_message_bytes: usize,
     /// Largest HTTP request head (16 KiB). Past it: 431.
     pub max_head_bytes: usize,
@@ -249,6 +280,10 @@ fn default_idle_evict_ms() -> u64 {
 
 fn default_idle_drop_ms() -> u64 {
     60_000
+}
+
+fn default_compression_min_bytes() -> usize {
+    256
 }
 
 fn default_history() -> usize {

@@ -398,6 +398,9 @@ pub struct Upgrade {
     pub key: String,
     /// Offered sub-protocols, in the client's order.
     pub protocols: Vec<String>,
+    /// The `Sec-WebSocket-Extensions` answer to an acceptable
+    /// permessage-deflate offer, if the client made one.
+    pub deflate: Option<&'static str>,
 }
 
 /// `Ok(None)` when the request does not ask for a WebSocket; otherwise the
@@ -423,7 +426,13 @@ pub fn parse_upgrade(head: &RequestHead) -> Result<Option<Upgrade>, HttpError> {
         return Err(HttpError::BadUpgrade("sec-websocket-key must be 16 bytes in base64"));
     }
     let protocols = head.tokens("sec-websocket-protocol").map(str::to_owned).collect();
-    Ok(Some(Upgrade { key: key.to_owned(), protocols }))
+    let extensions = head
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"))
+        .filter_map(|h| std::str::from_utf8(&h.value).ok());
+    let deflate = crate::deflate::negotiate(extensions);
+    Ok(Some(Upgrade { key: key.to_owned(), protocols, deflate }))
 }
 
 fn is_base64_of_16_bytes(key: &str) -> bool {

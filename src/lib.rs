@@ -41,7 +41,7 @@ mod storage;
 pub mod ws;
 
 pub use builtin::{Chat, Echo, Relay};
-pub use config::{Config, Durability, Limits, MetricsConfig, PartyConfig, SlowConsumerPolicy};
+pub use config::{CompressionMode, Config, Durability, Limits, MetricsConfig, PartyConfig, SlowConsumerPolicy};
 pub use http::{RequestHead, Response};
 pub use party::{ConnectCtx, Connection, Lobby, Message, Party, Rejection, Request, Room, StateTooLarge};
 pub use server::{Server, ServerHandle, ShutdownTrigger, StartError};

@@ -98,6 +98,12 @@ const METRICS: &[Metric] = &[
         value: |s| &s.broadcasts,
     },
     Metric {
+        name: "dormouse_broadcasts_compressed_total",
+        kind: "counter",
+        help: "Broadcasts and publishes compressed, once each, for members with permessage-deflate.",
+        value: |s| &s.broadcasts_compressed,
+    },
+    Metric {
         name: "dormouse_publishes_total",
         kind: "counter",
         help: "Publish API requests accepted.",

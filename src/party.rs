@@ -46,6 +46,16 @@ impl Message<'_> {
             Message::Binary(data) => crate::ws::binary_frame(data),
         }
     }
+
+    /// The message compressed (permessage-deflate), when the party's
+    /// options compress one of its kind and length.
+    pub(crate) fn to_deflated_frame(self, config: &PartyConfig) -> Option<Bytes> {
+        let (text, payload) = match self {
+            Message::Text(text) => (true, text.as_bytes()),
+            Message::Binary(data) => (false, data),
+        };
+        config.compresses(text, payload.len()).then(|| crate::ws::deflated_frame(text, payload))
+    }
 }
 
 /// An HTTP request to a room, head and complete body.
@@ -250,6 +260,8 @@ pub(crate) struct Member {
     /// The member's entry in the room's tag index; none without tags (most
     /// members), which saves an index record per connection.
     pub tags: Option<MemberKey>,
+    /// It negotiated permessage-deflate.
+    pub deflate: bool,
 }
 
 /// Member indexes by connection id. The ids live in the members; the table
@@ -290,9 +302,23 @@ impl IdIndex {
 /// A side effect requested by room logic, carried out after the callback.
 #[derive(Debug)]
 pub(crate) enum Effect {
-    Send { to: ConnRef, frame: Bytes },
-    Broadcast { frame: Bytes, tag: Option<Arc<str>>, without: SmallVec<[ConnRef; 1]> },
-    Close { to: ConnRef, code: u16, reason: String },
+    Send {
+        to: ConnRef,
+        frame: Bytes,
+    },
+    /// `deflated` is the same message compressed, for the members that
+    /// negotiated permessage-deflate (made only when some did).
+    Broadcast {
+        frame: Bytes,
+        deflated: Option<Bytes>,
+        tag: Option<Arc<str>>,
+        without: SmallVec<[ConnRef; 1]>,
+    },
+    Close {
+        to: ConnRef,
+        code: u16,
+        reason: String,
+    },
 }
 
 /// The room a callback runs in: its identity, its connections, and the
@@ -307,6 +333,9 @@ pub struct Room {
     pub(crate) max_state_bytes: usize,
     /// Members per core, so a broadcast goes only to cores that have some.
     pub(crate) members_per_core: Vec<Cell<u32>>,
+    /// Members that negotiated permessage-deflate, so a broadcast is
+    /// compressed only when someone will read it compressed.
+    pub(crate) deflate_members: u32,
     /// Members by tag (their ids aside: those are in `by_id`).
     pub(crate) tag_index: TagIndex,
     pub(crate) tag_names: TagInterner,
@@ -337,6 +366,7 @@ impl Room {
             effects: RefCell::new(Vec::new()),
             max_state_bytes,
             members_per_core: (0..cores).map(|_| Cell::new(0)).collect(),
+            deflate_members: 0,
             tag_index: TagIndex::new(),
             tag_names: TagInterner::new(),
         }
@@ -403,19 +433,22 @@ impl Room {
             .map(|i| self.members[i as usize].conn)
             .collect();
         let frame = message.to_frame();
+        let deflated = if self.deflate_members > 0 { message.to_deflated_frame(&self.config) } else { None };
         let mut effects = self.effects.borrow_mut();
         if let Some(tag) = tag {
             // The member whose id is the tag is reached directly, unless it
             // also carries the tag (then the tag broadcast reaches it).
             if let Some(conn) = self.id_member_not_tagged(tag) {
-                let to = self.members[conn.index as usize].conn;
+                let member = conn.member();
+                let to = member.conn;
                 if !without.contains(&to) {
-                    effects.push(Effect::Send { to, frame: frame.clone() });
+                    let frame = deflated.as_ref().filter(|_| member.deflate).unwrap_or(&frame).clone();
+                    effects.push(Effect::Send { to, frame });
                     without.push(to);
                 }
             }
         }
-        effects.push(Effect::Broadcast { frame, tag: tag.map(Arc::from), without });
+        effects.push(Effect::Broadcast { frame, deflated, tag: tag.map(Arc::from), without });
     }
 
     /// The member whose id is `tag`, if it does not also carry `tag` as a tag.
@@ -500,8 +533,11 @@ impl<'r> Connection<'r> {
     }
 
     pub fn send<'m>(&self, message: impl Into<Message<'m>>) {
-        let frame = message.into().to_frame();
-        self.room.effects.borrow_mut().push(Effect::Send { to: self.member().conn, frame });
+        let message = message.into();
+        let member = self.member();
+        let deflated = if member.deflate { message.to_deflated_frame(&self.room.config) } else { None };
+        let frame = deflated.unwrap_or_else(|| message.to_frame());
+        self.room.effects.borrow_mut().push(Effect::Send { to: member.conn, frame });
     }
 
     /// Closes the connection with a close code and reason; `on_close` follows

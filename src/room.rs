@@ -148,6 +148,8 @@ pub(crate) struct Joining {
     pub uri: String,
     pub head: RequestHead,
     pub protocols: Vec<String>,
+    /// It negotiated permessage-deflate.
+    pub deflate: bool,
 }
 
 /// Checks the tags a party gave a connection against the limits and returns
@@ -322,7 +324,9 @@ impl RoomHost {
             conn,
             state: RefCell::new(None),
             tags: None,
+            deflate: joining.deflate,
         });
+        room.deflate_members += u32::from(joining.deflate);
         room.by_id.insert(&room.members, member);
         let counter = &room.members_per_core[usize::from(conn.core)];
         counter.set(counter.get() + 1);
@@ -374,6 +378,7 @@ impl RoomHost {
         self.room.by_id.remove(&self.room.members, &removed.id, member);
         let counter = &self.room.members_per_core[usize::from(removed.conn.core)];
         counter.set(counter.get() - 1);
+        self.room.deflate_members -= u32::from(removed.deflate);
         removed
     }
 

@@ -8,6 +8,7 @@
 //! with tungstenite's `FrameHeader`; its per-connection `WebSocket` is not used
 //! because it keeps a large read buffer per connection.
 
+use crate::deflate::{InflateError, Inflater};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::io::Cursor;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
@@ -64,6 +65,8 @@ pub enum WsError {
     InvalidCloseCode,
     #[error("invalid UTF-8 in close reason")]
     InvalidCloseReason,
+    #[error("invalid compressed message")]
+    BadCompression,
 }
 
 impl WsError {
@@ -77,7 +80,7 @@ impl WsError {
     pub fn close_code(&self) -> u16 {
         match self {
             WsError::MessageTooBig => 1009,
-            WsError::InvalidUtf8 | WsError::InvalidCloseReason => 1007,
+            WsError::InvalidUtf8 | WsError::InvalidCloseReason | WsError::BadCompression => 1007,
             _ => 1002,
         }
     }
@@ -87,6 +90,9 @@ impl WsError {
 #[derive(Debug)]
 struct Partial {
     text: bool,
+    /// Its first frame had RSV1 (permessage-deflate): `data` is compressed
+    /// and is inflated (and its UTF-8 checked) once complete.
+    compressed: bool,
     data: BytesMut,
     /// Bytes of `data` already known to be valid UTF-8.
     utf8_checked: usize,
@@ -140,10 +146,15 @@ impl Decoder {
     /// From then on the decoder only discards (see `State::Failed`) and
     /// reports the peer's close frame, so the caller passes it the rest of
     /// the stream until that close arrives or its close timeout ends.
+    ///
+    /// `inflater` is there when the connection negotiated permessage-deflate:
+    /// messages whose first frame sets RSV1 are then inflated, within
+    /// `limits.max_message_bytes` inflated (else RSV1 is a protocol error).
     pub fn decode(
         &mut self,
         buf: &mut [u8],
         limits: &WsLimits,
+        mut inflater: Option<&mut Inflater>,
         on_event: &mut impl FnMut(WsEvent),
     ) -> (usize, Result<(), WsError>) {
         let mut used = 0;
@@ -172,7 +183,7 @@ impl Decoder {
                 }
                 continue;
             }
-            if let Err(error) = self.check_header(&header, len, limits) {
+            if let Err(error) = self.check_header(&header, len, limits, inflater.is_some()) {
                 // Decided from the header: the payload is skipped unread.
                 let present = (buf.len() - used - header_len) as u64;
                 self.state = Some(Box::new(State::Failed { skip: len - len.min(present) }));
@@ -188,7 +199,7 @@ impl Decoder {
                 apply_mask(payload, mask);
             }
             used = start + len;
-            if let Err(error) = self.on_frame(&header, payload, limits, on_event) {
+            if let Err(error) = self.on_frame(&header, payload, limits, inflater.as_deref_mut(), on_event) {
                 self.state = Some(Box::new(State::Failed { skip: 0 }));
                 return (used, Err(error));
             }
@@ -230,7 +241,7 @@ impl Decoder {
 
     /// Every rule that the header alone decides, checked before any payload
     /// is buffered.
-    fn check_header(&self, header: &FrameHeader, len: u64, limits: &WsLimits) -> Result<(), WsError> {
+    fn check_header(&self, header: &FrameHeader, len: u64, limits: &WsLimits, deflate: bool) -> Result<(), WsError> {
         // RFC 6455 §5.2: the most significant bit of a 64-bit length is 0.
         if len >> 63 != 0 {
             return Err(WsError::BadLength);
@@ -238,7 +249,9 @@ impl Decoder {
         if header.mask.is_none() {
             return Err(WsError::Unmasked);
         }
-        if header.rsv1 || header.rsv2 || header.rsv3 {
+        // RSV1 marks a compressed message, on its first frame only (RFC 7692 §6).
+        let starts_message = matches!(header.opcode, OpCode::Data(Data::Text | Data::Binary));
+        if (header.rsv1 && !(deflate && starts_message)) || header.rsv2 || header.rsv3 {
             return Err(WsError::ReservedBits);
         }
         match header.opcode {
@@ -265,6 +278,7 @@ impl Decoder {
         header: &FrameHeader,
         payload: &[u8],
         limits: &WsLimits,
+        inflater: Option<&mut Inflater>,
         on_event: &mut impl FnMut(WsEvent),
     ) -> Result<(), WsError> {
         match header.opcode {
@@ -272,16 +286,17 @@ impl Decoder {
             OpCode::Control(Control::Pong) => on_event(WsEvent::Pong(Bytes::copy_from_slice(payload))),
             OpCode::Control(Control::Close) => on_event(parse_close(payload)?),
             OpCode::Data(Data::Text | Data::Binary) if header.is_final => {
-                let data = Bytes::copy_from_slice(payload);
-                on_event(if header.opcode == OpCode::Data(Data::Text) {
-                    WsEvent::Text(Utf8Bytes::try_from(data).map_err(|_| WsError::InvalidUtf8)?)
-                } else {
-                    WsEvent::Binary(data)
-                });
+                let text = header.opcode == OpCode::Data(Data::Text);
+                let data = match inflater.filter(|_| header.rsv1) {
+                    Some(inflater) => inflate(inflater, payload, limits)?,
+                    None => Bytes::copy_from_slice(payload),
+                };
+                on_event(message_event(text, data)?);
             }
             OpCode::Data(Data::Text | Data::Binary) => {
                 let mut partial = Partial {
                     text: header.opcode == OpCode::Data(Data::Text),
+                    compressed: header.rsv1,
                     data: BytesMut::with_capacity(payload.len().min(limits.max_message_bytes)),
                     utf8_checked: 0,
                 };
@@ -297,15 +312,15 @@ impl Decoder {
                     let Some(State::Message(partial)) = self.state.take().map(|state| *state) else {
                         unreachable!("a message is in progress")
                     };
-                    let data = partial.data.freeze();
+                    let data = match inflater.filter(|_| partial.compressed) {
+                        Some(inflater) => inflate(inflater, &partial.data, limits)?,
+                        None => partial.data.freeze(),
+                    };
                     // A fragmented text message was validated piece by piece
-                    // already; this second pass is the price of the proof type
-                    // without unsafe, paid only by fragmented messages.
-                    on_event(if partial.text {
-                        WsEvent::Text(Utf8Bytes::try_from(data).map_err(|_| WsError::InvalidUtf8)?)
-                    } else {
-                        WsEvent::Binary(data)
-                    });
+                    // already (unless compressed); this second pass is the
+                    // price of the proof type without unsafe, paid only by
+                    // fragmented messages.
+                    on_event(message_event(partial.text, data)?);
                 }
             }
             OpCode::Data(Data::Reserved(_)) | OpCode::Control(Control::Reserved(_)) => {
@@ -316,13 +331,31 @@ impl Decoder {
     }
 }
 
+/// A complete message as an event; text must be UTF-8.
+fn message_event(text: bool, data: Bytes) -> Result<WsEvent, WsError> {
+    Ok(if text {
+        WsEvent::Text(Utf8Bytes::try_from(data).map_err(|_| WsError::InvalidUtf8)?)
+    } else {
+        WsEvent::Binary(data)
+    })
+}
+
+/// A compressed message's payload, inflated within the message size limit.
+fn inflate(inflater: &mut Inflater, compressed: &[u8], limits: &WsLimits) -> Result<Bytes, WsError> {
+    match inflater.inflate(compressed, limits.max_message_bytes) {
+        Ok(data) => Ok(Bytes::from(data)),
+        Err(InflateError::TooBig) => Err(WsError::MessageTooBig),
+        Err(InflateError::Corrupt) => Err(WsError::BadCompression),
+    }
+}
+
 impl Partial {
     /// Appends a fragment, validating UTF-8 as far as it can be decided now:
     /// an invalid sequence fails at the fragment where it appears, an
     /// incomplete one at the end only fails on the final fragment.
     fn append(&mut self, payload: &[u8], is_final: bool) -> Result<(), WsError> {
         self.data.put_slice(payload);
-        if !self.text {
+        if !self.text || self.compressed {
             return Ok(());
         }
         let unchecked = &self.data[self.utf8_checked..];
@@ -386,6 +419,19 @@ pub fn text_frame(payload: &[u8]) -> Bytes {
     frame(OpCode::Data(Data::Text), payload)
 }
 
+/// A text or binary message compressed with permessage-deflate: its
+/// payload deflated on its own, RSV1 set (RFC 7692 §6.1).
+pub fn deflated_frame(text: bool, payload: &[u8]) -> Bytes {
+    let opcode = OpCode::Data(if text { Data::Text } else { Data::Binary });
+    let compressed = crate::deflate::compress(payload);
+    let header = FrameHeader { is_final: true, rsv1: true, opcode, ..FrameHeader::default() };
+    let len = compressed.len() as u64;
+    let mut out = Vec::with_capacity(header.len(len) + compressed.len());
+    header.format(len, &mut out).expect("writing to a Vec cannot fail");
+    out.extend_from_slice(&compressed);
+    Bytes::from(out)
+}
+
 pub fn binary_frame(payload: &[u8]) -> Bytes {
     frame(OpCode::Data(Data::Binary), payload)
 }
@@ -441,7 +487,7 @@ mod tests {
     fn decode_all(bytes: &[u8]) -> (Vec<WsEvent>, Result<usize, WsError>) {
         let mut buf = bytes.to_vec();
         let mut events = Vec::new();
-        let (used, result) = Decoder::new().decode(&mut buf, &LIMITS, &mut |e| events.push(e));
+        let (used, result) = Decoder::new().decode(&mut buf, &LIMITS, None, &mut |e| events.push(e));
         (events, result.map(|()| used))
     }
 
@@ -475,11 +521,11 @@ mod tests {
     fn invalid_utf8_fails_at_its_fragment() {
         let mut decoder = Decoder::new();
         let mut bytes = client_frame(false, 1, &[b'a', 0xff]);
-        let (_, result) = decoder.decode(&mut bytes, &LIMITS, &mut |_| {});
+        let (_, result) = decoder.decode(&mut bytes, &LIMITS, None, &mut |_| {});
         assert_eq!(result, Err(WsError::InvalidUtf8));
         // An incomplete sequence on the final fragment is invalid too.
         let mut bytes = client_frame(true, 1, &[0xc3]);
-        assert_eq!(Decoder::new().decode(&mut bytes, &LIMITS, &mut |_| {}).1, Err(WsError::InvalidUtf8));
+        assert_eq!(Decoder::new().decode(&mut bytes, &LIMITS, None, &mut |_| {}).1, Err(WsError::InvalidUtf8));
     }
 
     #[test]
@@ -510,10 +556,10 @@ mod tests {
         let limits = WsLimits { max_message_bytes: 10 };
         let frame = client_frame(true, 2, &[0; 11]);
         let mut header_only = frame[..6].to_vec();
-        let (_, result) = Decoder::new().decode(&mut header_only, &limits, &mut |_| {});
+        let (_, result) = Decoder::new().decode(&mut header_only, &limits, None, &mut |_| {});
         assert_eq!(result, Err(WsError::MessageTooBig));
         let mut at_limit = client_frame(true, 2, &[0; 10]);
-        assert!(Decoder::new().decode(&mut at_limit, &limits, &mut |_| {}).1.is_ok());
+        assert!(Decoder::new().decode(&mut at_limit, &limits, None, &mut |_| {}).1.is_ok());
     }
 
     #[test]
@@ -578,7 +624,7 @@ mod tests {
                 let end = (at + cut).min(stream.len());
                 kept.extend_from_slice(&stream[at..end]);
                 at = end;
-                let (used, result) = decoder.decode(&mut kept, &LIMITS, &mut |e| got.push(e));
+                let (used, result) = decoder.decode(&mut kept, &LIMITS, None, &mut |e| got.push(e));
                 result.unwrap();
                 kept.drain(..used);
             }

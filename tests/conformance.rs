@@ -1,8 +1,10 @@
 //! WebSocket conformance, by the case families of the Autobahn testsuite:
 //! framing and payload lengths, reserved bits, opcodes, control frames,
-//! fragmentation, UTF-8, close codes and reasons, limits. Every case checks
-//! the exact close code RFC 6455 asks for. The cases run against the `echo`
-//! party, on both I/O backends.
+//! fragmentation, UTF-8, close codes and reasons, limits (1-7, 9), and
+//! permessage-deflate (12, 13: RFC 7692 negotiation and compressed
+//! messages). Every case checks the exact close code the RFCs ask for. The
+//! cases run against the `echo` party, on both I/O backends. The compressed
+//! side of the client is flate2's raw deflate, called here directly.
 
 mod common;
 
@@ -18,6 +20,11 @@ backend_tests!(
     message_size_is_limited_from_the_header,
     a_broken_close_is_answered_and_tcp_closed_at_once,
     an_oversized_message_written_whole_still_reads_the_1009,
+    deflate_offers_are_negotiated_without_context_takeover_or_declined,
+    compressed_messages_of_every_size_round_trip,
+    compressed_fragments_and_reserved_bits_follow_rfc_7692,
+    compressed_bombs_corrupt_data_and_bad_utf8_are_refused,
+    a_party_with_compression_off_declines_every_offer,
 );
 
 use common::*;
@@ -332,4 +339,197 @@ fn an_oversized_message_written_whole_still_reads_the_1009() {
     client.writer.write_all(&encode_frame(true, BINARY, &vec![7u8; 2 << 20], true)).unwrap();
     assert_eq!(client.recv().close_code(), (1009, "message too big".to_owned()));
     expect_close_code_after_ours(&mut client);
+}
+
+const OFFER: &str = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n";
+
+/// A raw deflate of `payload` with a sync flush, its tail removed (RFC 7692 §7.2.1).
+fn deflate(payload: &[u8]) -> Vec<u8> {
+    let mut compressor = flate2::Compress::new(flate2::Compression::new(6), false);
+    let mut out = Vec::with_capacity(payload.len() + 64);
+    while compressor.total_in() < payload.len() as u64 || !out.ends_with(&[0, 0, 0xff, 0xff]) {
+        out.reserve(out.capacity().max(64));
+        let at = compressor.total_in() as usize;
+        compressor.compress_vec(&payload[at..], &mut out, flate2::FlushCompress::Sync).unwrap();
+    }
+    out.truncate(out.len() - 4);
+    out
+}
+
+/// The inverse, with the tail put back.
+fn inflate(compressed: &[u8]) -> Vec<u8> {
+    let mut input = compressed.to_vec();
+    input.extend_from_slice(&[0, 0, 0xff, 0xff]);
+    let mut decompressor = flate2::Decompress::new(false);
+    let mut out = Vec::with_capacity(input.len() * 8 + 64);
+    while (decompressor.total_in() as usize) < input.len() {
+        out.reserve(out.capacity().max(64));
+        let at = decompressor.total_in() as usize;
+        decompressor.decompress_vec(&input[at..], &mut out, flate2::FlushDecompress::Sync).unwrap();
+    }
+    out
+}
+
+/// A masked, final frame with RSV1 set.
+fn send_compressed(client: &mut Client, opcode: u8, compressed: &[u8]) {
+    send_with_rsv(client, 0b100, opcode, compressed);
+}
+
+fn send_fragment(client: &mut Client, fin: bool, rsv1: bool, opcode: u8, payload: &[u8]) {
+    let mut frame = encode_frame(fin, opcode, payload, true);
+    if rsv1 {
+        frame[0] |= 0x40;
+    }
+    client.writer.write_all(&frame).unwrap();
+}
+
+/// The next message's payload, inflated when the frame says so.
+fn recv_message(client: &mut Client) -> (u8, bool, Vec<u8>) {
+    let frame = client.recv();
+    assert!(frame.fin, "the server does not fragment");
+    let payload = if frame.rsv1 { inflate(&frame.payload) } else { frame.payload };
+    (frame.opcode, frame.rsv1, payload)
+}
+
+fn deflate_client(server: &dormouse::ServerHandle, path: &str) -> Client {
+    let client = Client::try_connect(server.local_addr(), path, OFFER);
+    assert_eq!(client.response.status, 101, "{}", client.response.text());
+    client
+}
+
+fn deflate_offers_are_negotiated_without_context_takeover_or_declined() {
+    let server = start("");
+    let accepted = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+    // Offers as browsers and libraries make them (Autobahn 13.1-13.7): accepted,
+    // always without context takeover in either direction.
+    for (offer, answer) in [
+        ("permessage-deflate", accepted.to_owned()),
+        ("permessage-deflate; client_max_window_bits", accepted.to_owned()),
+        ("permessage-deflate; client_no_context_takeover", accepted.to_owned()),
+        ("permessage-deflate; server_no_context_takeover; client_max_window_bits=8", accepted.to_owned()),
+        ("permessage-deflate; server_max_window_bits=15", format!("{accepted}; server_max_window_bits=15")),
+        ("permessage-deflate; server_max_window_bits=9, permessage-deflate", accepted.to_owned()),
+    ] {
+        let extra = format!("Sec-WebSocket-Extensions: {offer}\r\n");
+        let mut client = Client::try_connect(server.local_addr(), "/parties/echo/nego", &extra);
+        assert_eq!(client.response.status, 101, "{offer}");
+        assert_eq!(client.response.header("sec-websocket-extensions"), Some(answer.as_str()), "{offer}");
+        let text = "negotiated ".repeat(50);
+        send_compressed(&mut client, TEXT, &deflate(text.as_bytes()));
+        assert_eq!(recv_message(&mut client), (TEXT, true, text.into_bytes()), "{offer}");
+    }
+    // Declined cleanly (a smaller server window, bad parameters, other
+    // extensions): no extension in the 101, so RSV1 is a protocol error.
+    for offer in [
+        "permessage-deflate; server_max_window_bits=10",
+        "permessage-deflate; client_max_window_bits=20",
+        "permessage-deflate; unknown_parameter",
+        "x-webkit-deflate-frame",
+    ] {
+        let extra = format!("Sec-WebSocket-Extensions: {offer}\r\n");
+        let mut client = Client::try_connect(server.local_addr(), "/parties/echo/nego", &extra);
+        assert_eq!(client.response.status, 101, "{offer}");
+        assert_eq!(client.response.header("sec-websocket-extensions"), None, "{offer}");
+        client.send_text("plain still works");
+        assert_eq!(client.recv_text(), "plain still works");
+        send_compressed(&mut client, TEXT, &deflate(b"not negotiated"));
+        expect_close_code(&mut client, 1002, offer);
+    }
+}
+
+fn compressed_messages_of_every_size_round_trip() {
+    let server = start("");
+    let mut client = deflate_client(&server, "/parties/echo/sizes");
+    // Autobahn 12.x: text and binary, from empty to past 64 KiB, compressible
+    // and not; the echo comes back compressed when it is text of 256 B or
+    // more (the default `compression_min_bytes`), plain otherwise.
+    for len in [0usize, 1, 16, 255, 256, 1000, 4096, 65_535, 65_536, 262_144] {
+        let text: String = (0..len).map(|i| char::from(b'a' + (i * 7 % 26) as u8)).collect();
+        send_compressed(&mut client, TEXT, &deflate(text.as_bytes()));
+        assert_eq!(recv_message(&mut client), (TEXT, len >= 256, text.into_bytes()), "text of {len} bytes");
+        let noise: Vec<u8> = (0..len as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        send_compressed(&mut client, BINARY, &deflate(&noise));
+        assert_eq!(recv_message(&mut client), (BINARY, false, noise), "binary of {len} bytes");
+    }
+    // Plain messages on a deflate connection are fine too.
+    client.send_text("uncompressed");
+    assert_eq!(recv_message(&mut client), (TEXT, false, b"uncompressed".to_vec()));
+    // Many messages in a row, each compressed on its own (no context takeover).
+    let text = "the same words again and again ".repeat(20);
+    for _ in 0..50 {
+        send_compressed(&mut client, TEXT, &deflate(text.as_bytes()));
+    }
+    for _ in 0..50 {
+        let frame = client.recv();
+        assert!(frame.rsv1);
+        assert_eq!(inflate(&frame.payload), text.as_bytes(), "every message inflates alone");
+    }
+}
+
+fn compressed_fragments_and_reserved_bits_follow_rfc_7692() {
+    let server = start("");
+    let mut client = deflate_client(&server, "/parties/echo/frag");
+    // RSV1 on the first fragment only; a ping between fragments.
+    let text = "fragmented and compressed ".repeat(40);
+    let compressed = deflate(text.as_bytes());
+    let (a, b) = compressed.split_at(compressed.len() / 3);
+    let (b, c) = b.split_at(b.len() / 2);
+    send_fragment(&mut client, false, true, TEXT, a);
+    send_fragment(&mut client, false, false, CONTINUATION, b);
+    client.send_frame(true, PING, b"between", true);
+    send_fragment(&mut client, true, false, CONTINUATION, c);
+    assert_eq!(client.recv().payload, b"between");
+    assert_eq!(recv_message(&mut client), (TEXT, true, text.into_bytes()));
+    // RSV1 on a continuation or on a control frame, or RSV2/RSV3: 1002.
+    let cases: [(&str, u8, u8); 4] = [
+        ("RSV1 on a ping", 0b100, PING),
+        ("RSV2", 0b010, TEXT),
+        ("RSV3", 0b001, BINARY),
+        ("RSV1 on a close", 0b100, CLOSE),
+    ];
+    for (case, rsv, opcode) in cases {
+        let mut client = deflate_client(&server, "/parties/echo/frag");
+        let payload: &[u8] = if opcode == CLOSE { &[0x03, 0xe8] } else { b"x" };
+        send_with_rsv(&mut client, rsv, opcode, payload);
+        expect_close_code(&mut client, 1002, case);
+    }
+    let mut client = deflate_client(&server, "/parties/echo/frag");
+    send_fragment(&mut client, false, true, TEXT, a);
+    send_fragment(&mut client, true, true, CONTINUATION, b);
+    expect_close_code(&mut client, 1002, "RSV1 on a continuation");
+}
+
+fn compressed_bombs_corrupt_data_and_bad_utf8_are_refused() {
+    let server = start("[limits]\nmax_message_bytes = 65536\n");
+    // 10 MiB of zeros compress to about 10 KiB: within the frame limit,
+    // far past the message limit once inflated.
+    let bomb = deflate(&vec![0u8; 10 << 20]);
+    assert!(bomb.len() < 65_536);
+    let mut client = deflate_client(&server, "/parties/echo/bomb");
+    send_compressed(&mut client, BINARY, &bomb);
+    assert_eq!(client.expect_close(), (1009, "message too big".to_owned()));
+    // At the limit exactly, it is a message.
+    let mut client = deflate_client(&server, "/parties/echo/bomb");
+    send_compressed(&mut client, BINARY, &deflate(&vec![1u8; 65_536]));
+    assert_eq!(recv_message(&mut client).2.len(), 65_536);
+    // Not deflate data.
+    let mut client = deflate_client(&server, "/parties/echo/bomb");
+    send_compressed(&mut client, TEXT, &[0xff, 0xff, 0xff, 0xff]);
+    assert_eq!(client.expect_close(), (1007, "invalid compressed message".to_owned()));
+    // Inflates to invalid UTF-8 in a text message.
+    let mut client = deflate_client(&server, "/parties/echo/bomb");
+    send_compressed(&mut client, TEXT, &deflate(&[b'a', 0xff, b'b']));
+    assert_eq!(client.expect_close().0, 1007);
+}
+
+fn a_party_with_compression_off_declines_every_offer() {
+    let server = start("[parties.echo]\ncompression = \"off\"\n");
+    let mut client = Client::try_connect(server.local_addr(), "/parties/echo/off", OFFER);
+    assert_eq!(client.response.status, 101);
+    assert_eq!(client.response.header("sec-websocket-extensions"), None);
+    let text = "long enough to compress ".repeat(50);
+    client.send_text(&text);
+    let frame = client.recv();
+    assert!(!frame.rsv1);
+    assert_eq!(frame.text(), text);
 }

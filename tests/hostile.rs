@@ -225,7 +225,7 @@ fn close_of(client: &mut Client) -> Option<(u16, String)> {
         let mut payload = vec![0; len];
         client.reader.read_exact(&mut payload).ok()?;
         if head[0] & 0x0f == 8 {
-            return Some(Frame { fin: true, opcode: 8, payload }.close_code());
+            return Some(Frame { fin: true, rsv1: false, opcode: 8, payload }.close_code());
         }
     }
 }

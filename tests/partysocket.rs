@@ -11,6 +11,7 @@ mod common;
 backend_tests!(
     partysocket_connects_sends_receives_and_reconnects_with_the_same_id,
     node_ws_sending_an_oversized_message_sees_the_1009,
+    node_ws_negotiates_permessage_deflate_and_round_trips_compressed_messages,
 );
 
 use dormouse::{Connection, Message, Party, Room};
@@ -75,6 +76,23 @@ fn node_ws_sending_an_oversized_message_sees_the_1009() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert_eq!(stdout.trim(), "close 1009 message too big");
+}
+
+fn node_ws_negotiates_permessage_deflate_and_round_trips_compressed_messages() {
+    let dir = npm_clients();
+    let server = common::start("");
+    let output = Command::new("node")
+        .arg("deflate.mjs")
+        .arg(server.local_addr().to_string())
+        .arg("/parties/echo/zip")
+        .current_dir(&dir)
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("ok: negotiated permessage-deflate"), "{stdout}");
+    assert!(stdout.contains("deflate passed (close 1000)"), "{stdout}");
 }
 
 fn partysocket_connects_sends_receives_and_reconnects_with_the_same_id() {

@@ -173,7 +173,7 @@ fn publish_reaches_the_tagged_set_without_waking_the_room() {
         let frame = client.recv();
         assert_eq!(
             frame,
-            Frame { fin: true, opcode: 2, payload: b"all".to_vec() },
+            Frame { fin: true, rsv1: false, opcode: 2, payload: b"all".to_vec() },
             "c{i}: binary, after the tagged one"
         );
     }

@@ -22,7 +22,7 @@ pub(crate) use backend::Backend;
 pub(crate) use epoll::Epoll;
 pub(crate) use uring::{probe as probe_uring, Uring};
 
-use crate::config::{Limits, PartyConfig, SlowConsumerPolicy};
+use crate::config::{CompressionMode, Limits, PartyConfig, SlowConsumerPolicy};
 use crate::http::{self, BodyDecoder, BodyFraming, HttpError, HttpLimits, RequestHead, Response};
 use crate::kind::PartyKind;
 use crate::outq::WriteQueue;
@@ -139,6 +139,7 @@ pub struct CoreStats {
     pub frames_out: AtomicU64,
     pub bytes_out: AtomicU64,
     pub broadcasts: AtomicU64,
+    pub broadcasts_compressed: AtomicU64,
     pub publishes: AtomicU64,
     pub slow_consumers_closed: AtomicU64,
     pub frames_dropped: AtomicU64,
@@ -170,6 +171,9 @@ struct Counters {
     bytes_out: u64,
     /// Broadcasts this core carried out for its local members.
     broadcasts: u64,
+    /// Broadcasts and publishes compressed (once each) for members with
+    /// permessage-deflate, by the core that made them.
+    broadcasts_compressed: u64,
     /// Publish API requests accepted on this core.
     publishes: u64,
     /// Connections closed by the slow-consumer policy.
@@ -194,6 +198,7 @@ impl Counters {
             (&stats.frames_out, self.frames_out),
             (&stats.bytes_out, self.bytes_out),
             (&stats.broadcasts, self.broadcasts),
+            (&stats.broadcasts_compressed, self.broadcasts_compressed),
             (&stats.publishes, self.publishes),
             (&stats.slow_consumers_closed, self.slow_consumers_closed),
             (&stats.frames_dropped, self.frames_dropped),
@@ -276,6 +281,8 @@ pub(crate) enum CoreMsg {
 pub(crate) struct Broadcast {
     room: Arc<RoomKey>,
     frame: Bytes,
+    /// The same message compressed, for members with permessage-deflate.
+    deflated: Option<Bytes>,
     /// Only members carrying this tag.
     tag: Option<Arc<str>>,
     without: SmallVec<[ConnRef; 1]>,
@@ -327,6 +334,9 @@ struct HttpState {
     keep_alive: bool,
     /// For an upgrade: the client's key, needed for the 101.
     ws_key: Option<String>,
+    /// For an upgrade: the `Sec-WebSocket-Extensions` answer when
+    /// permessage-deflate was negotiated.
+    ws_deflate: Option<&'static str>,
     /// For a publish: cores yet to answer, and members reached so far.
     publish: Option<(usize, u64)>,
 }
@@ -341,6 +351,9 @@ struct ConnRecord {
     sending: bool,
     in_dirty: bool,
     joined: bool,
+    /// The socket negotiated permessage-deflate: it gets broadcasts'
+    /// compressed frames, and its compressed messages are inflated.
+    deflate: bool,
     /// A slow consumer's close waits for the send in flight: once it
     /// completes, what it did not start is discarded and the close queued.
     close_after_send: bool,
@@ -453,6 +466,9 @@ struct State {
     behind: bool,
     /// Messages waiting in local rooms' backlogs behind sliced broadcasts.
     backlogged: usize,
+    /// Inflates the compressed messages of this core's sockets, one at a
+    /// time (their clients were told `client_no_context_takeover`).
+    inflater: crate::deflate::Inflater,
 }
 
 impl<B: Backend> Core<B> {
@@ -495,6 +511,7 @@ impl<B: Backend> Core<B> {
             effects: Vec::new(),
             behind: false,
             backlogged: 0,
+            inflater: crate::deflate::Inflater::new(),
             shared,
         };
         Ok(Core { io, inbox: inbox.messages, commits: inbox.commits, listener, st })
@@ -734,6 +751,7 @@ impl State {
             sending: false,
             in_dirty: false,
             joined: false,
+            deflate: false,
             close_after_send: false,
             deadline_ms,
             local_room: 0,
@@ -852,7 +870,7 @@ impl State {
             framing => Some(BodyDecoder::new(framing, self.shared.limits.max_body_bytes)),
         };
         let has_body = body.is_some();
-        conn.http = Some(Box::new(HttpState { head, body, keep_alive, ws_key: None, publish: None }));
+        conn.http = Some(Box::new(HttpState { head, body, keep_alive, ws_key: None, ws_deflate: None, publish: None }));
         if has_body {
             conn.phase = Phase::Body;
         } else {
@@ -932,16 +950,21 @@ impl State {
         }
         let binary =
             request.header("content-type").is_some_and(|t| t.trim().eq_ignore_ascii_case("application/octet-stream"));
-        let frame = if binary {
-            ws::binary_frame(&request.body)
+        let message = if binary {
+            Message::Binary(&request.body)
         } else {
             let text = std::str::from_utf8(&request.body)
                 .map_err(|_| Response::text(400, "The body is not UTF-8; send binary as application/octet-stream"))?;
-            ws::text_frame(text.as_bytes())
+            Message::Text(text)
         };
+        let frame = message.to_frame();
+        // This core cannot tell whether any member negotiated deflate, so a
+        // message that qualifies is compressed once here in case.
+        let deflated = message.to_deflated_frame(&self.shared.party_config(&room.party));
+        self.counters.broadcasts_compressed += u64::from(deflated.is_some());
         let tag = route::query_param(request.query(), "tag").map(|t| Arc::<str>::from(&*t));
         let conn = self.conn_ref(slot);
-        let broadcast = Arc::new(Broadcast { room, frame, tag, without: SmallVec::new(), reply: Some(conn) });
+        let broadcast = Arc::new(Broadcast { room, frame, deflated, tag, without: SmallVec::new(), reply: Some(conn) });
         let http = self.conns[slot as usize].http.as_mut().expect("a request in progress has its state");
         http.publish = Some((self.shared.cores, 0));
         self.counters.publishes += 1;
@@ -1002,6 +1025,8 @@ impl State {
             self.counters.events_shed += 1;
             return self.reject(slot, overloaded());
         }
+        let compression = self.shared.party_config(&room.party).compression;
+        let deflate = upgrade.deflate.filter(|_| compression == CompressionMode::On);
         let conn = &mut self.conns[slot as usize];
         conn.phase = Phase::AwaitConnect;
         conn.deadline_ms = u64::MAX;
@@ -1011,9 +1036,11 @@ impl State {
             body: None,
             keep_alive: false,
             ws_key: Some(upgrade.key),
+            ws_deflate: deflate,
             publish: None,
         }));
-        let joining = Box::new(Joining { id, uri, head, protocols: upgrade.protocols });
+        let protocols = upgrade.protocols;
+        let joining = Box::new(Joining { id, uri, head, protocols, deflate: deflate.is_some() });
         let conn = self.conn_ref(slot);
         self.send_to_owner(room, |room| CoreMsg::Connect { conn, room, joining });
     }
@@ -1072,7 +1099,8 @@ impl State {
     fn on_frames(&mut self, slot: u32, buf: &mut [u8]) -> (usize, bool) {
         let conn = &mut self.conns[slot as usize];
         let mut events = std::mem::take(&mut self.ws_events);
-        let (used, result) = conn.decoder.decode(buf, &self.ws_limits, &mut |event| events.push(event));
+        let inflater = conn.deflate.then_some(&mut self.inflater);
+        let (used, result) = conn.decoder.decode(buf, &self.ws_limits, inflater, &mut |event| events.push(event));
         for event in events.drain(..) {
             self.on_ws_event(slot, event);
         }
@@ -1547,8 +1575,14 @@ impl State {
             let close = Box::new(CloseInfo { code: 1006, reason: String::new(), error: None });
             return self.send_to_owner(room, |room| CoreMsg::Closed { conn, room, member, close });
         };
-        let key = self.conns[slot as usize].http.take().and_then(|h| h.ws_key).expect("an upgrade keeps its key");
-        self.enqueue(slot, Bytes::from(http::switching_protocols(&key, protocol.as_deref(), &[])));
+        let http = self.conns[slot as usize].http.take().expect("an upgrade keeps its state");
+        let key = http.ws_key.expect("an upgrade keeps its key");
+        let extensions: Vec<(String, String)> = http
+            .ws_deflate
+            .map(|value| ("sec-websocket-extensions".to_owned(), value.to_owned()))
+            .into_iter()
+            .collect();
+        self.enqueue(slot, Bytes::from(http::switching_protocols(&key, protocol.as_deref(), &extensions)));
         let local_room = match self.local_room_ids.get(&room) {
             Some(&id) => id,
             None => {
@@ -1564,6 +1598,7 @@ impl State {
         conn.member_key = key.0;
         conn.member = member;
         conn.joined = true;
+        conn.deflate = http.ws_deflate.is_some();
         conn.phase = Phase::Open;
         // Frames a client sent before the 101 are processed now.
         self.on_data(slot, None);
@@ -1695,8 +1730,10 @@ impl State {
                     let reason = reason.into_boxed_str();
                     self.send_to(usize::from(to.core), CoreMsg::Close { conn: to, code, reason });
                 }
-                Effect::Broadcast { frame, tag, without } => {
-                    let broadcast = Arc::new(Broadcast { room: room.clone(), frame, tag, without, reply: None });
+                Effect::Broadcast { frame, deflated, tag, without } => {
+                    self.counters.broadcasts_compressed += u64::from(deflated.is_some());
+                    let room = room.clone();
+                    let broadcast = Arc::new(Broadcast { room, frame, deflated, tag, without, reply: None });
                     for &core in &cores_with_members {
                         self.send_to(core, CoreMsg::Broadcast(broadcast.clone()));
                     }
@@ -1730,7 +1767,8 @@ impl FanOut<'_> {
         core: u16,
         max_backlog: usize,
     ) -> u64 {
-        let frame = &broadcast.frame;
+        let plain = &broadcast.frame;
+        let deflated = broadcast.deflated.as_ref().unwrap_or(plain);
         let mut delivered = 0;
         for slot in recipients {
             let Some(conn) = self.conns.get_mut(slot as usize) else { continue };
@@ -1740,6 +1778,7 @@ impl FanOut<'_> {
             if !broadcast.without.is_empty() && broadcast.without.contains(&ConnRef { core, slot, gen: conn.gen }) {
                 continue;
             }
+            let frame = if conn.deflate { deflated } else { plain };
             if !conn.out.try_push(frame, max_backlog) {
                 self.slow.push(slot);
                 continue;

@@ -424,6 +424,8 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &str, body: &st
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
     pub fin: bool,
+    /// RSV1: the message is compressed (permessage-deflate).
+    pub rsv1: bool,
     pub opcode: u8,
     pub payload: Vec<u8>,
 }
@@ -491,6 +493,7 @@ impl Client {
         let mut head = [0u8; 2];
         self.reader.read_exact(&mut head).expect("read frame header");
         let fin = head[0] & 0x80 != 0;
+        let rsv1 = head[0] & 0x40 != 0;
         let opcode = head[0] & 0x0f;
         assert_eq!(head[1] & 0x80, 0, "server frames are unmasked");
         let len = match head[1] & 0x7f {
@@ -508,7 +511,7 @@ impl Client {
         };
         let mut payload = vec![0; len];
         self.reader.read_exact(&mut payload).unwrap();
-        Frame { fin, opcode, payload }
+        Frame { fin, rsv1, opcode, payload }
     }
 
     pub fn recv_text(&mut self) -> String {

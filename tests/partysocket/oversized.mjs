@@ -9,7 +9,8 @@ setTimeout(() => {
   console.error("no close within 10 s");
   process.exit(1);
 }, 10000).unref();
-const ws = new WebSocket(`ws://${host}${path}`);
+// Uncompressed, so the server has the whole oversized frame to read away.
+const ws = new WebSocket(`ws://${host}${path}`, { perMessageDeflate: false });
 ws.on("open", () => ws.send(Buffer.alloc(Number(bytes), 7)));
 ws.on("error", (e) => {
   console.error(`error ${e.message}`);

@@ -25,6 +25,8 @@ backend_tests!(
     compressed_fragments_and_reserved_bits_follow_rfc_7692,
     compressed_bombs_corrupt_data_and_bad_utf8_are_refused,
     a_party_with_compression_off_declines_every_offer,
+    large_messages_in_one_frame_and_in_fragments_within_the_limit,
+    auto_fragmented_messages_of_every_fragment_size_are_reassembled,
 );
 
 use common::*;
@@ -532,4 +534,61 @@ fn a_party_with_compression_off_declines_every_offer() {
     let frame = client.recv();
     assert!(!frame.rsv1);
     assert_eq!(frame.text(), text);
+}
+
+fn large_messages_in_one_frame_and_in_fragments_within_the_limit() {
+    // Autobahn 9.1-9.6, scaled to a limit of 4 MiB: text and binary of 1,
+    // 2 and 4 MiB, in one frame and in fragments of 64 KiB; 9.7-9.8: many
+    // small messages in a row.
+    let server = start("[limits]\nmax_message_bytes = 4194304\nmax_write_backlog_bytes = 16777216\n");
+    let mut client = echo(&server);
+    for len in [1 << 20, 2 << 20, 4 << 20] {
+        let mut text = "abcdefghijklmnopqrstuvwxyz".repeat(len / 26 + 1);
+        text.truncate(len);
+        client.send_text(&text);
+        assert!(client.recv_text() == text, "text of {len} bytes in one frame");
+        let binary: Vec<u8> = (0..=250u8).cycle().take(len).collect();
+        let chunks: Vec<&[u8]> = binary.chunks(64 << 10).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let opcode = if i == 0 { BINARY } else { CONTINUATION };
+            client.send_frame(i + 1 == chunks.len(), opcode, chunk, true);
+        }
+        let frame = client.recv();
+        assert!(frame.opcode == BINARY && frame.payload == binary, "binary of {len} bytes in 64 KiB fragments");
+    }
+    for _ in 0..1000 {
+        client.send_frame(true, BINARY, &[5; 64], true);
+    }
+    for _ in 0..1000 {
+        assert_eq!(client.recv().payload, [5; 64]);
+    }
+    // One byte past the limit, in fragments: refused when the total passes it.
+    client.send_frame(false, BINARY, &vec![0; 4 << 20], true);
+    client.send_frame(true, CONTINUATION, &[0], true);
+    expect_close_code(&mut client, 1009, "4 MiB and one byte in two fragments");
+}
+
+fn auto_fragmented_messages_of_every_fragment_size_are_reassembled() {
+    // Autobahn 10.1: a 64 KiB message sent in fragments of a fixed size,
+    // from one byte up to the whole message.
+    let server = start("");
+    let mut client = echo(&server);
+    let text: String = (0..65_536).map(|i| ['a', 'é', '€', '𝄞'][i % 4]).collect::<String>();
+    let bytes = text.as_bytes();
+    for size in [1usize, 2, 3, 7, 64, 1300, 4096, 65_535, bytes.len()] {
+        if size == 1 && bytes.len() > 20_000 {
+            // One byte a frame: on a shorter message, to keep the test quick.
+            let short = &bytes[..4096];
+            for (i, chunk) in short.chunks(1).enumerate() {
+                client.send_frame(i + 1 == short.len(), if i == 0 { TEXT } else { CONTINUATION }, chunk, true);
+            }
+            assert!(client.recv_text().as_bytes() == short, "fragments of one byte");
+            continue;
+        }
+        let chunks: Vec<&[u8]> = bytes.chunks(size).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            client.send_frame(i + 1 == chunks.len(), if i == 0 { TEXT } else { CONTINUATION }, chunk, true);
+        }
+        assert!(client.recv_text() == text, "fragments of {size} bytes");
+    }
 }

@@ -328,6 +328,10 @@ impl Response {
         Response::new(status).with_header("content-type", "application/json").with_body(body.into())
     }
 
+    pub fn html(status: u16, body: impl Into<String>) -> Self {
+        Response::new(status).with_header("content-type", "text/html; charset=utf-8").with_body(body.into())
+    }
+
     pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
         self

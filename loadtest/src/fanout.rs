@@ -49,6 +49,12 @@ pub struct Plan {
     /// `?tag=hot`, the others `?tag=cold`.
     pub tag_every: Option<usize>,
     pub payload_bytes: usize,
+    /// Messages are JSON text (the stamp in its first field) instead of
+    /// binary, as PartyKit apps send them.
+    pub text: bool,
+    /// Offer permessage-deflate; compressed frames are inflated (as far as
+    /// the stamp) by the receivers.
+    pub deflate: bool,
     pub duration: Duration,
     /// How long to wait for outstanding deliveries after the last send.
     pub drain: Duration,
@@ -120,6 +126,64 @@ pub fn stamp(payload: &mut [u8], publisher: u32, seq: u64, sent_ns: u64) {
     payload[16..24].copy_from_slice(&sent_ns.to_le_bytes());
 }
 
+/// The text form's first bytes: `{"m":"` then the stamp in hex.
+const TEXT_MAGIC: &[u8; 6] = br#"{"m":""#;
+/// The smallest text message: the stamp field and a closing brace.
+pub const TEXT_HEADER_BYTES: usize = TEXT_MAGIC.len() + 40 + 2;
+
+/// A JSON text message of `len` bytes (at least `TEXT_HEADER_BYTES`): the
+/// stamp as 40 hex digits in field `m`, then cursor-like objects as padding
+/// (it compresses about as app JSON does, 3-4x).
+pub fn text_message(len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 64);
+    out.extend_from_slice(TEXT_MAGIC);
+    out.extend_from_slice(&[b'0'; 40]);
+    out.extend_from_slice(br#"","d":["#);
+    let mut i = 0u32;
+    while out.len() + 64 < len {
+        let item = format!(r#"{{"id":"user-{i:04}","x":{},"y":{},"on":true}},"#, i * 37 % 1280, i * 91 % 720);
+        out.extend_from_slice(item.as_bytes());
+        i += 1;
+    }
+    while out.len() + 2 < len {
+        out.push(b' ');
+    }
+    out.truncate(len.saturating_sub(2).max(TEXT_HEADER_BYTES - 2));
+    out.extend_from_slice(b"]}");
+    out
+}
+
+/// Writes the stamp into a message made by [`text_message`].
+pub fn stamp_text(message: &mut [u8], publisher: u32, seq: u64, sent_ns: u64) {
+    let hex = format!("{publisher:08x}{seq:016x}{sent_ns:016x}");
+    message[TEXT_MAGIC.len()..TEXT_MAGIC.len() + 40].copy_from_slice(hex.as_bytes());
+}
+
+/// The stamp of a message of either form: publisher, sequence, send time.
+fn read_stamp(payload: &[u8]) -> Option<(u32, u64, u64)> {
+    if payload.len() >= HEADER_BYTES && &payload[..4] == MAGIC {
+        let publisher = u32::from_le_bytes(payload[4..8].try_into().expect("4 bytes"));
+        let seq = u64::from_le_bytes(payload[8..16].try_into().expect("8 bytes"));
+        let sent = u64::from_le_bytes(payload[16..24].try_into().expect("8 bytes"));
+        return Some((publisher, seq, sent));
+    }
+    let hex = payload.strip_prefix(TEXT_MAGIC)?.get(..40)?;
+    let field = |range: std::ops::Range<usize>| {
+        std::str::from_utf8(&hex[range]).ok().and_then(|h| u64::from_str_radix(h, 16).ok())
+    };
+    Some((field(0..8)? as u32, field(8..24)?, field(24..40)?))
+}
+
+/// The first bytes of a compressed message's payload, enough for the stamp:
+/// a receiver inflates only that much (each one would otherwise spend the
+/// client's CPU, shared with the server here, on the whole message).
+fn inflate_prefix(compressed: &[u8], out: &mut Vec<u8>) {
+    let mut inflater = flate2::Decompress::new(false);
+    out.clear();
+    out.reserve(64);
+    let _ = inflater.decompress_vec(compressed, out, flate2::FlushDecompress::Sync);
+}
+
 /// Everything one run measured.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
@@ -147,6 +211,11 @@ pub struct Report {
     pub server_after: Option<ProcSample>,
     pub server_bytes_per_connection: Option<f64>,
     pub server_cpu_us_per_delivery: Option<f64>,
+    /// Whether the messages were JSON text, and permessage-deflate offered.
+    pub text: bool,
+    pub deflate: bool,
+    /// Bytes on the wire per delivered frame, header included.
+    pub wire_bytes_per_delivery: f64,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -229,6 +298,9 @@ pub(crate) struct Tally {
     wrong_receivers: u64,
     /// When the last delivery arrived (ns since the epoch).
     last_delivery_ns: u64,
+    /// Bytes of the delivered frames as they came off the wire (compressed
+    /// ones compressed), headers included.
+    wire_bytes: u64,
     errors: HashMap<String, u64>,
     progress: Arc<Progress>,
 }
@@ -378,6 +450,8 @@ struct Worker {
     conns: Vec<Conn>,
     tally: Tally,
     epoch: Instant,
+    /// The stamp end of the compressed message being read.
+    inflated: Vec<u8>,
 }
 
 impl Worker {
@@ -396,6 +470,7 @@ impl Worker {
             out_of_order: 0,
             wrong_receivers: 0,
             last_delivery_ns: 0,
+            wire_bytes: 0,
             errors: HashMap::new(),
             progress: progress.clone(),
         };
@@ -404,6 +479,7 @@ impl Worker {
             conns: Vec::new(),
             tally,
             epoch,
+            inflated: Vec::with_capacity(64),
             index,
             cycle: 0,
             plan,
@@ -480,7 +556,8 @@ impl Worker {
                         target.push_str("&tag=");
                         target.push_str(tag);
                     }
-                    conn.wbuf.extend_from_slice(socket::upgrade_request(&target, self.plan.target.addr).as_bytes());
+                    let request = socket::upgrade_request(&target, self.plan.target.addr, self.plan.deflate);
+                    conn.wbuf.extend_from_slice(request.as_bytes());
                     conn.state = State::Handshaking;
                 }
                 Connected::NotYet => return,
@@ -553,12 +630,16 @@ impl Worker {
         loop {
             let buf = &conn.rbuf[used..];
             let Some(FrameHead { fin, opcode, header, len }) = frame_head(buf) else { break };
-            let payload = &buf[header..header + len];
+            let mut payload = &buf[header..header + len];
+            if buf[0] & 0x40 != 0 {
+                inflate_prefix(payload, &mut self.inflated);
+                payload = &self.inflated;
+            }
+            let stamp = if fin && matches!(opcode, 1 | 2) { read_stamp(payload) } else { None };
             match opcode {
-                1 | 2 if fin && payload.len() >= HEADER_BYTES && &payload[..4] == MAGIC => {
-                    let publisher = u32::from_le_bytes(payload[4..8].try_into().expect("4 bytes"));
-                    let seq = u64::from_le_bytes(payload[8..16].try_into().expect("8 bytes"));
-                    let sent = u64::from_le_bytes(payload[16..24].try_into().expect("8 bytes"));
+                1 | 2 if stamp.is_some() => {
+                    let (publisher, seq, sent) = stamp.expect("checked");
+                    self.tally.wire_bytes += (header + len) as u64;
                     let latency = now.saturating_sub(sent).max(1);
                     let _ = self.tally.latency[class_of(publisher)].record(latency);
                     if publisher == TAG_PUBLISHER && !conn.hot {
@@ -602,7 +683,8 @@ impl Worker {
         let interval = Duration::from_secs_f64(1.0 / per_publisher.max(1e-9));
         let mine: Vec<usize> = (0..self.conns.len()).filter(|&i| self.conns[i].global < plan.publishers).collect();
         let mut seqs = vec![0u64; mine.len()];
-        let mut payload = vec![0u8; plan.payload_bytes.max(HEADER_BYTES)];
+        let mut payload =
+            if plan.text { text_message(plan.payload_bytes) } else { vec![0u8; plan.payload_bytes.max(HEADER_BYTES)] };
         let receivers = plan.receivers_per_message();
         let mut events = Events::with_capacity(4096);
         loop {
@@ -635,8 +717,14 @@ impl Worker {
                         }
                     };
                     while seqs[k] < due && self.conns[i].state == State::Open {
-                        stamp(&mut payload, self.conns[i].global as u32, seqs[k], now_ns(self.epoch));
-                        client_frame(2, &payload, &mut self.conns[i].wbuf);
+                        let (publisher, sent_ns) = (self.conns[i].global as u32, now_ns(self.epoch));
+                        if plan.text {
+                            stamp_text(&mut payload, publisher, seqs[k], sent_ns);
+                            client_frame(1, &payload, &mut self.conns[i].wbuf);
+                        } else {
+                            stamp(&mut payload, publisher, seqs[k], sent_ns);
+                            client_frame(2, &payload, &mut self.conns[i].wbuf);
+                        }
                         seqs[k] += 1;
                         self.tally.sent += 1;
                         self.progress.expected.fetch_add(receivers, Ordering::Relaxed);
@@ -869,7 +957,7 @@ fn merge(
         rooms: plan.rooms,
         connections: plan.connections,
         publishers: plan.publishers,
-        payload_bytes: plan.payload_bytes.max(HEADER_BYTES),
+        payload_bytes: if plan.text { plan.payload_bytes } else { plan.payload_bytes.max(HEADER_BYTES) },
         connect_secs,
         publish_secs,
         delivery_secs,
@@ -894,6 +982,9 @@ fn merge(
         server_before: before,
         server_connected: connected,
         server_after: after,
+        text: plan.text,
+        deflate: plan.deflate,
+        wire_bytes_per_delivery: tallies.iter().map(|t| t.wire_bytes).sum::<u64>() as f64 / deliveries.max(1) as f64,
     }
 }
 

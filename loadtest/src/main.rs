@@ -105,6 +105,14 @@ enum Scenario {
         /// Message size in bytes (at least 24: the header with sequence and timestamp).
         #[arg(long, default_value_t = 100)]
         payload_bytes: usize,
+        /// JSON text messages (the stamp in their first field, at least 48
+        /// bytes) instead of binary ones.
+        #[arg(long)]
+        text: bool,
+        /// Offer permessage-deflate (implies --text: servers compress text);
+        /// receivers inflate compressed frames as far as the stamp.
+        #[arg(long)]
+        deflate: bool,
     },
     /// N connections in one room, every K-th tagged `hot` (`?tag=hot`, the
     /// others `?tag=cold`); publishes to the hot tag, then to the whole room,
@@ -291,6 +299,8 @@ fn plan(connect: &Connect, publish: Option<&Publish>, duration_secs: f64, shape:
         in_flight: shape.in_flight,
         tag_every: shape.tag_every,
         payload_bytes: shape.payload_bytes,
+        text: false,
+        deflate: false,
         duration: seconds("duration-secs", duration_secs)?,
         drain: seconds("drain-secs", publish.map_or(0.0, |p| p.drain_secs))?,
         connect_timeout: seconds("connect-timeout-secs", connect.connect_timeout_secs)?,
@@ -330,8 +340,22 @@ fn finish(connect: &Connect, publish: &Publish, scenario: &str, report: &fanout:
 
 fn run(scenario: Scenario) -> Result<()> {
     match scenario {
-        Scenario::Fanout { connect, publish, connections, publishers, rate, in_flight, payload_bytes } => {
+        Scenario::Fanout {
+            connect,
+            publish,
+            connections,
+            publishers,
+            rate,
+            in_flight,
+            payload_bytes,
+            text,
+            deflate,
+        } => {
+            let text = text || deflate;
             check_payload(payload_bytes)?;
+            if text && payload_bytes < fanout::TEXT_HEADER_BYTES {
+                return Err(usage(format!("--text needs --payload-bytes of at least {}", fanout::TEXT_HEADER_BYTES)));
+            }
             if connections < 2 || publishers == 0 || publishers > connections {
                 return Err(usage("need --connections >= 2 and 1 <= --publishers <= --connections".into()));
             }
@@ -339,7 +363,9 @@ fn run(scenario: Scenario) -> Result<()> {
                 return Err(usage("--in-flight must be at least 1".into()));
             }
             let shape = Shape { rooms: 1, connections, publishers, rate, in_flight, tag_every: None, payload_bytes };
-            let report = fanout::run(plan(&connect, Some(&publish), publish.duration_secs, shape)?)?;
+            let mut plan = plan(&connect, Some(&publish), publish.duration_secs, shape)?;
+            (plan.text, plan.deflate) = (text, deflate);
+            let report = fanout::run(plan)?;
             print_fanout(&report);
             finish(&connect, &publish, "fanout", &report)
         }
@@ -760,13 +786,19 @@ fn print_fanout(r: &fanout::Report) {
     if let Some(c) = r.server_cpu_us_per_delivery {
         println!("server CPU            {c:.3} us per delivered frame");
     }
+    let form = match (r.text, r.deflate) {
+        (_, true) => "text, permessage-deflate offered",
+        (true, false) => "text",
+        (false, false) => "binary",
+    };
+    println!("on the wire           {:.0} B per delivered frame ({form})", r.wire_bytes_per_delivery);
     print_errors(&r.errors);
 }
 
 fn handshake(target: &Target, id: usize) -> Result<TcpStream> {
     let mut stream = TcpStream::connect(target.addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let request = socket::upgrade_request(&target.request_target("idle", &format!("idle-{id}")), target.addr);
+    let request = socket::upgrade_request(&target.request_target("idle", &format!("idle-{id}")), target.addr, false);
     stream.write_all(request.as_bytes())?;
     let mut head = Vec::with_capacity(256);
     let mut byte = [0u8; 1];

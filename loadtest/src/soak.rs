@@ -429,7 +429,8 @@ impl Worker {
                     let room = format!("s{}", self.plan.room_of(conn.slot));
                     let id = format!("soak-{:08x}-{}-{}", self.run, conn.slot, conn.session);
                     let target = self.plan.target.request_target(&room, &id);
-                    conn.wbuf.extend_from_slice(socket::upgrade_request(&target, self.plan.target.addr).as_bytes());
+                    conn.wbuf
+                        .extend_from_slice(socket::upgrade_request(&target, self.plan.target.addr, false).as_bytes());
                     conn.state = State::Handshaking;
                 }
                 Connected::NotYet => return,

@@ -46,11 +46,13 @@ pub(crate) fn connected(stream: &TcpStream) -> Connected {
     }
 }
 
-/// The WebSocket upgrade request for `target` (path and query) on `host`.
-pub(crate) fn upgrade_request(target: &str, host: SocketAddr) -> String {
+/// The WebSocket upgrade request for `target` (path and query) on `host`,
+/// offering permessage-deflate as browsers do when `deflate`.
+pub(crate) fn upgrade_request(target: &str, host: SocketAddr, deflate: bool) -> String {
+    let offer = if deflate { "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" } else { "" };
     format!(
         "GET {target} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
     )
 }
 

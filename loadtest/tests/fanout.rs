@@ -80,6 +80,40 @@ fn fanout_delivers_every_message_exactly_once_and_reports_it() {
 }
 
 #[test]
+fn fanout_of_json_text_with_and_without_deflate_reports_the_bytes_on_the_wire() {
+    let server = server();
+    let url = format!("ws://{}/parties/main/{{room}}", server.local_addr());
+    let mut wire = Vec::new();
+    for mode in ["--text", "--deflate"] {
+        let args = [
+            "fanout",
+            "--url",
+            &url,
+            "--connections",
+            "20",
+            "--rate",
+            "50",
+            "--duration-secs",
+            "1",
+            "--payload-bytes",
+            "2048",
+            mode,
+        ];
+        let (doc, stdout) = loadtest_json("fanout-text", &args);
+        let r = &doc["report"];
+        let sent = r["messages_sent"].as_u64().unwrap();
+        assert_eq!(r["deliveries"].as_u64().unwrap(), sent * 19, "{mode}: every message reaches the 19 others");
+        assert_eq!((r["lost"].as_u64(), r["out_of_order"].as_u64()), (Some(0), Some(0)), "{mode}");
+        assert_eq!(r["deflate"], mode == "--deflate");
+        assert!(stdout.contains("on the wire"), "{stdout}");
+        wire.push(r["wire_bytes_per_delivery"].as_f64().unwrap());
+    }
+    // 2048 bytes of text and a 4-byte header, then the compressed form.
+    assert_eq!(wire[0], 2052.0);
+    assert!(wire[1] * 2.0 < wire[0], "compressed: {} B per delivery", wire[1]);
+}
+
+#[test]
 fn losses_past_max_loss_fail_the_run() {
     // The echo party sends each message back to its sender only, so every
     // other receiver misses it.

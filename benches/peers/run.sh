@@ -15,7 +15,8 @@
 # Needs: a Rust toolchain, Node.js >= 18 with npm, curl, util-linux `unshare`
 # (unprivileged user namespaces), iproute2 `ip`. About 8 minutes on 2 cores.
 #
-# QUICK=1 shrinks every case (for trying the script, not for numbers).
+# QUICK=1 shrinks every case (for trying the script, not for numbers);
+# CASES="fanout latency rooms compression" (the default) picks the groups.
 set -euo pipefail
 
 PEERS=$(cd "$(dirname "$0")" && pwd)
@@ -34,10 +35,17 @@ FANOUT_CASES="1000:1200 5000:240 15000:80"
 LATENCY_CASE="15000:4"
 # The memory case: many small rooms, mostly idle (rooms x per-room).
 ROOMS=500 PER_ROOM=10 ROOMS_RATE=250
+# The compression case: the latency case's room and rate with 2 KB JSON text
+# messages, once plain (--text) and once with permessage-deflate offered
+# (--deflate); Node ws with its permessage-deflate on (DEFLATE=1). PartyKit's
+# dev server is left out of it.
+COMPRESSION_CASE="15000:4" COMPRESSION_BYTES=2048 COMPRESSION_SERVERS="dormouse node-ws"
+# Which groups of cases run: CASES="compression" runs that one alone.
+CASES=${CASES:-"fanout latency rooms compression"}
 PUBLISH_SECS=5 DRAIN_SECS=15 REPEATS=2
 SERVERS="dormouse node-ws partykit"
 if [ "${QUICK:-0}" = 1 ]; then
-  FANOUT_CASES="200:100 1000:20" LATENCY_CASE="1000:5" ROOMS=20 PER_ROOM=5 ROOMS_RATE=20
+  FANOUT_CASES="200:100 1000:20" LATENCY_CASE="1000:5" ROOMS=20 PER_ROOM=5 ROOMS_RATE=20 COMPRESSION_CASE="1000:5"
   PUBLISH_SECS=1 DRAIN_SECS=5 REPEATS=1
 fi
 
@@ -127,8 +135,9 @@ if [ "${1:-}" = --inside ]; then
     stop_server
   }
 
+  has() { [[ " $CASES " == *" $1 "* ]]; }
   for rep in $(seq 1 "$REPEATS"); do
-    for case in $FANOUT_CASES; do
+    for case in $(has fanout && echo "$FANOUT_CASES"); do
       n=${case%%:*} rate=${case##*:}
       for kind in $SERVERS; do
         run "fanout-$n-$kind-$rep" "$kind" fanout --connections "$n" --publishers 1 --rate "$rate" \
@@ -136,11 +145,19 @@ if [ "${1:-}" = --inside ]; then
       done
     done
     n=${LATENCY_CASE%%:*} rate=${LATENCY_CASE##*:}
-    for kind in $SERVERS; do
+    for kind in $(has latency && echo "$SERVERS"); do
       run "latency-$n-$kind-$rep" "$kind" fanout --connections "$n" --publishers 1 --rate "$rate" \
         --payload-bytes 100 --duration-secs "$PUBLISH_SECS" --drain-secs "$DRAIN_SECS"
     done
-    for kind in $SERVERS; do
+    n=${COMPRESSION_CASE%%:*} rate=${COMPRESSION_CASE##*:}
+    for mode in $(has compression && echo "text deflate"); do
+      for kind in $COMPRESSION_SERVERS; do
+        DEFLATE=1 run "compression-$n-$kind-$mode-$rep" "$kind" fanout --connections "$n" --publishers 1 \
+          --rate "$rate" --payload-bytes "$COMPRESSION_BYTES" "--$mode" \
+          --duration-secs "$PUBLISH_SECS" --drain-secs "$DRAIN_SECS"
+      done
+    done
+    for kind in $(has rooms && echo "$SERVERS"); do
       run "rooms-$ROOMS-$kind-$rep" "$kind" rooms --rooms "$ROOMS" --per-room "$PER_ROOM" --rate "$ROOMS_RATE" \
         --duration-secs "$PUBLISH_SECS" --drain-secs "$DRAIN_SECS"
     done
@@ -181,7 +198,8 @@ fs.writeFileSync(process.argv[2], JSON.stringify({
   partykit: "$(version_of partykit partykit)",
   workerd: "$(version_of partykit workerd)",
   command: "benches/peers/run.sh",
-  cases: { fanout: "$FANOUT_CASES", latency: "$LATENCY_CASE", rooms: "$ROOMS x $PER_ROOM at $ROOMS_RATE wakes/s",
+  cases: { run: "$CASES", fanout: "$FANOUT_CASES", latency: "$LATENCY_CASE", rooms: "$ROOMS x $PER_ROOM at $ROOMS_RATE wakes/s",
+           compression: "$COMPRESSION_CASE, $COMPRESSION_BYTES B JSON, --text and --deflate",
            publish_secs: $PUBLISH_SECS, drain_secs: $DRAIN_SECS, repeats: $REPEATS },
 }, null, 2) + "\n");
 EOF

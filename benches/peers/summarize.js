@@ -19,11 +19,14 @@ const machine = JSON.parse(fs.readFileSync(path.join(dir, "machine.json"), "utf8
 
 // runs[case][server] = [report, ...]; a run whose server did not start has no JSON.
 const runs = {};
-const files = fs.readdirSync(dir).filter((f) => /^(fanout|latency|rooms)-\d+-.+-\d+\.txt$/.test(f)).sort();
+const files = fs.readdirSync(dir).filter((f) => /^(fanout|latency|rooms|compression)-\d+-.+-\d+\.txt$/.test(f)).sort();
 for (const txt of files) {
-  const m = /^(fanout|latency|rooms)-(\d+)-(.+)-(\d+)\.txt$/.exec(txt);
-  const [, scenario, n, server, rep] = m;
-  const key = `${scenario}-${n}`;
+  const m = /^(fanout|latency|rooms|compression)-(\d+)-(.+)-(\d+)\.txt$/.exec(txt);
+  let [, scenario, n, server, rep] = m;
+  let key = `${scenario}-${n}`;
+  // compression-N-SERVER-MODE-REP: one case per mode (text, deflate).
+  const mode = scenario === "compression" ? /^(.+)-(text|deflate)$/.exec(server) : null;
+  if (mode) [server, key] = [mode[1], `${key}-${mode[2]}`];
   const json = path.join(dir, txt.replace(/\.txt$/, ".json"));
   const report = fs.existsSync(json) ? JSON.parse(fs.readFileSync(json, "utf8")).report : null;
   const exit = (/exit status (\d+)/.exec(fs.readFileSync(path.join(dir, txt), "utf8")) || [])[1];
@@ -129,6 +132,31 @@ for (const key of byN("rooms-")) {
   caseTable(key, `Memory, ${shape}, one wake per room in turn`, ROOMS_FIGURES);
 }
 
+// Compression: per server, plain text against permessage-deflate.
+const compression = keys.filter((k) => k.startsWith("compression-") && k.endsWith("-text"));
+for (const textKey of compression) {
+  const deflateKey = textKey.replace(/-text$/, "-deflate");
+  const n = Number(textKey.split("-")[1]);
+  const rate = rateOf(textKey);
+  const r = Object.values(runs[textKey]).flat().find((x) => x.report)?.report;
+  p(`## Compression, ${n.toLocaleString("en-US")} connections in one room, ${fmt(rate)} messages/s of ` +
+    `${r ? r.payload_bytes : "?"} B JSON text, without and with permessage-deflate`);
+  p();
+  const servers = SERVERS.filter(([s]) => runs[textKey][s]);
+  const head = ["figure", ...servers.flatMap(([, label]) => [`${label}, plain`, `${label}, deflate`]),
+    ...servers.slice(1).map(([, label]) => `deflate: dormouse / ${label}`)];
+  p(`| ${head.join(" | ")} |`);
+  p(`|${head.map((_, i) => (i === 0 ? "---" : "---:")).join("|")}|`);
+  const figures = [["bytes on the wire per delivery", (x) => x.wire_bytes_per_delivery], ...FANOUT_FIGURES.slice(0, 5),
+    ["server CPU per delivered frame, µs", (x) => x.server_cpu_us_per_delivery]];
+  for (const [label, f] of figures) {
+    const cells = servers.flatMap(([s]) => [figure(textKey, s, f), figure(deflateKey, s, f)]);
+    const ratios = servers.slice(1).map(([s]) => ratio(figure(deflateKey, "dormouse", f), figure(deflateKey, s, f)));
+    p(`| ${[label, ...cells.map(fmt), ...ratios].join(" | ")} |`);
+  }
+  p();
+}
+
 // The targets of issue 7, at 15,000 connections in one room.
 const big = byN("fanout-").pop();
 const lat = byN("latency-").pop();
@@ -173,7 +201,8 @@ p(`## Every run`);
 p();
 p(`| run | frames/s | last receiver p99, ms | undelivered, % | server B/conn | client exit |`);
 p(`|---|---:|---:|---:|---:|---:|`);
-const order = (k) => ["fanout", "latency", "rooms"].indexOf(k.split("-")[0]) * 1e9 + Number(k.split("-")[1]);
+const order = (k) => ["fanout", "latency", "rooms", "compression"].indexOf(k.split("-")[0]) * 1e9 +
+  Number(k.split("-")[1]) + (k.endsWith("-deflate") ? 0.5 : 0);
 for (const key of keys.sort((a, b) => order(a) - order(b))) {
   for (const [s] of SERVERS) {
     for (const r of (runs[key][s] || []).sort((a, b) => a.rep - b.rep)) {

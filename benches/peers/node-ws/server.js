@@ -1,7 +1,8 @@
 // A minimal relay on Node `ws`, the peer dormouse is benchmarked against:
 // every message goes to everyone else in the same room, the room being the
 // last path segment of /parties/main/:room (query ignored), as in dormouse's
-// built-in `relay` party. Usage: node server.js [port] (default 1999; loopback only).
+// built-in `relay` party. Usage: [DEFLATE=1] node server.js [port] (default
+// 1999; loopback only).
 "use strict";
 const http = require("node:http");
 const { WebSocketServer, WebSocket } = require("ws");
@@ -12,7 +13,13 @@ const rooms = new Map(); // room name -> Set of sockets
 const server = http.createServer((req, res) => {
   res.writeHead(404).end();
 });
-const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false });
+// DEFLATE=1: permessage-deflate as dormouse offers it (no context takeover
+// either way, text of 256 bytes or more compressed); ws compresses each send.
+const perMessageDeflate =
+  process.env.DEFLATE === "1"
+    ? { serverNoContextTakeover: true, clientNoContextTakeover: true, threshold: 256 }
+    : false;
+const wss = new WebSocketServer({ noServer: true, perMessageDeflate });
 
 server.on("upgrade", (req, socket, head) => {
   const match = /^\/parties\/main\/([^/?]+)/.exec(req.url);

@@ -41,7 +41,8 @@ ROOMS=500 PER_ROOM=10 ROOMS_RATE=250
 # dev server is left out of it.
 COMPRESSION_CASE="15000:4" COMPRESSION_BYTES=2048 COMPRESSION_SERVERS="dormouse node-ws"
 # Which groups of cases run: CASES="compression" runs that one alone.
-CASES=${CASES:-"fanout latency rooms compression"}
+ALL_CASES="fanout latency rooms compression"
+CASES=${CASES:-$ALL_CASES}
 PUBLISH_SECS=5 DRAIN_SECS=15 REPEATS=2
 SERVERS="dormouse node-ws partykit"
 if [ "${QUICK:-0}" = 1 ]; then
@@ -197,7 +198,7 @@ fs.writeFileSync(process.argv[2], JSON.stringify({
   ws: "$(version_of node-ws ws)",
   partykit: "$(version_of partykit partykit)",
   workerd: "$(version_of partykit workerd)",
-  command: "benches/peers/run.sh",
+  command: "$([ "$CASES" = "$ALL_CASES" ] || echo "CASES=\\\"$CASES\\\" ")benches/peers/run.sh",
   cases: { run: "$CASES", fanout: "$FANOUT_CASES", latency: "$LATENCY_CASE", rooms: "$ROOMS x $PER_ROOM at $ROOMS_RATE wakes/s",
            compression: "$COMPRESSION_CASE, $COMPRESSION_BYTES B JSON, --text and --deflate",
            publish_secs: $PUBLISH_SECS, drain_secs: $DRAIN_SECS, repeats: $REPEATS },

@@ -87,9 +87,16 @@ p(`- dormouse ${machine.dormouse_commit}, ${machine.rustc}`);
 p(`- Node ${machine.node}, ws ${machine.ws}; partykit ${machine.partykit} (workerd ${machine.workerd})`);
 p(`- client: dormouse-loadtest, 2 threads, on the same cores; every server fresh for each run; ` +
   `servers and client in one loopback-only network namespace`);
-p(`- cases: fan-out ${machine.cases.fanout} (connections:messages/s), latency ${machine.cases.latency}, ` +
-  `rooms ${machine.cases.rooms}; ${machine.cases.publish_secs} s of publishing, at most ` +
-  `${machine.cases.drain_secs} s of drain; ${machine.cases.repeats} runs of each, the table shows their median`);
+const ran = (machine.cases.run || "fanout latency rooms").split(" ");
+const described = {
+  fanout: `fan-out ${machine.cases.fanout} (connections:messages/s)`,
+  latency: `latency ${machine.cases.latency}`,
+  rooms: `rooms ${machine.cases.rooms}`,
+  compression: `compression ${machine.cases.compression}`,
+};
+p(`- cases: ${ran.map((c) => described[c]).filter(Boolean).join(", ")}; ${machine.cases.publish_secs} s of ` +
+  `publishing, at most ${machine.cases.drain_secs} s of drain; ${machine.cases.repeats} runs of each, ` +
+  `the table shows their median`);
 p();
 
 function caseTable(key, title, figures) {

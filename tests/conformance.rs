@@ -277,16 +277,22 @@ fn close_payloads_and_reasons_are_checked() {
     assert!(client.read_to_end().is_empty());
 }
 
+/// Sends the header of a masked binary frame of `len` bytes (64-bit length
+/// form, zero mask), and no payload.
+fn announce_binary(client: &mut Client, len: u64) {
+    let mut header = vec![0x82, 0x80 | 127];
+    header.extend_from_slice(&len.to_be_bytes());
+    header.extend_from_slice(&[0, 0, 0, 0]);
+    client.writer.write_all(&header).unwrap();
+}
+
 fn message_size_is_limited_from_the_header() {
     let server = start("[limits]\nmax_message_bytes = 1000\nclose_timeout_ms = 300\n");
     // A header that announces too much is refused before any payload comes;
     // the payload is read and discarded, so the peer's close after it is seen.
     for len in [1001u64, 65_536] {
         let mut client = echo(&server);
-        let mut header = vec![0x82, 0x80 | 127];
-        header.extend_from_slice(&len.to_be_bytes());
-        header.extend_from_slice(&[0, 0, 0, 0]);
-        client.writer.write_all(&header).unwrap();
+        announce_binary(&mut client, len);
         assert_eq!(client.recv().close_code().0, 1009, "announced {len} bytes");
         client.writer.write_all(&vec![0u8; len as usize]).unwrap();
         expect_close_code_after_ours(&mut client);
@@ -294,19 +300,13 @@ fn message_size_is_limited_from_the_header() {
     // A payload that never comes: the socket is cut at the close timeout.
     for len in [1u64 << 40, u64::MAX >> 1] {
         let mut client = echo(&server);
-        let mut header = vec![0x82, 0x80 | 127];
-        header.extend_from_slice(&len.to_be_bytes());
-        header.extend_from_slice(&[0, 0, 0, 0]);
-        client.writer.write_all(&header).unwrap();
+        announce_binary(&mut client, len);
         assert_eq!(client.recv().close_code().0, 1009, "announced {len} bytes");
         assert!(client.read_to_end().is_empty());
     }
     // The most significant bit of a 64-bit length must be zero.
     let mut client = echo(&server);
-    let mut header = vec![0x82, 0x80 | 127];
-    header.extend_from_slice(&(1u64 << 63).to_be_bytes());
-    header.extend_from_slice(&[0, 0, 0, 0]);
-    client.writer.write_all(&header).unwrap();
+    announce_binary(&mut client, 1 << 63);
     expect_close_code(&mut client, 1002, "a 64-bit length with the top bit set");
 }
 

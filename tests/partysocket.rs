@@ -62,35 +62,26 @@ fn npm_clients() -> std::path::PathBuf {
     dir
 }
 
-fn node_ws_sending_an_oversized_message_sees_the_1009() {
-    let dir = npm_clients();
-    let server = common::start("");
-    let output = Command::new("node")
-        .arg("oversized.mjs")
-        .arg(server.local_addr().to_string())
-        .args(["/parties/echo/big", &(2 << 20).to_string()])
-        .current_dir(&dir)
-        .output()
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+/// Runs `script` from the npm clients' folder with `args`; returns its
+/// standard output once it has exited 0.
+fn node_script(script: &str, args: &[&str]) -> String {
+    let output = Command::new("node").arg(script).args(args).current_dir(npm_clients()).output().expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(output.status.success(), "{script}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    stdout
+}
+
+fn node_ws_sending_an_oversized_message_sees_the_1009() {
+    let server = common::start("");
+    let addr = server.local_addr().to_string();
+    let stdout = node_script("oversized.mjs", &[&addr, "/parties/echo/big", &(2 << 20).to_string()]);
     assert_eq!(stdout.trim(), "close 1009 message too big");
 }
 
 fn node_ws_negotiates_permessage_deflate_and_round_trips_compressed_messages() {
-    let dir = npm_clients();
     let server = common::start("");
-    let output = Command::new("node")
-        .arg("deflate.mjs")
-        .arg(server.local_addr().to_string())
-        .arg("/parties/echo/zip")
-        .current_dir(&dir)
-        .output()
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let stdout = node_script("deflate.mjs", &[&server.local_addr().to_string(), "/parties/echo/zip"]);
     assert!(stdout.contains("ok: negotiated permessage-deflate"), "{stdout}");
     assert!(stdout.contains("deflate passed (close 1000)"), "{stdout}");
 }

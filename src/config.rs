@@ -61,9 +61,16 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct PartyConfig {
     /// A built-in kind (`relay`, `echo`, `chat`); absent for a party
-    /// registered in code.
+    /// registered in code or written in JavaScript (`main`).
     #[serde(default)]
     pub kind: Option<String>,
+    /// A JavaScript module (ES module, no imports yet) serving the party, in
+    /// PartyKit's API; relative to the config file's folder.
+    #[serde(default)]
+    pub main: Option<PathBuf>,
+    /// `room.env` of a JavaScript party: names and string values.
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
     /// Evict idle room objects to an LMDB snapshot; the next event brings
     /// them back. Sockets stay open meanwhile.
     #[serde(default)]
@@ -116,6 +123,8 @@ impl Default for PartyConfig {
     fn default() -> Self {
         PartyConfig {
             kind: None,
+            main: None,
+            vars: BTreeMap::new(),
             hibernate: false,
             idle_evict_ms: default_idle_evict_ms(),
             idle_drop_ms: default_idle_drop_ms(),
@@ -230,6 +239,14 @@ pub struct Limits {
     pub max_storage_key_bytes: usize,
     /// Largest room storage value (128 KiB, as Durable Objects). Past it: an error from `put`.
     pub max_storage_value_bytes: usize,
+    /// JavaScript heap of one core, all its JS rooms together (256 MiB). A
+    /// room whose allocation fails past it is failed (1011, 500).
+    pub js_heap_bytes_per_core: usize,
+    /// CPU time one event of a JS room may take (100 ms). Past it the
+    /// handler is stopped and the room failed (1011, 500).
+    pub js_event_budget_ms: u64,
+    /// JavaScript stack (512 KiB). Deeper recursion fails the room.
+    pub js_stack_bytes: usize,
     /// Events of one room waiting for storage (65,536): under strict
     /// durability, events whose effects wait for their writes to commit;
     /// otherwise, batches the writer has not committed yet. Past it, while
@@ -262,6 +279,9 @@ impl Default for Limits {
             max_storage_key_bytes: 2048,
             max_storage_value_bytes: 128 << 10,
             max_pending_events_per_room: 65_536,
+            js_heap_bytes_per_core: 256 << 20,
+            js_event_budget_ms: 100,
+            js_stack_bytes: 512 << 10,
         }
     }
 }
@@ -321,7 +341,24 @@ impl Config {
     pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Config::from_toml(&text)
+        let mut config = Config::from_toml(&text)?;
+        // Modules are named relative to the file that names them.
+        let dir = path.parent().unwrap_or(std::path::Path::new("."));
+        for party in config.parties.values_mut() {
+            if let Some(main) = party.main.as_mut().filter(|main| main.is_relative()) {
+                *main = dir.join(&*main);
+            }
+        }
+        Ok(config)
+    }
+
+    /// The `[limits]` of JavaScript rooms.
+    pub(crate) fn js_limits(&self) -> crate::js::JsLimits {
+        crate::js::JsLimits {
+            heap_bytes_per_core: self.limits.js_heap_bytes_per_core,
+            event_budget: std::time::Duration::from_millis(self.limits.js_event_budget_ms),
+            stack_bytes: self.limits.js_stack_bytes,
+        }
     }
 
     /// The number of core threads to run.
@@ -340,6 +377,9 @@ impl Config {
         for (name, party) in &self.parties {
             if !is_valid_party_name(name) {
                 return invalid(&format!("parties.{name}"), "a party name is 1-64 characters of a-z, 0-9, '-' and '_'");
+            }
+            if party.kind.is_some() && party.main.is_some() {
+                return invalid(&format!("parties.{name}"), "has both `kind` and `main`; a party is one or the other");
             }
             if let Some(kind) = &party.kind {
                 if !BUILTIN_KINDS.contains(&kind.as_str()) {
@@ -389,6 +429,9 @@ impl Config {
             ("limits.max_storage_key_bytes", l.max_storage_key_bytes as u64),
             ("limits.max_storage_value_bytes", l.max_storage_value_bytes as u64),
             ("limits.max_pending_events_per_room", l.max_pending_events_per_room as u64),
+            ("limits.js_heap_bytes_per_core", l.js_heap_bytes_per_core as u64),
+            ("limits.js_event_budget_ms", l.js_event_budget_ms),
+            ("limits.js_stack_bytes", l.js_stack_bytes as u64),
             ("max_resident_rooms", self.max_resident_rooms as u64),
         ];
         for (key, value) in positive {
@@ -413,6 +456,9 @@ impl Config {
         }
         if l.max_room_id_bytes > 1024 {
             return invalid("limits.max_room_id_bytes", "must be at most 1024");
+        }
+        if l.js_stack_bytes > (8 << 20) {
+            return invalid("limits.js_stack_bytes", "must be at most 8388608");
         }
         if l.max_connections_per_core > (1 << 24) {
             return invalid("limits.max_connections_per_core", "must be at most 16777216");

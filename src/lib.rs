@@ -28,6 +28,7 @@ mod builtin;
 pub mod config;
 pub mod deflate;
 pub mod http;
+pub(crate) mod js;
 mod kind;
 mod metrics;
 mod outq;

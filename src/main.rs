@@ -94,7 +94,10 @@ fn main() -> ExitCode {
                     // data directory: the configuration must change.
                     let usage = matches!(
                         e,
-                        StartError::Uring(_) | StartError::AddrInUse { .. } | StartError::DataDirInUse { .. }
+                        StartError::Uring(_)
+                            | StartError::AddrInUse { .. }
+                            | StartError::DataDirInUse { .. }
+                            | StartError::Script(_)
                     );
                     ExitCode::from(if usage { 2 } else { 1 })
                 }

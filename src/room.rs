@@ -83,13 +83,41 @@ pub(crate) enum Admission {
 /// A party callback panicked. The room object may be half-updated, so the
 /// caller must drop the room (and close its connections) rather than use it.
 #[derive(Debug)]
-pub(crate) struct RoomFailed;
+pub(crate) struct RoomFailed {
+    /// What the failure said of itself, when it said (a [`FailRoom`]).
+    reason: Option<Box<str>>,
+}
+
+/// The reason given to the clients of a room whose party code panicked.
+pub(crate) const ROOM_FAILED: &str = "room failed: the party code panicked";
+
+impl RoomFailed {
+    /// The close reason and HTTP body the room's clients get: a Rust panic's
+    /// own message stays in the log (it may say anything), a [`FailRoom`]'s
+    /// reason is shown.
+    /// A storage write of the room failed: what it produced may not be shown.
+    pub fn storage() -> RoomFailed {
+        RoomFailed { reason: Some("a storage write failed".into()) }
+    }
+
+    pub fn reason(&self) -> std::borrow::Cow<'static, str> {
+        match &self.reason {
+            Some(reason) => format!("room failed: {reason}").into(),
+            None => ROOM_FAILED.into(),
+        }
+    }
+}
+
+/// A panic payload that fails the room with a reason fit for its clients
+/// (a JS room past a bound, say): `std::panic::panic_any(FailRoom(..))`.
+pub(crate) struct FailRoom(pub String);
 
 /// Runs a party callback (or a hook, or the fetch handler), turning a panic
 /// into `RoomFailed`. What the callback touched is thrown away on failure,
 /// which is why unwind safety is asserted.
 pub(crate) fn guard<R>(callback: impl FnOnce() -> R) -> Result<R, RoomFailed> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback)).map_err(|_| RoomFailed)
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback))
+        .map_err(|payload| RoomFailed { reason: payload.downcast::<FailRoom>().ok().map(|f| f.0.into()) })
 }
 
 /// A room object and the room it runs in. The object is absent while the
@@ -227,7 +255,7 @@ impl RoomHost {
                 self.create()?;
                 Ok(Err(error))
             }
-            Err(RoomFailed) => {
+            Err(_) => {
                 self.create()?;
                 Ok(Err("restore panicked".to_owned()))
             }

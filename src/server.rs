@@ -35,6 +35,9 @@ pub enum StartError {
     Io(#[from] std::io::Error),
     #[error("party {0:?} is configured but no kind is registered for it")]
     UnknownParty(String),
+    /// A party's JavaScript module cannot run (`file:line:col: message`).
+    #[error("{0}")]
+    Script(#[from] crate::js::ScriptError),
     /// The data directory's store could not be opened.
     #[error("cannot open the store in {path}: {source}")]
     Store { path: std::path::PathBuf, source: dormouse_hibernate::StoreError },
@@ -86,7 +89,7 @@ impl Server {
     }
 
     /// Binds the listeners and starts the core threads.
-    pub fn start(self) -> Result<ServerHandle, StartError> {
+    pub fn start(mut self) -> Result<ServerHandle, StartError> {
         if !self.config.huge_pages {
             disable_huge_pages();
         }
@@ -113,6 +116,14 @@ impl Server {
             senders.push(tx);
             commit_senders.push(commit_tx);
             receivers.push(Inbox { messages: rx, commits: commit_rx });
+        }
+        let js_limits = self.config.js_limits();
+        for (name, party) in &self.config.parties {
+            if let Some(main) = &party.main {
+                let env = party.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                let script = crate::js::Script::load(main, env, js_limits)?;
+                self.kinds.insert(name.clone(), Arc::new(crate::js::JsKind::new(script)));
+            }
         }
         if let Some(name) = self.config.parties.keys().find(|name| !self.kinds.contains_key(*name)) {
             return Err(StartError::UnknownParty(name.clone()));
@@ -170,7 +181,10 @@ impl Server {
             let shared = shared.clone();
             let ready = ready_tx.clone();
             let name = format!("dormouse-core-{index}");
-            let thread = std::thread::Builder::new().name(name).spawn(move || {
+            // Room code (JavaScript's interpreter above all) runs on this
+            // stack: room for its own limit and the reactor beneath it.
+            let stack = 2 * shared.limits.js_stack_bytes + (2 << 20);
+            let thread = std::thread::Builder::new().name(name).stack_size(stack).spawn(move || {
                 if backend == Uring::NAME {
                     run_core::<Uring>(index, shared, inbox, listener, &ready);
                 } else {

@@ -12,6 +12,7 @@ backend_tests!(
     partysocket_connects_sends_receives_and_reconnects_with_the_same_id,
     node_ws_sending_an_oversized_message_sees_the_1009,
     node_ws_negotiates_permessage_deflate_and_round_trips_compressed_messages,
+    partysocket_talks_to_a_javascript_party_as_to_a_rust_one,
 );
 
 use dormouse::{Connection, Message, Party, Room};
@@ -87,18 +88,21 @@ fn node_ws_negotiates_permessage_deflate_and_round_trips_compressed_messages() {
 }
 
 fn partysocket_connects_sends_receives_and_reconnects_with_the_same_id() {
-    let dir = npm_clients();
     let server = dormouse::Server::new(common::config("")).party::<E2e>("e2e").start().unwrap();
-    let output = Command::new("node")
-        .arg("e2e.mjs")
-        .arg(server.local_addr().to_string())
-        .args(["e2e", "room-1"])
-        .current_dir(&dir)
-        .output()
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "partysocket e2e failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    partysocket_e2e(&server);
+}
+
+/// The same client run against the protocol written as a JavaScript party
+/// (`tests/js/e2e.js`).
+fn partysocket_talks_to_a_javascript_party_as_to_a_rust_one() {
+    let module = format!("{}/tests/js/e2e.js", env!("CARGO_MANIFEST_DIR"));
+    let server = dormouse::Server::new(common::config(&format!("[parties.e2e]\nmain = '{module}'\n"))).start().unwrap();
+    partysocket_e2e(&server);
+}
+
+/// Runs `e2e.mjs` against the `e2e` party of `server` and checks each step.
+fn partysocket_e2e(server: &dormouse::ServerHandle) {
+    let stdout = node_script("e2e.mjs", &[&server.local_addr().to_string(), "e2e", "room-1"]);
     for step in [
         "ok: echo:one",
         "ok: closed by server with 1012",

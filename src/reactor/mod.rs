@@ -49,8 +49,6 @@ pub type FetchHandler = Arc<dyn Fn(&Request) -> Response + Send + Sync>;
 /// Most messages taken from the inbox in one turn, so sockets keep being
 /// served while another core floods this one.
 const INBOX_BATCH: usize = 4096;
-/// The reason given to clients of a room whose party code panicked.
-const ROOM_FAILED: &str = "room failed: the party code panicked";
 /// The answer (HTTP 500) when a pre-connect or pre-request hook, or the fetch
 /// handler, panicked: the request fails, the core serves on.
 const HOOK_FAILED: &str = "internal error: the server's handler panicked";
@@ -892,7 +890,7 @@ impl State {
                 let response = if self.shared.metrics_path.as_deref() == Some(request.head.path()) {
                     crate::metrics::respond(&request, &self.shared.stats)
                 } else if let Some(fetch) = &self.shared.fetch {
-                    guard(|| fetch(&request)).unwrap_or_else(|RoomFailed| {
+                    guard(|| fetch(&request)).unwrap_or_else(|_| {
                         tracing::error!(path = request.head.path(), "the fetch handler panicked");
                         Response::text(500, HOOK_FAILED)
                     })
@@ -915,7 +913,7 @@ impl State {
                 match guard(|| kind.before_request(&mut request, &lobby)) {
                     Ok(Ok(())) => {}
                     Ok(Err(rejection)) => return self.respond(slot, &rejection.into_response(), keep_alive),
-                    Err(RoomFailed) => {
+                    Err(_) => {
                         tracing::error!(party = %room.party, room = %room.id, "on_before_request panicked");
                         return self.respond(slot, &Response::text(500, HOOK_FAILED), keep_alive);
                     }
@@ -1016,7 +1014,7 @@ impl State {
         match guard(|| kind.before_connect(&mut head, &lobby)) {
             Ok(Ok(())) => {}
             Ok(Err(rejection)) => return self.reject(slot, rejection.into_response()),
-            Err(RoomFailed) => {
+            Err(_) => {
                 tracing::error!(party = %room.party, room = %room.id, "on_before_connect panicked");
                 return self.reject(slot, Response::text(500, HOOK_FAILED));
             }
@@ -1443,9 +1441,9 @@ impl State {
                         tags,
                     },
                     Ok(Admission::Refused { reason }) => CoreMsg::Refused { conn, reason: reason.into_boxed_str() },
-                    Err(RoomFailed) => {
-                        self.fail_room(&room);
-                        CoreMsg::Refused { conn, reason: ROOM_FAILED.into() }
+                    Err(failed) => {
+                        self.fail_room(&room, &failed);
+                        CoreMsg::Refused { conn, reason: failed.reason().into() }
                     }
                 };
                 self.after_event(&room, Some(reply));
@@ -1467,7 +1465,7 @@ impl State {
                 self.counters.room_events += 1;
                 match outcome {
                     Ok(()) => self.after_event(&room, None),
-                    Err(RoomFailed) => self.fail_room(&room),
+                    Err(failed) => self.fail_room(&room, &failed),
                 }
             }
             CoreMsg::Closed { conn, room, member, close } => {
@@ -1477,7 +1475,7 @@ impl State {
                 self.counters.room_events += 1;
                 match outcome {
                     Ok(()) => self.after_event(&room, None),
-                    Err(RoomFailed) => self.fail_room(&room),
+                    Err(failed) => self.fail_room(&room, &failed),
                 }
             }
             CoreMsg::Request { conn, room, request } => {
@@ -1493,9 +1491,9 @@ impl State {
                 self.counters.room_events += 1;
                 let response = match self.host(&room).and_then(|host| host.request(&request)) {
                     Ok(response) => response,
-                    Err(RoomFailed) => {
-                        self.fail_room(&room);
-                        Response::text(500, ROOM_FAILED)
+                    Err(failed) => {
+                        self.fail_room(&room, &failed);
+                        Response::text(500, failed.reason())
                     }
                 };
                 self.after_event(&room, Some(CoreMsg::Respond { conn, response: Box::new(response) }));
@@ -1550,14 +1548,16 @@ impl State {
     /// A party callback panicked: the room object may be half-updated, so it
     /// is dropped (with the effects of the failed event) and its connections
     /// are closed with 1011. The next event for the room starts a fresh one.
-    fn fail_room(&mut self, room: &Arc<RoomKey>) {
-        tracing::error!(party = %room.party, room = %room.id, "a party callback panicked; the room was reset");
+    fn fail_room(&mut self, room: &Arc<RoomKey>, failed: &RoomFailed) {
+        let reason = failed.reason();
+        tracing::error!(party = %room.party, room = %room.id, %reason, "the room was reset");
         let Some(host) = self.hosts.remove(room) else { return };
         if host.is_awake() {
             self.stats().rooms_resident.fetch_sub(1, Ordering::Relaxed);
         }
         for conn in host.member_conns() {
-            self.send_to(usize::from(conn.core), CoreMsg::Close { conn, code: 1011, reason: ROOM_FAILED.into() });
+            let reason = reason.as_ref().into();
+            self.send_to(usize::from(conn.core), CoreMsg::Close { conn, code: 1011, reason });
         }
     }
 

@@ -5,7 +5,7 @@
 //! writer, holding an event's effects until its writes commit (strict
 //! durability), and running alarms.
 
-use super::{CoreMsg, State, ROOM_FAILED};
+use super::{CoreMsg, State};
 use crate::config::Durability;
 use crate::http::Response;
 use crate::party::Effect;
@@ -236,7 +236,7 @@ impl State {
                     other => other,
                 });
             }
-            self.fail_room(room);
+            self.fail_room(room, &RoomFailed::storage());
             return;
         }
         let mut effects = std::mem::take(&mut self.effects);
@@ -352,9 +352,9 @@ impl State {
                     None
                 }
                 Ok(Err(error)) => Some(error),
-                Err(RoomFailed) => {
-                    self.fail_room(&room);
-                    Some(ROOM_FAILED.to_owned())
+                Err(failed) => {
+                    self.fail_room(&room, &failed);
+                    Some(failed.reason().into_owned())
                 }
             };
             if let Some(error) = failure {

@@ -1,0 +1,188 @@
+//! The native side of the JS room API: the functions the prelude
+//! (`prelude.js`) builds `room`, `Connection`, `Request` and `console` on.
+//!
+//! They act on the `Room` of the event being handled, which is lent to them
+//! for the length of the call (`ROOM`, a scoped thread-local): JS runs only
+//! inside a room's callbacks, so every native call finds its room. Effects
+//! (send, broadcast, close) go through the same `Room` methods Rust parties
+//! use, so the reactor, fan-out and durability do not know JS exists.
+
+use crate::party::{Connection, Message, Room};
+use rquickjs::{ArrayBuffer, Ctx, Exception, Function, Object, TypedArray, Value};
+
+scoped_tls::scoped_thread_local! {
+    /// The room whose event is running.
+    pub(super) static ROOM: Room
+}
+
+/// A message as JS gave it: a string, or bytes.
+enum Outgoing {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
+impl Outgoing {
+    fn as_message(&self) -> Message<'_> {
+        match self {
+            Outgoing::Text(text) => Message::Text(text),
+            Outgoing::Binary(bytes) => Message::Binary(bytes),
+        }
+    }
+}
+
+/// Copies the bytes of an `ArrayBuffer` or `Uint8Array`.
+pub(super) fn bytes_of(value: &Value<'_>) -> Option<Vec<u8>> {
+    if let Some(buffer) = ArrayBuffer::from_value(value.clone()) {
+        // SAFETY: the slice is copied at once and no JS runs while it is
+        // borrowed, so the engine cannot detach or resize the buffer under it.
+        #[allow(unsafe_code)]
+        return unsafe { buffer.as_bytes() }.map(<[u8]>::to_vec);
+    }
+    let view = TypedArray::<u8>::from_value(value.clone()).ok()?;
+    // SAFETY: as above.
+    #[allow(unsafe_code)]
+    unsafe { view.as_bytes() }.map(<[u8]>::to_vec)
+}
+
+fn outgoing<'js>(ctx: &Ctx<'js>, value: &Value<'js>) -> rquickjs::Result<Outgoing> {
+    if let Some(text) = value.as_string() {
+        return Ok(Outgoing::Text(text.to_string()?));
+    }
+    bytes_of(value)
+        .map(Outgoing::Binary)
+        .ok_or_else(|| Exception::throw_type(ctx, "a message is a string, an ArrayBuffer or a typed array"))
+}
+
+/// Runs `f` on the room of the running event.
+fn in_room<'js, R>(ctx: &Ctx<'js>, f: impl FnOnce(&Room) -> rquickjs::Result<R>) -> rquickjs::Result<R> {
+    if !ROOM.is_set() {
+        return Err(Exception::throw_internal(ctx, "the room is only reachable while one of its handlers runs"));
+    }
+    ROOM.with(f)
+}
+
+/// Runs `f` on the connection with `id`; a connection that has left is an
+/// error, as sending on a closed WebSocket is.
+fn on_connection<'js, R>(
+    ctx: &Ctx<'js>,
+    id: &str,
+    f: impl FnOnce(Connection<'_>) -> rquickjs::Result<R>,
+) -> rquickjs::Result<R> {
+    in_room(ctx, |room| match room.connection(id) {
+        Some(conn) => f(conn),
+        None => Err(Exception::throw_message(ctx, &format!("connection {id:?} is not open"))),
+    })
+}
+
+/// `globalThis.__native`, which the prelude takes and hides.
+pub(super) fn install<'js>(
+    ctx: &Ctx<'js>,
+    party: &str,
+    room_id: &str,
+    env: &[(String, String)],
+) -> rquickjs::Result<()> {
+    let native = Object::new(ctx.clone())?;
+    native.set("party", party)?;
+    native.set("roomId", room_id)?;
+    let vars = Object::new(ctx.clone())?;
+    for (name, value) in env {
+        vars.set(name.as_str(), value.as_str())?;
+    }
+    native.set("env", vars)?;
+    native.set(
+        "send",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>, id: String, message: Value<'js>| {
+            let message = outgoing(&ctx, &message)?;
+            on_connection(&ctx, &id, |conn| {
+                conn.send(message.as_message());
+                Ok(())
+            })
+        })?,
+    )?;
+    native.set(
+        "close",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>, id: String, code: u16, reason: String| {
+            on_connection(&ctx, &id, |conn| {
+                conn.close(code, &reason);
+                Ok(())
+            })
+        })?,
+    )?;
+    native.set(
+        "broadcast",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>, message: Value<'js>, without: Vec<String>| {
+            let message = outgoing(&ctx, &message)?;
+            let without: Vec<&str> = without.iter().map(String::as_str).collect();
+            in_room(&ctx, |room| {
+                room.broadcast(message.as_message(), &without);
+                Ok(())
+            })
+        })?,
+    )?;
+    native.set(
+        "tags",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>, id: String| {
+            on_connection(&ctx, &id, |conn| Ok(conn.tags().map(str::to_owned).collect::<Vec<_>>()))
+        })?,
+    )?;
+    native.set(
+        "getState",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>, id: String| {
+            on_connection(&ctx, &id, |conn| Ok(conn.state().map(|s| String::from_utf8_lossy(&s).into_owned())))
+        })?,
+    )?;
+    native.set(
+        "setState",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>, id: String, json: String| {
+            on_connection(&ctx, &id, |conn| {
+                conn.set_state(json.as_bytes()).map_err(|e| Exception::throw_range(&ctx, &e.to_string()))
+            })
+        })?,
+    )?;
+    native.set(
+        "connectionUri",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>, id: String| {
+            in_room(&ctx, |room| Ok(room.connection(&id).map(|c| c.uri().to_owned())))
+        })?,
+    )?;
+    native.set(
+        "connections",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>, tag: Option<String>| {
+            in_room(&ctx, |room| {
+                let pair = |c: Connection<'_>| vec![c.id().to_owned(), c.uri().to_owned()];
+                Ok(match tag {
+                    Some(tag) => room.connections_tagged(&tag).map(pair).collect::<Vec<_>>(),
+                    None => room.connections().map(pair).collect(),
+                })
+            })
+        })?,
+    )?;
+    native.set(
+        "log",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>, level: String, text: String| {
+            in_room(&ctx, |room| {
+                let (party, room) = (room.party(), room.id());
+                match level.as_str() {
+                    "error" => tracing::error!(party, room, "{text}"),
+                    "warn" => tracing::warn!(party, room, "{text}"),
+                    "debug" => tracing::debug!(party, room, "{text}"),
+                    _ => tracing::info!(party, room, "{text}"),
+                }
+                Ok(())
+            })
+        })?,
+    )?;
+    native.set(
+        "utf8",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>, bytes: Value<'js>| {
+            let bytes = bytes_of(&bytes).ok_or_else(|| Exception::throw_type(&ctx, "expected bytes"))?;
+            Ok::<_, rquickjs::Error>(String::from_utf8_lossy(&bytes).into_owned())
+        })?,
+    )?;
+    native.set(
+        "encode",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>, text: String| ArrayBuffer::new(ctx, text.into_bytes()))?,
+    )?;
+    ctx.globals().set("__native", native)?;
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! JavaScript parties: a PartyKit server module run on QuickJS-NG
+//! (`rquickjs`), one runtime per core thread and one context per room.
+//!
+//! A JS party is one more [`PartyKind`]: the reactor, fan-out, hibernation
+//! and storage code does not know JS exists. `engine` holds the per-core
+//! runtime and its bounds, `party` a room's context and the calls into it,
+//! `api` the native functions the prelude (`prelude.js`) builds PartyKit's
+//! `room` and `Connection` on.
+//!
+//! This step runs plain ES modules (no imports) in both of PartyKit's
+//! forms; TypeScript, bundling, storage, timers, the static hooks and
+//! hibernation of a room's fields follow.
+
+mod api;
+mod engine;
+mod party;
+
+pub(crate) use engine::JsLimits;
+
+use crate::http::RequestHead;
+use crate::kind::PartyKind;
+use crate::party::{Lobby, Party, Rejection, Request, Room};
+use std::path::Path;
+use std::sync::Arc;
+
+/// A party's module, read and checked at start-up.
+#[derive(Debug)]
+pub(crate) struct Script {
+    /// The file's path as given, used in error messages and stacks.
+    name: String,
+    source: String,
+    /// `room.env`: the party's `vars`.
+    env: Vec<(String, String)>,
+    limits: JsLimits,
+}
+
+/// A module that cannot run: where and why, as `file:line:col: message`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ScriptError(pub(crate) String);
+
+impl Script {
+    /// Reads `path` and compiles it once, so a syntax error stops start-up
+    /// instead of failing every room.
+    pub(crate) fn load(path: &Path, env: Vec<(String, String)>, limits: JsLimits) -> Result<Script, ScriptError> {
+        let name = path.display().to_string();
+        let source =
+            std::fs::read_to_string(path).map_err(|e| ScriptError(format!("{name}: cannot read the module: {e}")))?;
+        if path.extension().is_some_and(|ext| ext == "ts" || ext == "tsx") {
+            return Err(ScriptError(format!(
+                "{name}: TypeScript modules are not supported yet; compile it to JavaScript first"
+            )));
+        }
+        check_syntax(&name, &source)?;
+        Ok(Script { name, source, env, limits })
+    }
+}
+
+/// Compiles the module in a runtime of its own and reports the first
+/// syntax error at its place.
+fn check_syntax(name: &str, source: &str) -> Result<(), ScriptError> {
+    let rt = rquickjs::Runtime::new().map_err(|e| ScriptError(format!("{name}: {e}")))?;
+    let ctx = rquickjs::Context::full(&rt).map_err(|e| ScriptError(format!("{name}: {e}")))?;
+    ctx.with(|ctx| {
+        use rquickjs::CatchResultExt;
+        match rquickjs::Module::declare(ctx.clone(), name, source).catch(&ctx) {
+            Ok(_) => Ok(()),
+            Err(rquickjs::CaughtError::Exception(e)) => {
+                let place = e
+                    .stack()
+                    .and_then(|stack| stack.lines().find_map(|l| l.trim().strip_prefix("at ").map(str::to_owned)))
+                    .map(|place| place.trim_start_matches("<anonymous> (").trim_end_matches(')').to_owned())
+                    .unwrap_or_else(|| name.to_owned());
+                let what = party::describe(rquickjs::CaughtError::Exception(e));
+                Err(ScriptError(format!("{place}: {}", what.lines().next().unwrap_or_default())))
+            }
+            Err(other) => Err(ScriptError(format!("{name}: {other}"))),
+        }
+    })
+}
+
+/// The party kind of a JS module.
+pub(crate) struct JsKind {
+    script: Arc<Script>,
+}
+
+impl JsKind {
+    pub(crate) fn new(script: Script) -> JsKind {
+        JsKind { script: Arc::new(script) }
+    }
+}
+
+impl PartyKind for JsKind {
+    fn create(&self, room: &Room) -> Box<dyn Party> {
+        Box::new(party::JsParty::create(self.script.clone(), room))
+    }
+
+    fn restore(&self, _room: &Room, _snapshot: &[u8]) -> Result<Box<dyn Party>, String> {
+        Err("JS rooms do not restore snapshots yet".to_owned())
+    }
+
+    fn before_connect(&self, _request: &mut RequestHead, _lobby: &Lobby<'_>) -> Result<(), Rejection> {
+        Ok(())
+    }
+
+    fn before_request(&self, _request: &mut Request, _lobby: &Lobby<'_>) -> Result<(), Rejection> {
+        Ok(())
+    }
+}

@@ -1,0 +1,355 @@
+//! A room of a JavaScript party: its own QuickJS context (globals never leak
+//! between rooms), the module evaluated in it, and the server object the
+//! module exports, in either of PartyKit's forms:
+//!
+//! - the class form, `export default class { constructor(room) ... }`, whose
+//!   handlers are `onConnect(conn, ctx)`, `onMessage(message, sender)`, ...;
+//! - the object form, `export default { onConnect(ws, room) ... }`, whose
+//!   handlers take the room as their last argument.
+//!
+//! Every call runs with the room lent to the native API (`api::ROOM`) and
+//! under the per-event CPU budget; promises a handler starts are driven to
+//! the end of the event. A handler that throws is logged with its stack and
+//! costs only that event. One that exhausts the budget, the core's JS heap
+//! or the stack panics, so the room fails as a panicking Rust room does:
+//! its sockets close with 1011, its requests get 500, the core serves on.
+
+use super::{api, engine, Script};
+use crate::http::Response;
+use crate::party::{ConnectCtx, Connection, Message, Party, Request, Room};
+use crate::room::FailRoom;
+use rquickjs::convert::List;
+use rquickjs::function::Args;
+use rquickjs::{ArrayBuffer, CatchResultExt, CaughtError, Context, Ctx, Function, Object, Persistent};
+use rquickjs::{Promise, Value};
+use std::sync::Arc;
+
+/// The prelude every room context evaluates before its module.
+const PRELUDE: &str = include_str!("prelude.js");
+
+pub(crate) struct JsParty {
+    script: Arc<Script>,
+    ctx: Context,
+    /// The class instance, or the exported object (the object form).
+    server: Persistent<Object<'static>>,
+    /// The object form passes the room to every handler.
+    room_arg: Option<Persistent<Object<'static>>>,
+}
+
+/// How a call into JS ended, when it did not return.
+enum Failure {
+    /// The handler threw: logged, the room carries on.
+    Threw(String),
+    /// A bound was exceeded: the room fails.
+    Fatal(String),
+}
+
+/// Whether a caught exception is a bound being hit rather than the code's
+/// own error.
+fn fatal_exception(text: &str) -> bool {
+    text.starts_with("InternalError: out of memory") || text.starts_with("RangeError: Maximum call stack size exceeded")
+}
+
+/// `Name: message`, then the stack, of what JS threw.
+pub(super) fn describe(error: CaughtError<'_>) -> String {
+    match error {
+        CaughtError::Exception(e) => {
+            let name: String = e.get("name").unwrap_or_else(|_| "Error".to_owned());
+            let head = format!("{name}: {}", e.message().unwrap_or_default());
+            match e.stack() {
+                Some(stack) if !stack.trim().is_empty() => format!("{head}\n{}", stack.trim_end()),
+                _ => head,
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+impl JsParty {
+    /// Creates the room's context, evaluates the prelude and the module and
+    /// makes the server object. A failure panics, which fails the room.
+    pub(crate) fn create(script: Arc<Script>, room: &Room) -> JsParty {
+        let rt = engine::runtime(&script.limits);
+        let ctx = Context::full(&rt).expect("QuickJS allocates a context");
+        let made = api::ROOM.set(room, || {
+            engine::with_budget(script.limits.event_budget, || {
+                ctx.with(|ctx| {
+                    Self::instantiate(&ctx, &script, room)
+                        .map(|(server, room_arg)| {
+                            (Persistent::save(&ctx, server), room_arg.map(|r| Persistent::save(&ctx, r)))
+                        })
+                        .map_err(|e| describe(e))
+                })
+            })
+        });
+        match made {
+            (Ok((server, room_arg)), false) => JsParty { script, ctx, server, room_arg },
+            (Err(error), interrupted) => {
+                let error = if interrupted { format!("past its CPU budget: {error}") } else { error };
+                tracing::error!(party = room.party(), room = room.id(), "the module did not start: {error}");
+                let first = error.lines().next().unwrap_or_default().to_owned();
+                std::panic::panic_any(FailRoom(format!("the module did not start: {first}")));
+            }
+            (Ok(_), true) => {
+                std::panic::panic_any(FailRoom("the module ran past its CPU budget while starting".into()))
+            }
+        }
+    }
+
+    fn instantiate<'js>(
+        ctx: &Ctx<'js>,
+        script: &Script,
+        room: &Room,
+    ) -> Result<(Object<'js>, Option<Object<'js>>), CaughtError<'js>> {
+        api::install(ctx, room.party(), room.id(), &script.env).catch(ctx)?;
+        ctx.eval::<(), _>(PRELUDE).catch(ctx)?;
+        let module = rquickjs::Module::declare(ctx.clone(), script.name.as_str(), script.source.as_str()).catch(ctx)?;
+        let (module, evaluated) = module.eval().catch(ctx)?;
+        evaluated.finish::<()>().catch(ctx)?;
+        let default: Value = module.get("default").catch(ctx)?;
+        let runtime: Object = ctx.globals().get("__dormouse").catch(ctx)?;
+        let room_js: Object = runtime.get("room").catch(ctx)?;
+        if let Some(class) = default.as_constructor().filter(|_| default.is_constructor()) {
+            let server: Object = class.construct((room_js,)).catch(ctx)?;
+            return Ok((server, None));
+        }
+        match default.into_object() {
+            Some(object) if !object.is_function() => Ok((object, Some(room_js))),
+            _ => Err(CaughtError::Error(rquickjs::Error::new_from_js_message(
+                "module",
+                "server",
+                "the default export is neither a class nor an object of handlers",
+            ))),
+        }
+    }
+
+    /// Calls handler `name` with the arguments `args` builds (and, in the
+    /// object form, the room at `room_at`), drives the promises it starts, and
+    /// converts what it returned (awaited, if a promise) with `convert`.
+    /// `Ok(None)` when the server has no such handler.
+    fn call<R>(
+        &self,
+        room: &Room,
+        name: &str,
+        room_at: usize,
+        args: impl for<'js> FnOnce(&Ctx<'js>, &Object<'js>) -> rquickjs::Result<Vec<Value<'js>>>,
+        convert: impl for<'js> FnOnce(&Ctx<'js>, &Object<'js>, Value<'js>) -> rquickjs::Result<R>,
+    ) -> Result<Option<R>, Failure> {
+        let (result, interrupted) = api::ROOM.set(room, || {
+            engine::with_budget(self.script.limits.event_budget, || {
+                self.ctx.with(|ctx| {
+                    let run = || -> Result<Option<R>, CaughtError<'_>> {
+                        let server = self.server.clone().restore(&ctx).catch(&ctx)?;
+                        let Some(handler) = server.get::<_, Option<Function>>(name).catch(&ctx)? else {
+                            return Ok(None);
+                        };
+                        let runtime: Object = ctx.globals().get("__dormouse").catch(&ctx)?;
+                        let mut values = args(&ctx, &runtime).catch(&ctx)?;
+                        if let Some(room_arg) = &self.room_arg {
+                            let room_arg = room_arg.clone().restore(&ctx).catch(&ctx)?.into_value();
+                            values.insert(room_at.min(values.len()), room_arg);
+                        }
+                        let mut call = Args::new(ctx.clone(), values.len());
+                        call.this(server).catch(&ctx)?;
+                        call.push_args(values).catch(&ctx)?;
+                        let returned: Value = handler.call_arg(call).catch(&ctx)?;
+                        let returned = match Promise::from_value(returned.clone()) {
+                            Ok(promise) => match promise.finish::<Value>() {
+                                Err(rquickjs::Error::WouldBlock) => {
+                                    tracing::warn!(
+                                        party = room.party(),
+                                        room = room.id(),
+                                        "{name} is still waiting at the end of its event; what it does later is lost"
+                                    );
+                                    Value::new_undefined(ctx.clone())
+                                }
+                                other => other.catch(&ctx)?,
+                            },
+                            Err(_) => returned,
+                        };
+                        // Promises the handler started without awaiting them.
+                        while ctx.execute_pending_job() {}
+                        convert(&ctx, &runtime, returned).catch(&ctx).map(Some)
+                    };
+                    run().map_err(describe)
+                })
+            })
+        });
+        match result {
+            _ if interrupted => Err(Failure::Fatal(format!(
+                "{name} ran past its CPU budget of {} ms",
+                self.script.limits.event_budget.as_millis()
+            ))),
+            Err(text) if fatal_exception(&text) => Err(Failure::Fatal(format!("{name}: {text}"))),
+            Err(text) => Err(Failure::Threw(text)),
+            Ok(value) => Ok(value),
+        }
+    }
+
+    /// A call whose failure is logged (a throw) or fails the room (a bound).
+    fn run<R>(
+        &self,
+        room: &Room,
+        name: &str,
+        args: impl for<'js> FnOnce(&Ctx<'js>, &Object<'js>) -> rquickjs::Result<Vec<Value<'js>>>,
+        convert: impl for<'js> FnOnce(&Ctx<'js>, &Object<'js>, Value<'js>) -> rquickjs::Result<R>,
+    ) -> Result<Option<R>, String> {
+        // The object form's room: second in onConnect(ws, room, ctx), last elsewhere.
+        let room_at = if name == "onConnect" { 1 } else { usize::MAX };
+        match self.call(room, name, room_at, args, convert) {
+            Ok(value) => Ok(value),
+            Err(Failure::Threw(text)) => {
+                tracing::error!(party = room.party(), room = room.id(), "{name} threw: {text}");
+                Err(text)
+            }
+            Err(Failure::Fatal(text)) => {
+                tracing::error!(party = room.party(), room = room.id(), "the room failed: {text}");
+                std::panic::panic_any(FailRoom(text.lines().next().unwrap_or_default().to_owned()));
+            }
+        }
+    }
+}
+
+/// The JS `Connection` for `conn`.
+fn connection<'js>(runtime: &Object<'js>, conn: &Connection<'_>) -> rquickjs::Result<Value<'js>> {
+    let make: Function = runtime.get("connection")?;
+    make.call((vec![conn.id().to_owned(), conn.uri().to_owned()],))
+}
+
+/// A JS `Request` for an HTTP request or an upgrade's head.
+fn request<'js>(
+    ctx: &Ctx<'js>,
+    runtime: &Object<'js>,
+    head: &crate::http::RequestHead,
+    body: Option<&[u8]>,
+) -> rquickjs::Result<Value<'js>> {
+    let make: Function = runtime.get("request")?;
+    let host = head.header_str("host").unwrap_or("localhost");
+    let url = format!("http://{host}{}", head.target);
+    let headers: Vec<Vec<String>> =
+        head.headers.iter().map(|h| vec![h.name.clone(), String::from_utf8_lossy(&h.value).into_owned()]).collect();
+    let body = match body {
+        Some(body) if !body.is_empty() => ArrayBuffer::new(ctx.clone(), body.to_vec())?.into_value(),
+        _ => Value::new_null(ctx.clone()),
+    };
+    make.call((head.method.clone(), url, headers, body))
+}
+
+fn message_value<'js>(ctx: &Ctx<'js>, message: Message<'_>) -> rquickjs::Result<Value<'js>> {
+    match message {
+        Message::Text(text) => rquickjs::String::from_str(ctx.clone(), text).map(|s| s.into_value()),
+        Message::Binary(bytes) => ArrayBuffer::new(ctx.clone(), bytes.to_vec()).map(|b| b.into_value()),
+    }
+}
+
+fn ignore<'js>(_: &Ctx<'js>, _: &Object<'js>, _: Value<'js>) -> rquickjs::Result<()> {
+    Ok(())
+}
+
+impl Party for JsParty {
+    fn new(_room: &Room) -> Self {
+        unreachable!("a JS room is made by its JsKind, which holds its script")
+    }
+
+    fn on_start(&mut self, room: &Room) {
+        let _ = self.run(room, "onStart", |_, _| Ok(Vec::new()), ignore);
+    }
+
+    fn connection_tags(&mut self, conn: &Connection<'_>, ctx: &ConnectCtx<'_>) -> Vec<String> {
+        let head = ctx.request().clone();
+        let tags = self.run(
+            conn.room,
+            "getConnectionTags",
+            |ctx, runtime| Ok(vec![connection(runtime, conn)?, connect_ctx(ctx, runtime, &head)?]),
+            |ctx, _, value| match value.is_undefined() || value.is_null() {
+                true => Ok(Vec::new()),
+                false => Vec::<String>::from_js(ctx, value),
+            },
+        );
+        tags.ok().flatten().unwrap_or_default()
+    }
+
+    fn on_connect(&mut self, conn: &Connection<'_>, room: &Room, ctx: &mut ConnectCtx<'_>) -> Result<(), String> {
+        let head = ctx.request().clone();
+        self.run(
+            room,
+            "onConnect",
+            |ctx, runtime| Ok(vec![connection(runtime, conn)?, connect_ctx(ctx, runtime, &head)?]),
+            ignore,
+        )
+        .map(|_| ())
+        .map_err(|text| text.lines().next().unwrap_or("onConnect threw").to_owned())
+    }
+
+    fn on_message(&mut self, message: Message<'_>, sender: &Connection<'_>, room: &Room) {
+        let _ = self.run(
+            room,
+            "onMessage",
+            |ctx, runtime| Ok(vec![message_value(ctx, message)?, connection(runtime, sender)?]),
+            ignore,
+        );
+    }
+
+    fn on_close(&mut self, conn: &Connection<'_>, _code: u16, _reason: &str, room: &Room) {
+        let _ = self.run(room, "onClose", |_, runtime| Ok(vec![connection(runtime, conn)?]), ignore);
+    }
+
+    fn on_error(&mut self, conn: &Connection<'_>, error: &str, room: &Room) {
+        let error = error.to_owned();
+        let _ = self.run(
+            room,
+            "onError",
+            |ctx, runtime| {
+                let error = rquickjs::Exception::from_message(ctx.clone(), &error)?.into_value();
+                Ok(vec![connection(runtime, conn)?, error])
+            },
+            ignore,
+        );
+    }
+
+    fn on_request(&mut self, request: &Request, room: &Room) -> Response {
+        let outcome = self.run(
+            room,
+            "onRequest",
+            |ctx, runtime| Ok(vec![self::request(ctx, runtime, &request.head, Some(&request.body))?]),
+            |ctx, runtime, value| {
+                let wire: Function = runtime.get("response")?;
+                let List((status, headers, body)): List<(u16, Vec<Vec<String>>, Value)> = wire.call((value,))?;
+                let mut response = Response::new(status);
+                for pair in headers {
+                    if let [name, value] = &pair[..] {
+                        response = response.with_header(name.clone(), value.clone());
+                    }
+                }
+                let body = match body.as_string() {
+                    Some(text) => text.to_string()?.into_bytes(),
+                    None => api::bytes_of(&body)
+                        .ok_or_else(|| rquickjs::Exception::throw_type(ctx, "a body is text or bytes"))?,
+                };
+                Ok(response.with_body(body))
+            },
+        );
+        match outcome {
+            Ok(Some(response)) => response,
+            Ok(None) => Response::text(404, "Not found"),
+            Err(text) => Response::text(500, text.lines().next().unwrap_or("onRequest threw").to_owned()),
+        }
+    }
+
+    fn on_alarm(&mut self, room: &Room) -> Result<(), String> {
+        self.run(room, "onAlarm", |_, _| Ok(Vec::new()), ignore).map(|_| ())
+    }
+}
+
+/// The `ctx` of `onConnect` and `getConnectionTags`: `{ request }`.
+fn connect_ctx<'js>(
+    ctx: &Ctx<'js>,
+    runtime: &Object<'js>,
+    head: &crate::http::RequestHead,
+) -> rquickjs::Result<Value<'js>> {
+    let object = Object::new(ctx.clone())?;
+    object.set("request", request(ctx, runtime, head, None)?)?;
+    Ok(object.into_value())
+}
+
+use rquickjs::FromJs as _;

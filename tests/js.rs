@@ -1,0 +1,151 @@
+//! JavaScript parties (PartyKit's server API on QuickJS-NG) through real
+//! sockets: the class and object forms, connections, tags, state, HTTP, a
+//! thrown exception, and the bounds (CPU, heap, stack) that fail only the
+//! room that crosses them. The modules are in `tests/js/`.
+
+mod common;
+
+backend_tests!(
+    the_class_form_serves_websockets_and_http_with_its_fields,
+    the_object_form_passes_the_room_to_every_handler,
+    an_exception_costs_only_its_event_and_one_in_on_connect_closes_1011,
+    a_room_past_its_cpu_budget_heap_or_stack_fails_alone,
+);
+
+use common::*;
+
+fn module(name: &str) -> String {
+    format!("{}/tests/js/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A server with the `rooms` and `object` modules, and `extra` TOML after
+/// them; `cores` overrides the two cores of the test config.
+fn js_server(extra: &str, cores: Option<usize>) -> dormouse::ServerHandle {
+    let toml = format!(
+        "{extra}[parties.rooms]\nmain = '{}'\nvars = {{ GREETING = \"hi from env\" }}\n\
+         [parties.object]\nmain = '{}'\n",
+        module("rooms.js"),
+        module("object.js")
+    );
+    let mut config = config(&toml);
+    config.cores = cores.or(config.cores);
+    dormouse::Server::new(config).start().expect("the JS parties start")
+}
+
+fn the_class_form_serves_websockets_and_http_with_its_fields() {
+    let server = js_server("", None);
+    let addr = server.local_addr();
+    let mut ann = Client::connect(addr, "/parties/rooms/r1?_pk=ann&tag=red");
+    assert_eq!(ann.recv_text(), "welcome ann to r1 (started: true)");
+    let mut bob = Client::connect(addr, "/parties/rooms/r1?_pk=bob&tag=blue&tag=red");
+    assert_eq!(bob.recv_text(), "welcome bob to r1 (started: true)");
+    ann.send_text("who");
+    assert_eq!(ann.recv_text(), "ann,bob");
+    ann.send_text("all:hello bob");
+    assert_eq!(bob.recv_text(), "hello bob");
+    bob.send_text("tags");
+    assert_eq!(bob.recv_text(), "bob,blue,red");
+    bob.send_text("tag:red:to the reds");
+    assert_eq!(ann.recv_text(), "to the reds");
+    assert_eq!(bob.recv_text(), "to the reds");
+    ann.send_text("state:kept");
+    assert_eq!(ann.recv_text(), "state kept");
+    ann.send_text("env");
+    assert_eq!(ann.recv_text(), "env hi from env");
+    ann.send_text("async");
+    assert_eq!(ann.recv_text(), "after await");
+    ann.send_frame(true, 2, &[1, 2, 3], true);
+    assert_eq!(ann.recv().payload, [1, 2, 3]);
+    // The room's fields are shared by sockets and HTTP.
+    ann.send_text("count");
+    let count = ann.recv_text();
+    assert_eq!(count, "count 8");
+    assert_eq!(http(addr, "POST", "/parties/rooms/r1", "", "10").text(), "18");
+    let state = http(addr, "GET", "/parties/rooms/r1", "", "");
+    assert_eq!(state.header("content-type"), Some("application/json"));
+    assert_eq!(state.text(), r#"{"room":"r1","count":18,"online":2}"#);
+    // Another room has its own instance (and its own globals).
+    let mut cat = Client::connect(addr, "/parties/rooms/r2?_pk=cat");
+    assert_eq!(cat.recv_text(), "welcome cat to r2 (started: true)");
+    cat.send_text("count");
+    assert_eq!(cat.recv_text(), "count 1");
+    // A room can close a connection; the others hear it leave.
+    bob.send_text("bye");
+    assert_eq!(bob.expect_close(), (4000, "bye from js".to_owned()));
+    assert_eq!(ann.recv_text(), "left bob");
+}
+
+fn the_object_form_passes_the_room_to_every_handler() {
+    let server = js_server("", None);
+    let addr = server.local_addr();
+    let mut ann = Client::connect(addr, "/parties/object/lobby?_pk=ann");
+    assert_eq!(ann.recv_text(), "hello ann in lobby");
+    ann.send_text("hi all");
+    assert_eq!(ann.recv_text(), "ann: hi all");
+    let response = http(addr, "GET", "/parties/object/lobby", "", "");
+    assert_eq!((response.status, response.text().as_str()), (201, "object form in lobby"));
+    assert_eq!(response.header("x-form"), Some("object"));
+}
+
+fn an_exception_costs_only_its_event_and_one_in_on_connect_closes_1011() {
+    let server = js_server("", None);
+    let addr = server.local_addr();
+    let mut ann = Client::connect(addr, "/parties/rooms/e?_pk=ann");
+    ann.recv_text();
+    ann.send_text("throw");
+    ann.send_text("count");
+    assert_eq!(ann.recv_text(), "count 2", "the room carries on, its fields intact");
+    let mut refused = Client::connect(addr, "/parties/rooms/e?_pk=refuse-me");
+    assert_eq!(refused.expect_close(), (1011, "Error: refused refuse-me".to_owned()));
+    ann.send_text("who");
+    assert_eq!(ann.recv_text(), "ann");
+}
+
+fn a_room_past_its_cpu_budget_heap_or_stack_fails_alone() {
+    // One core, so the failing room and its neighbour share the core and
+    // its JS runtime.
+    let limits = "[limits]\njs_event_budget_ms = 50\njs_heap_bytes_per_core = 33554432\n";
+    let server = js_server(limits, Some(1));
+    let addr = server.local_addr();
+    let mut neighbour = Client::connect(addr, "/parties/rooms/calm?_pk=n");
+    neighbour.recv_text();
+    for (command, reason) in [
+        ("loop", "room failed: onMessage ran past its CPU budget of 50 ms"),
+        ("hog", "room failed: onMessage: InternalError: out of memory"),
+        ("deep", "room failed: onMessage: RangeError: Maximum call stack size exceeded"),
+    ] {
+        let mut victim = Client::connect(addr, &format!("/parties/rooms/{command}?_pk=v"));
+        victim.recv_text();
+        victim.send_text(command);
+        assert_eq!(victim.expect_close(), (1011, reason.to_owned()));
+        neighbour.send_text("count");
+        let count = neighbour.recv_text();
+        assert!(count.starts_with("count "), "the neighbour still answers after {reason}: {count}");
+        // The failed room starts afresh on its next event.
+        let mut again = Client::connect(addr, &format!("/parties/rooms/{command}?_pk=w"));
+        assert_eq!(again.recv_text(), format!("welcome w to {command} (started: true)"));
+    }
+    assert_eq!(http(addr, "GET", "/parties/rooms/calm", "", "").status, 200);
+}
+
+#[test]
+fn a_module_with_a_syntax_error_stops_start_up_with_its_place() {
+    let toml = format!("[parties.bad]\nmain = '{}'\n", module("bad.js"));
+    let error = dormouse::Server::new(config(&toml)).start().err().expect("a broken module stops start-up");
+    let text = error.to_string();
+    assert!(text.contains("bad.js:3:") && text.contains("SyntaxError"), "{text}");
+    // The binary: exit 2 with the same message.
+    let path = std::env::temp_dir().join(format!("dormouse-bad-js-{}.toml", std::process::id()));
+    std::fs::write(&path, format!("listen = \"127.0.0.1:0\"\n{toml}")).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dormouse"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .arg("--data-dir")
+        .arg(fresh_data_dir())
+        .output()
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("bad.js:3:"), "{stderr}");
+}

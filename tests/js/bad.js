@@ -1,0 +1,5 @@
+export default class Broken {
+  onMessage(message) {
+    const x = ;
+  }
+}

@@ -117,6 +117,7 @@ impl Server {
             commit_senders.push(commit_tx);
             receivers.push(Inbox { messages: rx, commits: commit_rx });
         }
+        quiet_room_failures();
         let js_limits = self.config.js_limits();
         for (name, party) in &self.config.parties {
             if let Some(main) = &party.main {
@@ -278,6 +279,21 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, StartError> {
     file.set_len(0).and_then(|()| file.rewind()).map_err(store_error)?;
     write!(file, "{}", std::process::id()).map_err(store_error)?;
     Ok(file)
+}
+
+/// A room failed on purpose (`FailRoom`: a JS room past a bound) has been
+/// logged with its reason already; the default panic hook would add a
+/// message and a backtrace per failed room. Other panics print as before.
+fn quiet_room_failures() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !info.payload().is::<crate::room::FailRoom>() {
+                previous(info);
+            }
+        }));
+    });
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<socket2::Socket> {

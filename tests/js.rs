@@ -10,6 +10,7 @@ backend_tests!(
     the_object_form_passes_the_room_to_every_handler,
     an_exception_costs_only_its_event_and_one_in_on_connect_closes_1011,
     a_room_past_its_cpu_budget_heap_or_stack_fails_alone,
+    js_rooms_that_come_and_go_are_dropped_and_collected,
 );
 
 use common::*;
@@ -126,6 +127,30 @@ fn a_room_past_its_cpu_budget_heap_or_stack_fails_alone() {
         assert_eq!(again.recv_text(), format!("welcome w to {command} (started: true)"));
     }
     assert_eq!(http(addr, "GET", "/parties/rooms/calm", "", "").status, 200);
+}
+
+fn js_rooms_that_come_and_go_are_dropped_and_collected() {
+    // Past 64 dropped contexts the core collects them (QuickJS frees a
+    // context only in a collection): rooms keep being made and dropped, and
+    // every one starts.
+    let toml = format!("[parties.object]\nmain = '{}'\nidle_drop_ms = 20\n", module("object.js"));
+    let server = dormouse::Server::new(config(&toml)).start().unwrap();
+    let addr = server.local_addr();
+    let mut stream = connect_tcp(addr);
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    for round in 0..3 {
+        for i in 0..100 {
+            let request = format!("GET /parties/object/r{round}-{i} HTTP/1.1\r\nhost: t\r\n\r\n");
+            std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
+            assert_eq!(read_response(&mut reader).status, 201);
+        }
+    }
+    assert_eq!(server.counter("rooms_created"), 300);
+    let deadline = std::time::Instant::now() + GUARD;
+    while server.counter("rooms_dropped") < 300 {
+        assert!(std::time::Instant::now() < deadline, "{} rooms dropped", server.counter("rooms_dropped"));
+        std::thread::yield_now();
+    }
 }
 
 #[test]

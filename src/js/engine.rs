@@ -7,6 +7,9 @@
 //! limit; each call into a room gets the per-event CPU budget through the
 //! interrupt handler. This handler is the one place below the reactor that
 //! reads the clock: a handler stuck in a loop cannot be stopped otherwise.
+//! Time the call spends outside its own bytecode (a collection of the
+//! core's heap, which grows with the number of resident rooms) is not
+//! charged to it.
 
 use rquickjs::Runtime;
 use std::cell::{Cell, RefCell};
@@ -22,10 +25,41 @@ pub(crate) struct JsLimits {
 
 thread_local! {
     static RUNTIME: RefCell<Option<Runtime>> = const { RefCell::new(None) };
-    /// When the running call's budget ends; none between calls.
-    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// When the running call's budget ends, and the last interrupt poll;
+    /// none between calls.
+    static DEADLINE: Cell<Option<(Instant, Instant)>> = const { Cell::new(None) };
     /// The interrupt handler stopped the running call.
     static INTERRUPTED: Cell<bool> = const { Cell::new(false) };
+    /// Room contexts alive on this thread, and dropped since the last
+    /// collection.
+    static CONTEXTS: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+}
+
+/// Contexts dropped before a collection runs, at the least: a dropped
+/// context is freed only by QuickJS's cycle collector (its functions and its
+/// global object refer to each other), whose cost grows with the live heap,
+/// so it runs once a share of the contexts has been dropped.
+const DROPPED_BEFORE_GC: usize = 64;
+
+/// A room context was made.
+pub(crate) fn context_made() {
+    let (live, dropped) = CONTEXTS.get();
+    CONTEXTS.set((live + 1, dropped));
+}
+
+/// A room context was dropped; collects the dropped ones once they are a
+/// quarter of the live ones (or `DROPPED_BEFORE_GC`), so their memory comes
+/// back at an amortised cost.
+pub(crate) fn context_dropped(rt: &Runtime) {
+    let (live, dropped) = CONTEXTS.get();
+    let (live, dropped) = (live.saturating_sub(1), dropped + 1);
+    if dropped >= DROPPED_BEFORE_GC.max(live / 4) {
+        rt.run_gc();
+        give_back_freed_memory();
+        CONTEXTS.set((live, 0));
+    } else {
+        CONTEXTS.set((live, dropped));
+    }
 }
 
 /// This thread's runtime, made with `limits` on first use.
@@ -36,25 +70,53 @@ pub(crate) fn runtime(limits: &JsLimits) -> Runtime {
                 let rt = Runtime::new().expect("QuickJS allocates its runtime");
                 rt.set_memory_limit(limits.heap_bytes_per_core);
                 rt.set_max_stack_size(limits.stack_bytes);
-                rt.set_interrupt_handler(Some(Box::new(|| {
-                    let over = DEADLINE.get().is_some_and(|deadline| Instant::now() >= deadline);
-                    if over {
-                        INTERRUPTED.set(true);
-                    }
-                    over
-                })));
+                rt.set_interrupt_handler(Some(Box::new(interrupt)));
                 rt
             })
             .clone()
     })
 }
 
+/// A gap between two interrupt polls longer than this was not the handler's
+/// own bytecode (QuickJS polls every few thousand instructions, tens of
+/// microseconds apart) but a collection of the whole core's heap, or native
+/// work: it does not count against the handler's budget.
+const NOT_THE_HANDLERS: Duration = Duration::from_millis(5);
+
+/// QuickJS's interrupt poll: true stops the running call.
+fn interrupt() -> bool {
+    let Some((deadline, last_poll)) = DEADLINE.get() else { return false };
+    let now = Instant::now();
+    let gap = now.saturating_duration_since(last_poll);
+    let deadline = if gap > NOT_THE_HANDLERS { deadline + gap } else { deadline };
+    DEADLINE.set(Some((deadline, now)));
+    let over = now >= deadline;
+    if over {
+        INTERRUPTED.set(true);
+    }
+    over
+}
+
 /// Runs `call` with `budget` of CPU time; returns its result and whether the
 /// budget ran out (the call was then stopped by an uncatchable error).
 pub(crate) fn with_budget<R>(budget: Duration, call: impl FnOnce() -> R) -> (R, bool) {
-    let outer = DEADLINE.replace(Some(Instant::now() + budget));
+    let now = Instant::now();
+    let outer = DEADLINE.replace(Some((now + budget, now)));
     INTERRUPTED.set(false);
     let result = call();
     DEADLINE.set(outer);
     (result, INTERRUPTED.replace(false))
+}
+
+/// QuickJS allocates with the C library's malloc, which keeps what rooms
+/// freed in its arenas: after a collection of dropped rooms, hand the free
+/// pages back to the kernel, so a crowd of rooms that came and went does not
+/// stay in the server's RSS.
+#[allow(unsafe_code)]
+fn give_back_freed_memory() {
+    // SAFETY: malloc_trim takes a plain integer, touches only the
+    // allocator's own free lists, and is safe to call from any thread.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

@@ -28,12 +28,19 @@ use std::sync::Arc;
 const PRELUDE: &str = include_str!("prelude.js");
 
 pub(crate) struct JsParty {
-    script: Arc<Script>,
-    ctx: Context,
+    // Fields drop in order: the references into the context before it.
     /// The class instance, or the exported object (the object form).
     server: Persistent<Object<'static>>,
     /// The object form passes the room to every handler.
     room_arg: Option<Persistent<Object<'static>>>,
+    ctx: Context,
+    script: Arc<Script>,
+}
+
+impl Drop for JsParty {
+    fn drop(&mut self) {
+        engine::context_dropped(&self.ctx.runtime().clone());
+    }
 }
 
 /// How a call into JS ended, when it did not return.
@@ -61,6 +68,9 @@ pub(super) fn describe(error: CaughtError<'_>) -> String {
                 _ => head,
             }
         }
+        // QuickJS throws `null` when even its out-of-memory error cannot be
+        // allocated.
+        CaughtError::Value(value) if value.is_null() => "null was thrown (is the core's JavaScript heap full?)".into(),
         other => other.to_string(),
     }
 }
@@ -70,7 +80,16 @@ impl JsParty {
     /// makes the server object. A failure panics, which fails the room.
     pub(crate) fn create(script: Arc<Script>, room: &Room) -> JsParty {
         let rt = engine::runtime(&script.limits);
-        let ctx = Context::full(&rt).expect("QuickJS allocates a context");
+        // Dropped rooms' garbage may be what fills the heap: collect, retry.
+        let ctx = Context::full(&rt).or_else(|_| {
+            rt.run_gc();
+            Context::full(&rt)
+        });
+        let Ok(ctx) = ctx else {
+            tracing::error!(party = room.party(), room = room.id(), "the core's JavaScript heap is full");
+            std::panic::panic_any(FailRoom("the core's JavaScript heap is full".into()));
+        };
+        engine::context_made();
         let made = api::ROOM.set(room, || {
             engine::with_budget(script.limits.event_budget, || {
                 ctx.with(|ctx| {
@@ -82,8 +101,13 @@ impl JsParty {
                 })
             })
         });
+        if let (Ok((server, room_arg)), false) = made {
+            return JsParty { server, room_arg, ctx, script };
+        }
+        drop(ctx);
+        engine::context_dropped(&rt);
         match made {
-            (Ok((server, room_arg)), false) => JsParty { script, ctx, server, room_arg },
+            (Ok(_), false) => unreachable!("a room that started returned above"),
             (Err(error), interrupted) => {
                 let error = if interrupted { format!("past its CPU budget: {error}") } else { error };
                 tracing::error!(party = room.party(), room = room.id(), "the module did not start: {error}");

@@ -92,14 +92,14 @@ pub(crate) struct RoomFailed {
 pub(crate) const ROOM_FAILED: &str = "room failed: the party code panicked";
 
 impl RoomFailed {
-    /// The close reason and HTTP body the room's clients get: a Rust panic's
-    /// own message stays in the log (it may say anything), a [`FailRoom`]'s
-    /// reason is shown.
     /// A storage write of the room failed: what it produced may not be shown.
     pub fn storage() -> RoomFailed {
         RoomFailed { reason: Some("a storage write failed".into()) }
     }
 
+    /// The close reason and HTTP body the room's clients get: a Rust panic's
+    /// own message stays in the log (it may say anything), a [`FailRoom`]'s
+    /// reason is shown.
     pub fn reason(&self) -> std::borrow::Cow<'static, str> {
         match &self.reason {
             Some(reason) => format!("room failed: {reason}").into(),

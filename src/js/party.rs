@@ -4,8 +4,9 @@
 //!
 //! - the class form, `export default class { constructor(room) ... }`, whose
 //!   handlers are `onConnect(conn, ctx)`, `onMessage(message, sender)`, ...;
-//! - the object form, `export default { onConnect(ws, room) ... }`, whose
-//!   handlers take the room as their last argument.
+//! - the object form, `export default { onConnect(ws, room, ctx) ... }`,
+//!   whose handlers also take the room: second in `onConnect`, last in the
+//!   others.
 //!
 //! Every call runs with the room lent to the native API (`api::ROOM`) and
 //! under the per-event CPU budget; promises a handler starts are driven to
@@ -28,18 +29,29 @@ use std::sync::Arc;
 const PRELUDE: &str = include_str!("prelude.js");
 
 pub(crate) struct JsParty {
+    /// Always there but while the party drops, which frees it first.
+    live: Option<Live>,
+    script: Arc<Script>,
+}
+
+/// A room's context and the references into it.
+struct Live {
     // Fields drop in order: the references into the context before it.
     /// The class instance, or the exported object (the object form).
     server: Persistent<Object<'static>>,
     /// The object form passes the room to every handler.
     room_arg: Option<Persistent<Object<'static>>>,
     ctx: Context,
-    script: Arc<Script>,
 }
 
 impl Drop for JsParty {
     fn drop(&mut self) {
-        engine::context_dropped(&self.ctx.runtime().clone());
+        let live = self.live.take().expect("a party is live until it drops");
+        let rt = live.ctx.runtime().clone();
+        // Freed before the collection `context_dropped` may run, so that it
+        // collects this context too.
+        drop(live);
+        engine::context_dropped(&rt);
     }
 }
 
@@ -97,12 +109,12 @@ impl JsParty {
                         .map(|(server, room_arg)| {
                             (Persistent::save(&ctx, server), room_arg.map(|r| Persistent::save(&ctx, r)))
                         })
-                        .map_err(|e| describe(e))
+                        .map_err(describe)
                 })
             })
         });
         if let (Ok((server, room_arg)), false) = made {
-            return JsParty { server, room_arg, ctx, script };
+            return JsParty { live: Some(Live { server, room_arg, ctx }), script };
         }
         drop(ctx);
         engine::context_dropped(&rt);
@@ -161,15 +173,16 @@ impl JsParty {
     ) -> Result<Option<R>, Failure> {
         let (result, interrupted) = api::ROOM.set(room, || {
             engine::with_budget(self.script.limits.event_budget, || {
-                self.ctx.with(|ctx| {
+                let live = self.live.as_ref().expect("a party is live until it drops");
+                live.ctx.with(|ctx| {
                     let run = || -> Result<Option<R>, CaughtError<'_>> {
-                        let server = self.server.clone().restore(&ctx).catch(&ctx)?;
+                        let server = live.server.clone().restore(&ctx).catch(&ctx)?;
                         let Some(handler) = server.get::<_, Option<Function>>(name).catch(&ctx)? else {
                             return Ok(None);
                         };
                         let runtime: Object = ctx.globals().get("__dormouse").catch(&ctx)?;
                         let mut values = args(&ctx, &runtime).catch(&ctx)?;
-                        if let Some(room_arg) = &self.room_arg {
+                        if let Some(room_arg) = &live.room_arg {
                             let room_arg = room_arg.clone().restore(&ctx).catch(&ctx)?.into_value();
                             values.insert(room_at.min(values.len()), room_arg);
                         }

@@ -10,7 +10,7 @@
 
 use crate::config::PartyConfig;
 use crate::http::{RequestHead, Response};
-use crate::storage::{RoomStore, Storage};
+use crate::storage::{RoomStore, Savepoint, Storage};
 use bytes::Bytes;
 use dormouse_hibernate::Store;
 use dormouse_tags::{MemberKey, TagIndex, TagInterner};
@@ -411,6 +411,27 @@ impl Room {
         if self.alarm_ms.take().is_some() {
             self.store.batch.borrow_mut().delete_alarm(&self.store.key);
         }
+    }
+
+    /// Runs `f` as a transaction: the storage writes and alarm changes it
+    /// makes stand only if it returns `Ok`; on `Err` they are undone (the
+    /// event's earlier writes stay). They commit with the event's other
+    /// writes, all at once.
+    pub fn transaction<T, E>(&self, f: impl FnOnce(&Room) -> Result<T, E>) -> Result<T, E> {
+        let savepoint = self.savepoint();
+        let result = f(self);
+        if result.is_err() {
+            self.roll_back(savepoint);
+        }
+        result
+    }
+
+    pub(crate) fn savepoint(&self) -> Savepoint {
+        self.store.savepoint(self.alarm_ms.get())
+    }
+
+    pub(crate) fn roll_back(&self, savepoint: Savepoint) {
+        self.alarm_ms.set(self.store.roll_back(savepoint));
     }
 
     /// Sends `message` to every connection of the room except those whose ids

@@ -62,6 +62,28 @@ impl RoomStore {
     pub fn committed(&self, seq: u64) {
         self.overlay.borrow_mut().committed(seq);
     }
+
+    /// The event's writes so far, to go back to if a transaction fails.
+    pub fn savepoint(&self, alarm_ms: Option<u64>) -> Savepoint {
+        Savepoint { batch: self.batch.borrow().clone(), overlay: self.overlay.borrow().clone(), alarm_ms }
+    }
+
+    /// Forgets the writes made since `savepoint`; returns the alarm as it was.
+    pub fn roll_back(&self, savepoint: Savepoint) -> Option<u64> {
+        *self.batch.borrow_mut() = savepoint.batch;
+        *self.overlay.borrow_mut() = savepoint.overlay;
+        savepoint.alarm_ms
+    }
+}
+
+/// A room's uncommitted writes (and its alarm) at one moment of an event.
+/// Copies them: a transaction is rare next to a plain write, and an event's
+/// writes are few.
+#[derive(Debug)]
+pub(crate) struct Savepoint {
+    batch: dormouse_hibernate::Batch,
+    overlay: Overlay,
+    alarm_ms: Option<u64>,
 }
 
 /// A room's durable key-value store, sorted by key (bytewise). Keys are at

@@ -11,6 +11,9 @@ backend_tests!(
     an_exception_costs_only_its_event_and_one_in_on_connect_closes_1011,
     a_room_past_its_cpu_budget_heap_or_stack_fails_alone,
     js_rooms_that_come_and_go_are_dropped_and_collected,
+    storage_keeps_every_kind_of_value_across_a_restart,
+    storage_lists_deletes_and_runs_transactions,
+    an_alarm_set_from_js_runs_on_alarm,
 );
 
 use common::*;
@@ -127,6 +130,68 @@ fn a_room_past_its_cpu_budget_heap_or_stack_fails_alone() {
         assert_eq!(again.recv_text(), format!("welcome w to {command} (started: true)"));
     }
     assert_eq!(http(addr, "GET", "/parties/rooms/calm", "", "").status, 200);
+}
+
+/// A server with the `storage` module, keeping its data in `dir`.
+fn storage_server(dir: &std::path::Path) -> dormouse::ServerHandle {
+    let mut config = config(&format!("[parties.storage]\nmain = '{}'\n", module("storage.js")));
+    config.data_dir = dir.to_owned();
+    dormouse::Server::new(config).start().expect("the JS party starts")
+}
+
+fn storage_keeps_every_kind_of_value_across_a_restart() {
+    let dir = fresh_data_dir();
+    let expected = concat!(
+        r#"{undef:undefined,nul:null,yes:true,no:false,int:42,neg:-7,float:1.5,nan:NaN,"#,
+        r#"big:12345678901234567890123n,text:"héllo ✓",empty:"",date:Date(2026-12-01T12:00:00.000Z),"#,
+        r#"map:Map{"a"=>1,2=>"two"},set:Set{1,"x"},buffer:ArrayBuffer[1,2,255],bytes:Uint8Array[9,8],"#,
+        r#"floats:Float64Array[0.25],view:DataView[7],nested:[[1,[2,{deep:[3]}]],{shared:true},<cycle>],"#,
+        r#"self:<cycle>} sharing:true"#
+    );
+    let server = storage_server(&dir);
+    let addr = server.local_addr();
+    assert_eq!(http(addr, "POST", "/parties/storage/s/put-all", "", "").text(), "stored");
+    // Read back in the next event (from the event's writes or LMDB).
+    assert_eq!(http(addr, "GET", "/parties/storage/s/get-all", "", "").text(), expected);
+    let refused = http(addr, "POST", "/parties/storage/s/put-fn", "", "");
+    assert_eq!(refused.status, 400);
+    assert!(refused.text().starts_with("DataCloneError: "), "{}", refused.text());
+    server.shutdown();
+    // A new process's room reads it from disk.
+    let server = storage_server(&dir);
+    let addr = server.local_addr();
+    assert_eq!(http(addr, "GET", "/parties/storage/s/get-all", "", "").text(), expected);
+}
+
+fn storage_lists_deletes_and_runs_transactions() {
+    let server = storage_server(&fresh_data_dir());
+    let addr = server.local_addr();
+    let call = |what: &str, body: &str| http(addr, "POST", &format!("/parties/storage/l/{what}"), "", body).text();
+    for key in ["b", "a", "c", "ab", "d"] {
+        assert_eq!(call(&format!("put?key={key}"), &format!("v{key}")), "ok");
+    }
+    assert_eq!(call("get?key=ab", ""), "vab");
+    assert_eq!(call("get?key=zz", ""), "undefined");
+    assert_eq!(call("list", ""), "a=va,ab=vab,b=vb,c=vc,d=vd");
+    assert_eq!(call("list?prefix=a", ""), "a=va,ab=vab");
+    assert_eq!(call("list?start=ab&end=d", ""), "ab=vab,b=vb,c=vc");
+    assert_eq!(call("list?reverse&limit=2", ""), "d=vd,c=vc");
+    assert_eq!(call("many", ""), r#"Map{"m1"=>"one","m3"=>"three"} deleted:1,true after:Map{"m3"=>"three"}"#);
+    assert_eq!(call("txn-throw", ""), "before,undefined", "a transaction that throws is undone");
+    assert_eq!(call("txn-rollback", ""), "undefined", "rollback() undoes it");
+    assert_eq!(call("txn-commit", ""), "7,committed");
+    assert_eq!(call("no-alarm", ""), "null");
+    assert_eq!(call("delete-all", ""), "0");
+    assert_eq!(call("list", ""), "");
+}
+
+fn an_alarm_set_from_js_runs_on_alarm() {
+    let server = storage_server(&fresh_data_dir());
+    let addr = server.local_addr();
+    let mut ann = Client::connect(addr, "/parties/storage/alarmed?_pk=ann");
+    assert_eq!(http(addr, "POST", "/parties/storage/alarmed/alarm?in=30", "", "").text(), "true");
+    // The alarm is cleared before onAlarm runs.
+    assert_eq!(ann.recv_text(), "alarm 1 null");
 }
 
 fn js_rooms_that_come_and_go_are_dropped_and_collected() {

@@ -7,12 +7,37 @@
 //! (send, broadcast, close) go through the same `Room` methods Rust parties
 //! use, so the reactor, fan-out and durability do not know JS exists.
 
+use super::clone;
 use crate::party::{Connection, Message, Room};
+use crate::storage::{ListOptions, Savepoint, StorageError};
 use rquickjs::{ArrayBuffer, Ctx, Exception, Function, Object, TypedArray, Value};
+use std::cell::RefCell;
 
 scoped_tls::scoped_thread_local! {
     /// The room whose event is running.
     pub(super) static ROOM: Room
+}
+
+thread_local! {
+    /// The savepoints of the running event's open `storage.transaction`s,
+    /// outermost first.
+    static TRANSACTIONS: RefCell<Vec<Savepoint>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Rolls back the transactions the event left open (their callback never
+/// settled): only a transaction that completed commits. Says whether there
+/// were any.
+pub(super) fn abandon_transactions(room: &Room) -> bool {
+    let open = TRANSACTIONS.with_borrow_mut(std::mem::take);
+    let abandoned = !open.is_empty();
+    if let Some(outermost) = open.into_iter().next() {
+        room.roll_back(outermost);
+    }
+    abandoned
+}
+
+fn storage_error<'js>(ctx: &Ctx<'js>, error: StorageError) -> rquickjs::Error {
+    Exception::throw_range(ctx, &error.to_string())
 }
 
 /// A message as JS gave it: a string, or bytes.
@@ -183,6 +208,132 @@ pub(super) fn install<'js>(
         "encode",
         Function::new(ctx.clone(), |ctx: Ctx<'js>, text: String| ArrayBuffer::new(ctx, text.into_bytes()))?,
     )?;
+    install_storage(ctx, &native)?;
     ctx.globals().set("__native", native)?;
+    Ok(())
+}
+
+/// `room.storage` and the alarm: keys are strings (stored as UTF-8), values
+/// are encoded by `clone`.
+fn install_storage<'js>(ctx: &Ctx<'js>, native: &Object<'js>) -> rquickjs::Result<()> {
+    native.set(
+        "storageGet",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>, keys: Vec<String>| {
+            in_room(&ctx, |room| {
+                let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
+                let found = room.storage().get_many(&keys).map_err(|e| storage_error(&ctx, e))?;
+                found
+                    .into_iter()
+                    .map(|value| match value {
+                        Some(bytes) => clone::decode(&ctx, &bytes),
+                        None => Ok(Value::new_undefined(ctx.clone())),
+                    })
+                    .collect::<rquickjs::Result<Vec<_>>>()
+            })
+        })?,
+    )?;
+    native.set(
+        "storagePut",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>, keys: Vec<String>, values: Vec<Value<'js>>| {
+            let encoded = values.iter().map(|v| clone::encode(&ctx, v)).collect::<rquickjs::Result<Vec<_>>>()?;
+            in_room(&ctx, |room| {
+                let entries: Vec<(&[u8], &[u8])> =
+                    keys.iter().zip(&encoded).map(|(k, v)| (k.as_bytes(), v.as_slice())).collect();
+                room.storage().put_many(&entries).map_err(|e| storage_error(&ctx, e))
+            })
+        })?,
+    )?;
+    native.set(
+        "storageDelete",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>, keys: Vec<String>| {
+            in_room(&ctx, |room| {
+                let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
+                room.storage().delete_many(&keys).map_err(|e| storage_error(&ctx, e))
+            })
+        })?,
+    )?;
+    native.set(
+        "storageList",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>, options: Object<'js>| {
+            let text = |name: &str| -> rquickjs::Result<Option<Vec<u8>>> {
+                Ok(options.get::<_, Option<String>>(name)?.map(String::into_bytes))
+            };
+            let list = ListOptions {
+                prefix: text("prefix")?,
+                start: text("start")?,
+                end: text("end")?,
+                reverse: options.get::<_, Option<bool>>("reverse")?.unwrap_or(false),
+                limit: options.get::<_, Option<f64>>("limit")?.map(|n| n.max(0.0) as usize),
+            };
+            in_room(&ctx, |room| {
+                let entries = room.storage().list(&list).map_err(|e| storage_error(&ctx, e))?;
+                entries
+                    .into_iter()
+                    .map(|(key, value)| {
+                        let key = rquickjs::String::from_str(ctx.clone(), &String::from_utf8_lossy(&key))?;
+                        Ok(vec![key.into_value(), clone::decode(&ctx, &value)?])
+                    })
+                    .collect::<rquickjs::Result<Vec<_>>>()
+            })
+        })?,
+    )?;
+    native.set(
+        "storageDeleteAll",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>| {
+            in_room(&ctx, |room| room.storage().delete_all().map_err(|e| storage_error(&ctx, e)))
+        })?,
+    )?;
+    native.set(
+        "getAlarm",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>| in_room(&ctx, |room| Ok(room.alarm().map(|ms| ms as f64))))?,
+    )?;
+    native.set(
+        "setAlarm",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>, at_ms: f64| {
+            if !at_ms.is_finite() {
+                return Err(Exception::throw_type(&ctx, "setAlarm takes a Date or a number of milliseconds"));
+            }
+            in_room(&ctx, |room| {
+                room.set_alarm(at_ms.max(0.0) as u64);
+                Ok(())
+            })
+        })?,
+    )?;
+    native.set(
+        "deleteAlarm",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>| {
+            in_room(&ctx, |room| {
+                room.delete_alarm();
+                Ok(())
+            })
+        })?,
+    )?;
+    native.set(
+        "transactionBegin",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>| {
+            in_room(&ctx, |room| {
+                let savepoint = room.savepoint();
+                Ok(TRANSACTIONS.with_borrow_mut(|open| {
+                    open.push(savepoint);
+                    open.len() - 1
+                }))
+            })
+        })?,
+    )?;
+    native.set(
+        "transactionEnd",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>, depth: usize, commit: bool| {
+            in_room(&ctx, |room| {
+                let savepoint = TRANSACTIONS.with_borrow_mut(|open| {
+                    let mut inner = open.split_off(depth.min(open.len()));
+                    (!inner.is_empty()).then(|| inner.swap_remove(0))
+                });
+                if let (Some(savepoint), false) = (savepoint, commit) {
+                    room.roll_back(savepoint);
+                }
+                Ok(())
+            })
+        })?,
+    )?;
     Ok(())
 }

@@ -5,13 +5,15 @@
 //! and storage code does not know JS exists. `engine` holds the per-core
 //! runtime and its bounds, `party` a room's context and the calls into it,
 //! `api` the native functions the prelude (`prelude.js`) builds PartyKit's
-//! `room` and `Connection` on.
+//! `room`, `room.storage` and `Connection` on, `clone` the encoding of
+//! stored values.
 //!
 //! This step runs plain ES modules (no imports) in both of PartyKit's
-//! forms; TypeScript, bundling, storage, timers, the static hooks and
-//! hibernation of a room's fields follow.
+//! forms; TypeScript, bundling, timers, the static hooks and hibernation of
+//! a room's fields follow.
 
 mod api;
+mod clone;
 mod engine;
 mod party;
 

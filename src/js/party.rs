@@ -212,6 +212,13 @@ impl JsParty {
                 })
             })
         });
+        if api::abandon_transactions(room) {
+            tracing::warn!(
+                party = room.party(),
+                room = room.id(),
+                "{name} ended with a storage transaction unfinished; its writes were undone"
+            );
+        }
         match result {
             _ if interrupted => Err(Failure::Fatal(format!(
                 "{name} ran past its CPU budget of {} ms",

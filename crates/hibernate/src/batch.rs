@@ -5,7 +5,7 @@
 use crate::{check_key, check_value, RoomKey, StoreConfig, StoreError};
 
 /// One write, naming its room by index into [`Batch::rooms`].
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum Op {
     Put {
         room: usize,
@@ -49,7 +49,7 @@ pub(crate) enum Op {
 ///
 /// A batch may touch several rooms; the server usually builds one per room
 /// event (the event's storage writes, plus its snapshot or alarm).
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Batch {
     pub(crate) rooms: Vec<RoomKey>,
     pub(crate) ops: Vec<Op>,

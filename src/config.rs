@@ -55,6 +55,18 @@ pub struct Config {
     /// party registered in code (then without `kind`).
     #[serde(default)]
     pub parties: BTreeMap<String, PartyConfig>,
+    /// A PartyKit project's `partykit.json` (relative to this file): its
+    /// parties, vars and `serve` folder are read at start-up.
+    #[serde(default)]
+    pub partykit: Option<PathBuf>,
+    /// A folder of static files answered for paths that are not rooms
+    /// (relative to this file); read into memory at start-up.
+    #[serde(default)]
+    pub serve: Option<PathBuf>,
+    /// With `serve`: a path with no file gets `index.html` (a single-page
+    /// app's own router takes it from there) instead of 404.
+    #[serde(default)]
+    pub single_page_app: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -64,8 +76,9 @@ pub struct PartyConfig {
     /// registered in code or written in JavaScript (`main`).
     #[serde(default)]
     pub kind: Option<String>,
-    /// A JavaScript module (ES module, no imports yet) serving the party, in
-    /// PartyKit's API; relative to the config file's folder.
+    /// A JavaScript or TypeScript module serving the party, in PartyKit's
+    /// API, bundled with what it imports; relative to the config file's
+    /// folder.
     #[serde(default)]
     pub main: Option<PathBuf>,
     /// `room.env` of a JavaScript party: names and string values.
@@ -347,6 +360,11 @@ impl Config {
         for party in config.parties.values_mut() {
             if let Some(main) = party.main.as_mut().filter(|main| main.is_relative()) {
                 *main = dir.join(&*main);
+            }
+        }
+        for path in [&mut config.partykit, &mut config.serve].into_iter().flatten() {
+            if path.is_relative() {
+                *path = dir.join(&*path);
             }
         }
         Ok(config)

@@ -33,11 +33,13 @@ mod kind;
 mod metrics;
 mod outq;
 pub mod party;
+mod project;
 mod reactor;
 mod room;
 mod route;
 mod server;
 pub mod snapshot;
+mod static_files;
 mod storage;
 pub mod ws;
 

@@ -36,6 +36,10 @@ enum Command {
         /// Data directory (snapshots, room storage, alarms), overriding the config's `data_dir`.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// A PartyKit project's partykit.json: its parties, vars and static
+        /// files. Without --config, they replace the default config's parties.
+        #[arg(long)]
+        partykit: Option<PathBuf>,
     },
     /// Print the embedded default config.
     DefaultConfig,
@@ -65,9 +69,10 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Command::Serve { config, listen, io, data_dir } => {
+        Command::Serve { config, listen, io, data_dir, partykit } => {
             let config = match &config {
                 Some(path) => Config::from_file(path),
+                None if partykit.is_some() => Ok(Config { parties: Default::default(), ..Config::embedded_default() }),
                 None => Ok(Config::embedded_default()),
             };
             let mut config = match config {
@@ -86,6 +91,9 @@ fn main() -> ExitCode {
             if let Some(data_dir) = data_dir {
                 config.data_dir = data_dir;
             }
+            if let Some(partykit) = partykit {
+                config.partykit = Some(partykit);
+            }
             match Server::new(config).run() {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -98,6 +106,8 @@ fn main() -> ExitCode {
                             | StartError::AddrInUse { .. }
                             | StartError::DataDirInUse { .. }
                             | StartError::Script(_)
+                            | StartError::Project(_)
+                            | StartError::Static(_)
                     );
                     ExitCode::from(if usage { 2 } else { 1 })
                 }

@@ -35,6 +35,12 @@ pub enum StartError {
     Io(#[from] std::io::Error),
     #[error("party {0:?} is configured but no kind is registered for it")]
     UnknownParty(String),
+    /// The PartyKit project (`partykit.json`) cannot be read.
+    #[error("partykit project: {0}")]
+    Project(#[from] crate::project::ProjectError),
+    /// The `serve` folder cannot be served.
+    #[error("{0}")]
+    Static(#[from] crate::static_files::StaticError),
     /// A party's JavaScript module cannot run (`file:line:col: message`).
     #[error("{0}")]
     Script(#[from] crate::js::ScriptError),
@@ -118,6 +124,13 @@ impl Server {
             receivers.push(Inbox { messages: rx, commits: commit_rx });
         }
         quiet_room_failures();
+        if let Some(project) = self.config.partykit.clone() {
+            crate::project::apply(&mut self.config, &project)?;
+        }
+        let static_files = match &self.config.serve {
+            Some(folder) => Some(crate::static_files::StaticFiles::load(folder, self.config.single_page_app)?),
+            None => None,
+        };
         let js_limits = self.config.js_limits();
         for (name, party) in &self.config.parties {
             if let Some(main) = &party.main {
@@ -151,6 +164,7 @@ impl Server {
             stats: (0..cores).map(|_| CoreStats::default()).collect(),
             publish_auth: self.config.publish_token.as_ref().map(|token| format!("Bearer {token}")),
             metrics_path: self.config.metrics.enabled.then(|| self.config.metrics.path.clone()),
+            static_files,
             store: Arc::new(store),
             party_configs,
             default_party_config: Arc::default(),

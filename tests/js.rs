@@ -14,6 +14,9 @@ backend_tests!(
     storage_keeps_every_kind_of_value_across_a_restart,
     storage_lists_deletes_and_runs_transactions,
     an_alarm_set_from_js_runs_on_alarm,
+    a_typescript_project_importing_npm_packages_runs,
+    the_web_platform_globals_work,
+    a_partykit_json_project_serves_its_parties_vars_and_static_files,
 );
 
 use common::*;
@@ -194,6 +197,83 @@ fn an_alarm_set_from_js_runs_on_alarm() {
     assert_eq!(ann.recv_text(), "alarm 1 null");
 }
 
+/// `tests/js/project`, its npm packages installed from its lockfile.
+fn project() -> std::path::PathBuf {
+    npm_installed("tests/js/project", &["nanoid", "zod"])
+}
+
+fn a_typescript_project_importing_npm_packages_runs() {
+    let main = project().join("src/server.ts");
+    let toml = format!("[parties.main]\nmain = '{}'\nvars = {{ WHO = \"tests\" }}\n", main.display());
+    let server = dormouse::Server::new(config(&toml)).start().expect("the TypeScript party starts");
+    let addr = server.local_addr();
+    let mut ann = Client::connect(addr, "/party/ts?_pk=ann");
+    // settings.json, the enum of util.ts, nanoid's 21 characters.
+    assert_eq!(ann.recv_text(), "hello ann (Happy) id-length 21");
+    ann.send_text(r#"{"say":"hi","times":2}"#);
+    assert_eq!(ann.recv_text(), "HI!HI!");
+    // zod refuses a bad command.
+    ann.send_text(r#"{"say":"hi","times":7}"#);
+    assert_eq!(ann.recv_text(), "invalid: times");
+    assert_eq!(http(addr, "GET", "/party/ts", "", "").text(), r#"{"said":["HI!HI!"],"env":"tests"}"#);
+}
+
+fn a_partykit_json_project_serves_its_parties_vars_and_static_files() {
+    // Options for the project's `counter` party come from the TOML.
+    let mut config = config("[parties.counter]\ndurability = \"strict\"\n");
+    config.partykit = Some(project().join("partykit.json"));
+    let server = dormouse::Server::new(config).start().expect("the project starts");
+    let addr = server.local_addr();
+    let mut ann = Client::connect(addr, "/parties/main/p?_pk=ann");
+    assert_eq!(ann.recv_text(), "hello ann (Happy) id-length 21");
+    assert_eq!(http(addr, "GET", "/party/p", "", "").text(), r#"{"said":[],"env":"partykit.json"}"#);
+    assert_eq!(http(addr, "POST", "/parties/counter/c", "", "").text(), r#"counter/c 1 {"max":3}"#);
+    assert_eq!(http(addr, "POST", "/parties/counter/c", "", "").text(), r#"counter/c 2 {"max":3}"#);
+    // The serve folder, for paths that are not rooms.
+    let index = http(addr, "GET", "/", "", "");
+    assert_eq!((index.status, index.header("content-type")), (200, Some("text/html; charset=utf-8")));
+    assert!(index.text().contains("static index"));
+    let script = http(addr, "GET", "/assets/app.js", "", "");
+    assert_eq!(script.header("content-type"), Some("text/javascript; charset=utf-8"));
+    assert_eq!(http(addr, "GET", "/assets/style.css", "", "").header("content-type"), Some("text/css; charset=utf-8"));
+    assert_eq!(http(addr, "GET", "/assets/missing.js", "", "").status, 404);
+    assert_eq!(http(addr, "POST", "/", "", "").status, 404);
+}
+
+#[test]
+fn a_broken_partykit_json_stops_the_binary_with_exit_2() {
+    for (file, expected) in [("broken.json", "party \"Bad Name\""), ("missing.json", "cannot read it")] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_dormouse"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--partykit"])
+            .arg(project().join(file))
+            .arg("--data-dir")
+            .arg(fresh_data_dir())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(file) && stderr.contains(expected), "{stderr}");
+    }
+}
+
+fn the_web_platform_globals_work() {
+    let toml = format!("[parties.globals]\nmain = '{}'\n", module("globals.js"));
+    let server = dormouse::Server::new(config(&toml)).start().expect("the JS party starts");
+    let response = http(server.local_addr(), "GET", "/parties/globals/g", "", "");
+    assert_eq!(response.status, 200, "{}", response.text());
+    let expected = [
+        "text: héllo ✓ 10",
+        "base64: aMOpbGxv aMOpbGxv true",
+        "uuid: true true",
+        "random: true",
+        "clone: true true false",
+        "microtask: ran",
+        "abort: true AbortError fired",
+        "fetch: TypeError",
+    ];
+    assert_eq!(response.text(), expected.join("\n"));
+}
+
 fn js_rooms_that_come_and_go_are_dropped_and_collected() {
     // Past 64 dropped contexts the core collects them (QuickJS frees a
     // context only in a collection): rooms keep being made and dropped, and
@@ -216,6 +296,23 @@ fn js_rooms_that_come_and_go_are_dropped_and_collected() {
         assert!(std::time::Instant::now() < deadline, "{} rooms dropped", server.counter("rooms_dropped"));
         std::thread::yield_now();
     }
+}
+
+#[test]
+fn an_import_that_does_not_resolve_or_bad_typescript_stops_start_up_with_its_place() {
+    let start = |main: &std::path::Path| {
+        let toml = format!("[parties.bad]\nmain = '{}'\n", main.display());
+        dormouse::Server::new(config(&toml)).start().err().expect("a broken project stops start-up").to_string()
+    };
+    let text = start(&project().join("src/broken-import.ts"));
+    assert!(text.starts_with("broken-import.ts:1:25: cannot resolve \"./no-such-file\""), "{text}");
+    let dir = fresh_data_dir();
+    std::fs::write(dir.join("bad.ts"), "export default class {\n  x: number = ;\n}\n").unwrap();
+    let text = start(&dir.join("bad.ts"));
+    assert!(text.starts_with("bad.ts:2:15: SyntaxError: "), "{text}");
+    std::fs::write(dir.join("node.ts"), "import fs from \"node:fs\";\nexport default { fs };\n").unwrap();
+    let text = start(&dir.join("node.ts"));
+    assert!(text.contains("node.ts:1:16: cannot resolve \"node:fs\": Node.js's built-in modules"), "{text}");
 }
 
 #[test]

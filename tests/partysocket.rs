@@ -16,7 +16,6 @@ backend_tests!(
 );
 
 use dormouse::{Connection, Message, Party, Room};
-use std::path::Path;
 use std::process::Command;
 
 /// Greets with `hello:<id>`, closes on `drop` with 1012, echoes anything else
@@ -47,20 +46,9 @@ impl Party for E2e {
     }
 }
 
-/// The npm clients' folder, installed from its lockfile once per test run.
+/// The npm clients' folder, installed from its lockfile.
 fn npm_clients() -> std::path::PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/partysocket");
-    static NPM: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _installing = NPM.lock().unwrap_or_else(|e| e.into_inner());
-    if !dir.join("node_modules/partysocket").exists() || !dir.join("node_modules/ws").exists() {
-        let status = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
-            .status()
-            .expect("npm runs (Node and npm are needed for this test)");
-        assert!(status.success(), "npm ci failed in {}", dir.display());
-    }
-    dir
+    common::npm_installed("tests/partysocket", &["partysocket", "ws"])
 }
 
 /// Runs `script` from the npm clients' folder with `args`; returns its

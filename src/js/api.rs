@@ -208,8 +208,56 @@ pub(super) fn install<'js>(
         "encode",
         Function::new(ctx.clone(), |ctx: Ctx<'js>, text: String| ArrayBuffer::new(ctx, text.into_bytes()))?,
     )?;
+    install_platform(ctx, &native)?;
     install_storage(ctx, &native)?;
     ctx.globals().set("__native", native)?;
+    Ok(())
+}
+
+/// What the prelude's web platform globals need from the host: random
+/// bytes (`crypto`), base64 (`atob`/`btoa`) and the value codec
+/// (`structuredClone`).
+fn install_platform<'js>(ctx: &Ctx<'js>, native: &Object<'js>) -> rquickjs::Result<()> {
+    use base64::Engine as _;
+    native.set(
+        "random",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>, n: usize| {
+            if n > 65536 {
+                return Err(Exception::throw_range(&ctx, "getRandomValues fills at most 65536 bytes"));
+            }
+            let mut bytes = vec![0u8; n];
+            rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+            ArrayBuffer::new(ctx, bytes)
+        })?,
+    )?;
+    native.set(
+        "btoa",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>, text: String| {
+            let bytes = text.chars().map(|c| u8::try_from(u32::from(c))).collect::<Result<Vec<u8>, _>>();
+            let bytes = bytes.map_err(|_| Exception::throw_message(&ctx, "btoa: a character is outside Latin-1"))?;
+            Ok::<_, rquickjs::Error>(base64::engine::general_purpose::STANDARD.encode(bytes))
+        })?,
+    )?;
+    native.set(
+        "atob",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>, text: String| {
+            let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+            let engine = base64::engine::GeneralPurpose::new(
+                &base64::alphabet::STANDARD,
+                base64::engine::GeneralPurposeConfig::new()
+                    .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+            );
+            let bytes = engine.decode(compact).map_err(|_| Exception::throw_message(&ctx, "atob: not valid base64"))?;
+            Ok::<_, rquickjs::Error>(bytes.into_iter().map(char::from).collect::<String>())
+        })?,
+    )?;
+    native.set(
+        "structuredClone",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>, value: Value<'js>| {
+            let bytes = clone::encode(&ctx, &value)?;
+            clone::decode(&ctx, &bytes)
+        })?,
+    )?;
     Ok(())
 }
 

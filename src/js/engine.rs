@@ -11,7 +11,9 @@
 //! core's heap, which grows with the number of resident rooms) is not
 //! charged to it.
 
-use rquickjs::Runtime;
+use super::bundle::Bundle;
+use rquickjs::loader::{ImportAttributes, Loader, Resolver};
+use rquickjs::{Ctx, Module, Runtime};
 use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
 
@@ -71,10 +73,57 @@ pub(crate) fn runtime(limits: &JsLimits) -> Runtime {
                 rt.set_memory_limit(limits.heap_bytes_per_core);
                 rt.set_max_stack_size(limits.stack_bytes);
                 rt.set_interrupt_handler(Some(Box::new(interrupt)));
+                rt.set_loader(Modules, Modules);
                 rt
             })
             .clone()
     })
+}
+
+scoped_tls::scoped_thread_local! {
+    /// The module graph of the party whose code is running: the one source
+    /// of the modules a context imports.
+    pub(super) static MODULES: Bundle
+}
+
+/// The runtime's module resolver and loader: every import was resolved and
+/// compiled at start-up, so both only look in the running party's bundle.
+struct Modules;
+
+impl Resolver for Modules {
+    fn resolve<'js>(
+        &mut self,
+        _ctx: &Ctx<'js>,
+        base: &str,
+        name: &str,
+        _attributes: Option<ImportAttributes<'js>>,
+    ) -> rquickjs::Result<String> {
+        let target = MODULES.is_set().then(|| MODULES.with(|bundle| bundle.link(base, name).map(str::to_owned)));
+        target
+            .flatten()
+            .ok_or_else(|| rquickjs::Error::new_resolving_message(base, name, "not imported by the module at start-up"))
+    }
+}
+
+impl Loader for Modules {
+    fn load<'js>(
+        &mut self,
+        ctx: &Ctx<'js>,
+        name: &str,
+        _attributes: Option<ImportAttributes<'js>>,
+    ) -> rquickjs::Result<Module<'js>> {
+        let source = MODULES.is_set().then(|| MODULES.with(|bundle| bundle.source(name).map(str::to_owned)));
+        let source = source.flatten().ok_or_else(|| rquickjs::Error::new_loading(name))?;
+        Module::declare(ctx.clone(), name, source)
+    }
+}
+
+/// A runtime of its own, with the module loader, for checking a party's
+/// modules at start-up.
+pub(crate) fn checking_runtime() -> rquickjs::Result<Runtime> {
+    let rt = Runtime::new()?;
+    rt.set_loader(Modules, Modules);
+    Ok(rt)
 }
 
 /// A gap between two interrupt polls longer than this was not the handler's

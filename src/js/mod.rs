@@ -13,6 +13,7 @@
 //! a room's fields follow.
 
 mod api;
+mod bundle;
 mod clone;
 mod engine;
 mod party;
@@ -25,12 +26,10 @@ use crate::party::{Lobby, Party, Rejection, Request, Room};
 use std::path::Path;
 use std::sync::Arc;
 
-/// A party's module, read and checked at start-up.
+/// A party's modules, compiled and checked at start-up.
 #[derive(Debug)]
 pub(crate) struct Script {
-    /// The file's path as given, used in error messages and stacks.
-    name: String,
-    source: String,
+    bundle: bundle::Bundle,
     /// `room.env`: the party's `vars`.
     env: Vec<(String, String)>,
     limits: JsLimits,
@@ -42,42 +41,40 @@ pub(crate) struct Script {
 pub struct ScriptError(pub(crate) String);
 
 impl Script {
-    /// Reads `path` and compiles it once, so a syntax error stops start-up
-    /// instead of failing every room.
+    /// Compiles `path` (JavaScript or TypeScript) and every module it
+    /// imports, and checks each compiles on QuickJS too, so an error stops
+    /// start-up instead of failing every room.
     pub(crate) fn load(path: &Path, env: Vec<(String, String)>, limits: JsLimits) -> Result<Script, ScriptError> {
-        let name = path.display().to_string();
-        let source =
-            std::fs::read_to_string(path).map_err(|e| ScriptError(format!("{name}: cannot read the module: {e}")))?;
-        if path.extension().is_some_and(|ext| ext == "ts" || ext == "tsx") {
-            return Err(ScriptError(format!(
-                "{name}: TypeScript modules are not supported yet; compile it to JavaScript first"
-            )));
-        }
-        check_syntax(&name, &source)?;
-        Ok(Script { name, source, env, limits })
+        let bundle = bundle::build(path)?;
+        check_syntax(&bundle)?;
+        Ok(Script { bundle, env, limits })
     }
 }
 
-/// Compiles the module in a runtime of its own and reports the first
-/// syntax error at its place.
-fn check_syntax(name: &str, source: &str) -> Result<(), ScriptError> {
-    let rt = rquickjs::Runtime::new().map_err(|e| ScriptError(format!("{name}: {e}")))?;
+/// Compiles the entry module (and with it every module it imports) in a
+/// runtime of its own and reports the first syntax error at its place.
+fn check_syntax(bundle: &bundle::Bundle) -> Result<(), ScriptError> {
+    let name = bundle.entry.as_str();
+    let source = bundle.source(name).unwrap_or_default();
+    let rt = engine::checking_runtime().map_err(|e| ScriptError(format!("{name}: {e}")))?;
     let ctx = rquickjs::Context::full(&rt).map_err(|e| ScriptError(format!("{name}: {e}")))?;
-    ctx.with(|ctx| {
-        use rquickjs::CatchResultExt;
-        match rquickjs::Module::declare(ctx.clone(), name, source).catch(&ctx) {
-            Ok(_) => Ok(()),
-            Err(rquickjs::CaughtError::Exception(e)) => {
-                let place = e
-                    .stack()
-                    .and_then(|stack| stack.lines().find_map(|l| l.trim().strip_prefix("at ").map(str::to_owned)))
-                    .map(|place| place.trim_start_matches("<anonymous> (").trim_end_matches(')').to_owned())
-                    .unwrap_or_else(|| name.to_owned());
-                let what = party::describe(rquickjs::CaughtError::Exception(e));
-                Err(ScriptError(format!("{place}: {}", what.lines().next().unwrap_or_default())))
+    engine::MODULES.set(bundle, || {
+        ctx.with(|ctx| {
+            use rquickjs::CatchResultExt;
+            match rquickjs::Module::declare(ctx.clone(), name, source).catch(&ctx) {
+                Ok(_) => Ok(()),
+                Err(rquickjs::CaughtError::Exception(e)) => {
+                    let place = e
+                        .stack()
+                        .and_then(|stack| stack.lines().find_map(|l| l.trim().strip_prefix("at ").map(str::to_owned)))
+                        .map(|place| place.trim_start_matches("<anonymous> (").trim_end_matches(')').to_owned())
+                        .unwrap_or_else(|| name.to_owned());
+                    let what = party::describe(rquickjs::CaughtError::Exception(e));
+                    Err(ScriptError(format!("{place}: {}", what.lines().next().unwrap_or_default())))
+                }
+                Err(other) => Err(ScriptError(format!("{name}: {other}"))),
             }
-            Err(other) => Err(ScriptError(format!("{name}: {other}"))),
-        }
+        })
     })
 }
 

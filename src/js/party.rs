@@ -102,14 +102,16 @@ impl JsParty {
             std::panic::panic_any(FailRoom("the core's JavaScript heap is full".into()));
         };
         engine::context_made();
-        let made = api::ROOM.set(room, || {
-            engine::with_budget(script.limits.event_budget, || {
-                ctx.with(|ctx| {
-                    Self::instantiate(&ctx, &script, room)
-                        .map(|(server, room_arg)| {
-                            (Persistent::save(&ctx, server), room_arg.map(|r| Persistent::save(&ctx, r)))
-                        })
-                        .map_err(describe)
+        let made = engine::MODULES.set(&script.bundle, || {
+            api::ROOM.set(room, || {
+                engine::with_budget(script.limits.event_budget, || {
+                    ctx.with(|ctx| {
+                        Self::instantiate(&ctx, &script, room)
+                            .map(|(server, room_arg)| {
+                                (Persistent::save(&ctx, server), room_arg.map(|r| Persistent::save(&ctx, r)))
+                            })
+                            .map_err(describe)
+                    })
                 })
             })
         });
@@ -139,7 +141,9 @@ impl JsParty {
     ) -> Result<(Object<'js>, Option<Object<'js>>), CaughtError<'js>> {
         api::install(ctx, room.party(), room.id(), &script.env).catch(ctx)?;
         ctx.eval::<(), _>(PRELUDE).catch(ctx)?;
-        let module = rquickjs::Module::declare(ctx.clone(), script.name.as_str(), script.source.as_str()).catch(ctx)?;
+        let entry = script.bundle.entry.as_str();
+        let source = script.bundle.source(entry).unwrap_or_default();
+        let module = rquickjs::Module::declare(ctx.clone(), entry, source).catch(ctx)?;
         let (module, evaluated) = module.eval().catch(ctx)?;
         evaluated.finish::<()>().catch(ctx)?;
         let default: Value = module.get("default").catch(ctx)?;
@@ -171,44 +175,46 @@ impl JsParty {
         args: impl for<'js> FnOnce(&Ctx<'js>, &Object<'js>) -> rquickjs::Result<Vec<Value<'js>>>,
         convert: impl for<'js> FnOnce(&Ctx<'js>, &Object<'js>, Value<'js>) -> rquickjs::Result<R>,
     ) -> Result<Option<R>, Failure> {
-        let (result, interrupted) = api::ROOM.set(room, || {
-            engine::with_budget(self.script.limits.event_budget, || {
-                let live = self.live.as_ref().expect("a party is live until it drops");
-                live.ctx.with(|ctx| {
-                    let run = || -> Result<Option<R>, CaughtError<'_>> {
-                        let server = live.server.clone().restore(&ctx).catch(&ctx)?;
-                        let Some(handler) = server.get::<_, Option<Function>>(name).catch(&ctx)? else {
-                            return Ok(None);
-                        };
-                        let runtime: Object = ctx.globals().get("__dormouse").catch(&ctx)?;
-                        let mut values = args(&ctx, &runtime).catch(&ctx)?;
-                        if let Some(room_arg) = &live.room_arg {
-                            let room_arg = room_arg.clone().restore(&ctx).catch(&ctx)?.into_value();
-                            values.insert(room_at.min(values.len()), room_arg);
-                        }
-                        let mut call = Args::new(ctx.clone(), values.len());
-                        call.this(server).catch(&ctx)?;
-                        call.push_args(values).catch(&ctx)?;
-                        let returned: Value = handler.call_arg(call).catch(&ctx)?;
-                        let returned = match Promise::from_value(returned.clone()) {
-                            Ok(promise) => match promise.finish::<Value>() {
-                                Err(rquickjs::Error::WouldBlock) => {
-                                    tracing::warn!(
+        let (result, interrupted) = engine::MODULES.set(&self.script.bundle, || {
+            api::ROOM.set(room, || {
+                engine::with_budget(self.script.limits.event_budget, || {
+                    let live = self.live.as_ref().expect("a party is live until it drops");
+                    live.ctx.with(|ctx| {
+                        let run = || -> Result<Option<R>, CaughtError<'_>> {
+                            let server = live.server.clone().restore(&ctx).catch(&ctx)?;
+                            let Some(handler) = server.get::<_, Option<Function>>(name).catch(&ctx)? else {
+                                return Ok(None);
+                            };
+                            let runtime: Object = ctx.globals().get("__dormouse").catch(&ctx)?;
+                            let mut values = args(&ctx, &runtime).catch(&ctx)?;
+                            if let Some(room_arg) = &live.room_arg {
+                                let room_arg = room_arg.clone().restore(&ctx).catch(&ctx)?.into_value();
+                                values.insert(room_at.min(values.len()), room_arg);
+                            }
+                            let mut call = Args::new(ctx.clone(), values.len());
+                            call.this(server).catch(&ctx)?;
+                            call.push_args(values).catch(&ctx)?;
+                            let returned: Value = handler.call_arg(call).catch(&ctx)?;
+                            let returned = match Promise::from_value(returned.clone()) {
+                                Ok(promise) => match promise.finish::<Value>() {
+                                    Err(rquickjs::Error::WouldBlock) => {
+                                        tracing::warn!(
                                         party = room.party(),
                                         room = room.id(),
                                         "{name} is still waiting at the end of its event; what it does later is lost"
                                     );
-                                    Value::new_undefined(ctx.clone())
-                                }
-                                other => other.catch(&ctx)?,
-                            },
-                            Err(_) => returned,
+                                        Value::new_undefined(ctx.clone())
+                                    }
+                                    other => other.catch(&ctx)?,
+                                },
+                                Err(_) => returned,
+                            };
+                            // Promises the handler started without awaiting them.
+                            while ctx.execute_pending_job() {}
+                            convert(&ctx, &runtime, returned).catch(&ctx).map(Some)
                         };
-                        // Promises the handler started without awaiting them.
-                        while ctx.execute_pending_job() {}
-                        convert(&ctx, &runtime, returned).catch(&ctx).map(Some)
-                    };
-                    run().map_err(describe)
+                        run().map_err(describe)
+                    })
                 })
             })
         });

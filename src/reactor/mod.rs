@@ -93,6 +93,8 @@ pub(crate) struct Shared {
     pub publish_auth: Option<String>,
     /// Path of the Prometheus endpoint, if enabled.
     pub metrics_path: Option<String>,
+    /// The `serve` folder, if any, answered for paths that are not rooms.
+    pub static_files: Option<crate::static_files::StaticFiles>,
     /// Snapshots, room storage and alarms.
     pub store: Arc<dormouse_hibernate::Store>,
     /// Options of the configured parties; others get the defaults.
@@ -887,8 +889,12 @@ impl State {
         conn.phase = Phase::AwaitResponse;
         match route::route(request.head.path()) {
             Route::Other => {
+                let found =
+                    self.shared.static_files.as_ref().and_then(|files| files.answer(request.method(), request.path()));
                 let response = if self.shared.metrics_path.as_deref() == Some(request.head.path()) {
                     crate::metrics::respond(&request, &self.shared.stats)
+                } else if let Some(file) = found {
+                    file
                 } else if let Some(fetch) = &self.shared.fetch {
                     guard(|| fetch(&request)).unwrap_or_else(|_| {
                         tracing::error!(path = request.head.path(), "the fetch handler panicked");

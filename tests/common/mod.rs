@@ -609,3 +609,21 @@ pub fn metric(addr: SocketAddr, name: &str) -> u64 {
     assert!(!values.is_empty(), "metric {name} is served");
     values.iter().sum()
 }
+
+/// `dir` (under the repository), with its npm packages installed from its
+/// lockfile when one of `packages` is missing; once at a time per process.
+#[allow(dead_code)]
+pub fn npm_installed(dir: &str, packages: &[&str]) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    static NPM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _installing = NPM.lock().unwrap_or_else(|e| e.into_inner());
+    if packages.iter().any(|package| !dir.join("node_modules").join(package).exists()) {
+        let status = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .status()
+            .expect("npm runs (Node and npm are needed for this test)");
+        assert!(status.success(), "npm ci failed in {}", dir.display());
+    }
+    dir
+}

@@ -136,7 +136,16 @@ impl Server {
             if let Some(main) = &party.main {
                 let env = party.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
                 let script = crate::js::Script::load(main, env, js_limits)?;
-                self.kinds.insert(name.clone(), Arc::new(crate::js::JsKind::new(script)));
+                let kind = Arc::new(crate::js::JsKind::new(script));
+                // PartyKit sends the paths that are not rooms to the main
+                // party's onFetch (when no fetch handler is registered).
+                if name == "main" && self.fetch.is_none() {
+                    let kind = kind.clone();
+                    self.fetch = Some(Arc::new(move |request: &Request| {
+                        kind.fetch("main", request).unwrap_or_else(|| Response::text(404, "Not found"))
+                    }));
+                }
+                self.kinds.insert(name.clone(), kind);
             }
         }
         if let Some(name) = self.config.parties.keys().find(|name| !self.kinds.contains_key(*name)) {

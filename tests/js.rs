@@ -17,6 +17,7 @@ backend_tests!(
     a_typescript_project_importing_npm_packages_runs,
     the_web_platform_globals_work,
     a_partykit_json_project_serves_its_parties_vars_and_static_files,
+    the_static_hooks_authorize_answer_or_pass_headers_on,
 );
 
 use common::*;
@@ -255,6 +256,49 @@ fn a_broken_partykit_json_stops_the_binary_with_exit_2() {
         assert!(stderr.contains(file) && stderr.contains(expected), "{stderr}");
     }
 }
+
+fn the_static_hooks_authorize_answer_or_pass_headers_on() {
+    let toml = format!(
+        "[parties.main]\nmain = '{}'\nvars = {{ FOO = \"bar\" }}\n[parties.object]\nmain = '{}'\n",
+        module("hooks.js"),
+        module("object.js")
+    );
+    let server = dormouse::Server::new(config(&toml)).start().expect("the JS parties start");
+    let addr = server.local_addr();
+    // onBeforeConnect: a Request passes its headers on to onConnect.
+    let mut ann = Client::connect(addr, "/party/h?_pk=ann&token=t1");
+    assert_eq!(ann.recv_text(), "user-t1-in-h");
+    // A throw is 401 with the message; a Response is the answer.
+    let refused = http(addr, "GET", "/party/h?token=bad", UPGRADE_HEADERS, "");
+    assert_eq!((refused.status, refused.text().as_str()), (401, "Error: bad token"));
+    let teapot = http(addr, "GET", "/party/h?token=teapot", UPGRADE_HEADERS, "");
+    assert_eq!((teapot.status, teapot.text().as_str()), (418, "short and stout"));
+    assert_eq!(teapot.header("x-tea"), Some("yes"));
+    // One past its CPU budget is a 500; the next call gets a fresh lobby.
+    let stuck = http(addr, "GET", "/party/h?token=loop", UPGRADE_HEADERS, "");
+    assert_eq!(
+        (stuck.status, stuck.text().as_str()),
+        (500, "onBeforeConnect failed: ran past its CPU budget of 100 ms")
+    );
+    let mut bob = Client::connect(addr, "/party/h?_pk=bob&token=t2");
+    assert_eq!(bob.recv_text(), "user-t2-in-h");
+    // onBeforeRequest.
+    assert_eq!(http(addr, "GET", "/party/h", "", "").status, 403);
+    let checked = http(addr, "GET", "/party/h", "authorization: Bearer x\r\n", "");
+    assert_eq!(checked.text(), "checked h Bearer x");
+    // onFetch answers the paths that are not rooms.
+    let fetched = http(addr, "GET", "/some/page", "", "");
+    assert_eq!((fetched.status, fetched.text().as_str()), (202, "fetched /some/page bar"));
+    // The object form's onBeforeConnect.
+    let blocked = http(addr, "GET", "/parties/object/o?_pk=blocked-1", UPGRADE_HEADERS, "");
+    assert_eq!((blocked.status, blocked.text().as_str()), (403, "not in o"));
+    let mut fine = Client::connect(addr, "/parties/object/o?_pk=fine");
+    assert_eq!(fine.recv_text(), "hello fine in o");
+}
+
+/// The headers of a WebSocket upgrade, for `http`.
+const UPGRADE_HEADERS: &str = "upgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-version: 13\r\n\
+                               sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
 
 fn the_web_platform_globals_work() {
     let toml = format!("[parties.globals]\nmain = '{}'\n", module("globals.js"));

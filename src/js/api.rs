@@ -184,17 +184,19 @@ pub(super) fn install<'js>(
     )?;
     native.set(
         "log",
-        Function::new(ctx.clone(), |ctx: Ctx<'js>, level: String, text: String| {
-            in_room(&ctx, |room| {
-                let (party, room) = (room.party(), room.id());
+        // Outside a room's event (the static hooks) the log names the party only.
+        Function::new(ctx.clone(), {
+            let party = party.to_owned();
+            move |level: String, text: String| {
+                let room = if ROOM.is_set() { ROOM.with(|room| room.id().to_owned()) } else { String::new() };
+                let party = party.as_str();
                 match level.as_str() {
                     "error" => tracing::error!(party, room, "{text}"),
                     "warn" => tracing::warn!(party, room, "{text}"),
                     "debug" => tracing::debug!(party, room, "{text}"),
                     _ => tracing::info!(party, room, "{text}"),
                 }
-                Ok(())
-            })
+            }
         })?,
     )?;
     native.set(

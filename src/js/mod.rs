@@ -16,11 +16,12 @@ mod api;
 mod bundle;
 mod clone;
 mod engine;
+mod lobby;
 mod party;
 
 pub(crate) use engine::JsLimits;
 
-use crate::http::RequestHead;
+use crate::http::{RequestHead, Response};
 use crate::kind::PartyKind;
 use crate::party::{Lobby, Party, Rejection, Request, Room};
 use std::path::Path;
@@ -98,11 +99,61 @@ impl PartyKind for JsKind {
         Err("JS rooms do not restore snapshots yet".to_owned())
     }
 
-    fn before_connect(&self, _request: &mut RequestHead, _lobby: &Lobby<'_>) -> Result<(), Rejection> {
-        Ok(())
+    fn before_connect(&self, request: &mut RequestHead, lobby: &Lobby<'_>) -> Result<(), Rejection> {
+        let outcome = lobby::call(&self.script, lobby.party, lobby::Hook::BeforeConnect, lobby.room, request, None);
+        settle(outcome, request, None)
     }
 
-    fn before_request(&self, _request: &mut Request, _lobby: &Lobby<'_>) -> Result<(), Rejection> {
-        Ok(())
+    fn before_request(&self, request: &mut Request, lobby: &Lobby<'_>) -> Result<(), Rejection> {
+        let outcome = lobby::call(
+            &self.script,
+            lobby.party,
+            lobby::Hook::BeforeRequest,
+            lobby.room,
+            &request.head,
+            Some(&request.body),
+        );
+        settle(outcome, &mut request.head, Some(&mut request.body))
+    }
+}
+
+impl JsKind {
+    /// The party's `onFetch`, for a request to a path that is not a room;
+    /// `None` when the module has none.
+    pub(crate) fn fetch(&self, party: &str, request: &Request) -> Option<Response> {
+        let outcome = lobby::call(&self.script, party, lobby::Hook::Fetch, "", &request.head, Some(&request.body))?;
+        Some(match outcome {
+            lobby::Outcome::Respond(response) => response,
+            lobby::Outcome::Threw(text) | lobby::Outcome::Failed(text) => Response::text(500, text),
+            lobby::Outcome::Continue | lobby::Outcome::Replace { .. } => {
+                Response::text(500, "onFetch must return a Response")
+            }
+        })
+    }
+}
+
+/// Applies what a pre-connect or pre-request hook decided: a `Request`
+/// sets its headers (and body) on the request; a `Response` answers; a
+/// throw answers 401 with the message.
+fn settle(
+    outcome: Option<lobby::Outcome>,
+    head: &mut RequestHead,
+    body: Option<&mut bytes::Bytes>,
+) -> Result<(), Rejection> {
+    match outcome {
+        None | Some(lobby::Outcome::Continue) => Ok(()),
+        Some(lobby::Outcome::Replace { headers, body: new_body }) => {
+            for (name, value) in headers {
+                head.headers.retain(|h| !h.name.eq_ignore_ascii_case(&name));
+                head.headers.push(crate::http::Header { name, value: value.into_bytes() });
+            }
+            if let (Some(body), Some(new_body)) = (body, new_body) {
+                *body = new_body.into();
+            }
+            Ok(())
+        }
+        Some(lobby::Outcome::Respond(response)) => Err(Rejection::Response(response)),
+        Some(lobby::Outcome::Threw(text)) => Err(Rejection::Unauthorized(text)),
+        Some(lobby::Outcome::Failed(text)) => Err(Rejection::Response(Response::text(500, text))),
     }
 }

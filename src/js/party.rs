@@ -65,7 +65,7 @@ enum Failure {
 
 /// Whether a caught exception is a bound being hit rather than the code's
 /// own error.
-fn fatal_exception(text: &str) -> bool {
+pub(super) fn fatal_exception(text: &str) -> bool {
     text.starts_with("InternalError: out of memory") || text.starts_with("RangeError: Maximum call stack size exceeded")
 }
 
@@ -139,14 +139,7 @@ impl JsParty {
         script: &Script,
         room: &Room,
     ) -> Result<(Object<'js>, Option<Object<'js>>), CaughtError<'js>> {
-        api::install(ctx, room.party(), room.id(), &script.env).catch(ctx)?;
-        ctx.eval::<(), _>(PRELUDE).catch(ctx)?;
-        let entry = script.bundle.entry.as_str();
-        let source = script.bundle.source(entry).unwrap_or_default();
-        let module = rquickjs::Module::declare(ctx.clone(), entry, source).catch(ctx)?;
-        let (module, evaluated) = module.eval().catch(ctx)?;
-        evaluated.finish::<()>().catch(ctx)?;
-        let default: Value = module.get("default").catch(ctx)?;
+        let default = evaluate(ctx, script, room.party(), room.id())?;
         let runtime: Object = ctx.globals().get("__dormouse").catch(ctx)?;
         let room_js: Object = runtime.get("room").catch(ctx)?;
         if let Some(class) = default.as_constructor().filter(|_| default.is_constructor()) {
@@ -260,6 +253,25 @@ impl JsParty {
     }
 }
 
+/// Evaluates the prelude and the party's modules in `ctx` (whose
+/// `MODULES` must be set) for room `room_id` ("" for the lobby, which
+/// serves no room); returns the entry module's default export.
+pub(super) fn evaluate<'js>(
+    ctx: &Ctx<'js>,
+    script: &Script,
+    party: &str,
+    room_id: &str,
+) -> Result<Value<'js>, CaughtError<'js>> {
+    api::install(ctx, party, room_id, &script.env).catch(ctx)?;
+    ctx.eval::<(), _>(PRELUDE).catch(ctx)?;
+    let entry = script.bundle.entry.as_str();
+    let source = script.bundle.source(entry).unwrap_or_default();
+    let module = rquickjs::Module::declare(ctx.clone(), entry, source).catch(ctx)?;
+    let (module, evaluated) = module.eval().catch(ctx)?;
+    evaluated.finish::<()>().catch(ctx)?;
+    module.get("default").catch(ctx)
+}
+
 /// The JS `Connection` for `conn`.
 fn connection<'js>(runtime: &Object<'js>, conn: &Connection<'_>) -> rquickjs::Result<Value<'js>> {
     let make: Function = runtime.get("connection")?;
@@ -267,7 +279,7 @@ fn connection<'js>(runtime: &Object<'js>, conn: &Connection<'_>) -> rquickjs::Re
 }
 
 /// A JS `Request` for an HTTP request or an upgrade's head.
-fn request<'js>(
+pub(super) fn request<'js>(
     ctx: &Ctx<'js>,
     runtime: &Object<'js>,
     head: &crate::http::RequestHead,

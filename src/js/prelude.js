@@ -337,5 +337,13 @@
       const body = value._body instanceof ArrayBuffer ? new Uint8Array(value._body) : value._body;
       return [value.status, [...value.headers.entries()], body ?? ""];
     },
+    // The static hooks' arguments (src/js/lobby.rs) and what they returned.
+    lobby: (id) => ({ id, env: native.env, parties: {} }),
+    executionContext: { waitUntil() {}, passThroughOnException() {} },
+    hookResult(value) {
+      if (value instanceof Response) return ["response", ...globalThis.__dormouse.response(value)];
+      if (value instanceof Request) return ["request", 0, [...value.headers.entries()], value._body ?? null];
+      return ["none", 0, [], null];
+    },
   };
 })();

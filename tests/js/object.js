@@ -1,5 +1,10 @@
 // A PartyKit server in the older object form: handlers take the room last.
+// onBeforeConnect refuses connections whose id starts with "blocked".
 export default {
+  onBeforeConnect(req, lobby) {
+    const id = new URL(req.url).searchParams.get("_pk") ?? "";
+    if (id.startsWith("blocked")) return new Response(`not in ${lobby.id}`, { status: 403 });
+  },
   onConnect(ws, room) {
     ws.send(`hello ${ws.id} in ${room.id}`);
   },

@@ -85,9 +85,13 @@ pub struct PartyConfig {
     #[serde(default)]
     pub vars: BTreeMap<String, String>,
     /// Evict idle room objects to an LMDB snapshot; the next event brings
-    /// them back. Sockets stay open meanwhile.
-    #[serde(default)]
+    /// them back. Sockets stay open meanwhile. (From `hibernate` in the
+    /// TOML, else a JavaScript server's `options.hibernate`, else false.)
+    #[serde(skip)]
     pub hibernate: bool,
+    /// `hibernate` as the TOML gave it, if it did.
+    #[serde(default, rename = "hibernate")]
+    pub(crate) hibernate_option: Option<bool>,
     /// Time without events after which a hibernating room is evicted.
     #[serde(default = "default_idle_evict_ms")]
     pub idle_evict_ms: u64,
@@ -139,6 +143,7 @@ impl Default for PartyConfig {
             main: None,
             vars: BTreeMap::new(),
             hibernate: false,
+            hibernate_option: None,
             idle_evict_ms: default_idle_evict_ms(),
             idle_drop_ms: default_idle_drop_ms(),
             durability: Durability::default(),
@@ -341,7 +346,10 @@ pub enum ConfigError {
 impl Config {
     /// Parses and checks a TOML configuration.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text)?;
+        let mut config: Config = toml::from_str(text)?;
+        for party in config.parties.values_mut() {
+            party.hibernate = party.hibernate_option.unwrap_or(false);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -521,7 +529,7 @@ mod tests {
         let defaults = Config::from_toml("").unwrap();
         assert_eq!(format!("{:?}", reference.limits), format!("{:?}", defaults.limits));
         assert_eq!(format!("{:?}", reference.metrics), format!("{:?}", defaults.metrics));
-        let main = PartyConfig { kind: Some("relay".into()), ..PartyConfig::default() };
+        let main = PartyConfig { kind: Some("relay".into()), hibernate_option: Some(false), ..PartyConfig::default() };
         assert_eq!(format!("{:?}", reference.parties["main"]), format!("{main:?}"));
         assert_eq!(
             (reference.listen, &reference.data_dir, reference.io, reference.max_resident_rooms, reference.huge_pages),

@@ -132,11 +132,15 @@ impl Server {
             None => None,
         };
         let js_limits = self.config.js_limits();
-        for (name, party) in &self.config.parties {
+        for (name, party) in self.config.parties.iter_mut() {
             if let Some(main) = &party.main {
                 let env = party.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
                 let script = crate::js::Script::load(main, env, js_limits)?;
                 let kind = Arc::new(crate::js::JsKind::new(script));
+                // The config's `hibernate` overrides the server's options.
+                if party.hibernate_option.is_none() && !party.hibernate {
+                    party.hibernate = kind.hibernate_option().unwrap_or(false);
+                }
                 // PartyKit sends the paths that are not rooms to the main
                 // party's onFetch (when no fetch handler is registered).
                 if name == "main" && self.fetch.is_none() {

@@ -17,15 +17,6 @@ use common::*;
 
 const HIBERNATE: &str = "[parties.durable]\nhibernate = true\nidle_evict_ms = 20\n";
 
-/// Waits until `counter` reaches `at_least`, or fails after GUARD.
-fn wait_for_counter(server: &dormouse::ServerHandle, counter: &str, at_least: u64) {
-    let deadline = std::time::Instant::now() + GUARD;
-    while server.counter(counter) < at_least {
-        assert!(std::time::Instant::now() < deadline, "{counter} stayed at {}", server.counter(counter));
-        std::thread::yield_now();
-    }
-}
-
 fn an_idle_room_is_evicted_and_wakes_with_its_memory_tags_and_connection_state() {
     let server = start(HIBERNATE);
     let addr = server.local_addr();

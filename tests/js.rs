@@ -18,6 +18,7 @@ backend_tests!(
     the_web_platform_globals_work,
     a_partykit_json_project_serves_its_parties_vars_and_static_files,
     the_static_hooks_authorize_answer_or_pass_headers_on,
+    a_hibernating_room_wakes_with_its_fields,
 );
 
 use common::*;
@@ -294,6 +295,32 @@ fn the_static_hooks_authorize_answer_or_pass_headers_on() {
     assert_eq!((blocked.status, blocked.text().as_str()), (403, "not in o"));
     let mut fine = Client::connect(addr, "/parties/object/o?_pk=fine");
     assert_eq!(fine.recv_text(), "hello fine in o");
+}
+
+fn a_hibernating_room_wakes_with_its_fields() {
+    // `hibernate` comes from the class's options; the TOML sets only the idle time.
+    let toml = format!("[parties.sleepy]\nmain = '{}'\nidle_evict_ms = 20\n", module("hibernating.ts"));
+    let server = dormouse::Server::new(config(&toml)).start().expect("the JS party starts");
+    let addr = server.local_addr();
+    let mut ann = Client::connect(addr, "/parties/sleepy/s?_pk=ann");
+    ann.send_text("add:one");
+    let first = r#"{"messages":["one"],"seen":["ann=ann"],"since":"2026-01-01T00:00:00.000Z","starts":1,"room":"s"}"#;
+    assert_eq!(ann.recv_text(), first);
+    wait_for_counter(&server, "rooms_evicted", 1);
+    assert_eq!(server.rooms_resident(), 0, "the room's context is gone from memory");
+    // The next message wakes it: constructor, fields, onStart again.
+    ann.send_text("add:two");
+    let woken =
+        r#"{"messages":["one","two"],"seen":["ann=ann"],"since":"2026-01-01T00:00:00.000Z","starts":2,"room":"s"}"#;
+    assert_eq!(ann.recv_text(), woken);
+    assert_eq!(server.counter("rooms_woken"), 1);
+    // A field that cannot be kept: the room wakes fresh (and says why in the log).
+    ann.send_text("poison");
+    ann.recv_text();
+    wait_for_counter(&server, "rooms_evicted", 2);
+    ann.send_text("get");
+    let fresh = r#"{"messages":[],"seen":[],"since":"2026-01-01T00:00:00.000Z","starts":1,"room":"s"}"#;
+    assert_eq!(ann.recv_text(), fresh);
 }
 
 /// The headers of a WebSocket upgrade, for `http`.

@@ -22,6 +22,8 @@
 //! | 0x0d | `ArrayBuffer`| varint length, the bytes                               |
 //! | 0x0e | view         | kind byte (see `VIEWS`), varint length, the bytes      |
 //! | 0x0f | reference    | varint index of an object met before                   |
+//! | 0x10 | `Connection` | its id (varint length, UTF-8): the open one of that id |
+//! | 0x11 | `room`       | the room the value is read in                          |
 //!
 //! Strings and object keys are varint length + UTF-8 without a tag. Objects
 //! (arrays, plain objects, maps, sets, dates, buffers and views) are
@@ -29,8 +31,12 @@
 //! reference, so shared and cyclic structures come back as they were. A
 //! plain object keeps its own enumerable string-keyed properties (a class
 //! instance comes back as a plain object, as with `structuredClone`).
-//! Functions, symbols, promises and other host objects cannot be stored:
-//! encoding them throws `DataCloneError`.
+//! A room's `Connection` handles and its `room` object are stored by
+//! reference (a connection by id; it reads back as `null` once that
+//! connection has closed), so a hibernating room's `this.room` and maps of
+//! connections come back as they were. Functions, symbols, promises and
+//! other host objects cannot be stored: encoding them throws
+//! `DataCloneError`.
 
 use rquickjs::function::This;
 use rquickjs::{Array, ArrayBuffer, Ctx, Exception, Function, Object, Type, Value};
@@ -75,6 +81,8 @@ mod tag {
     pub const BUFFER: u8 = 0x0d;
     pub const VIEW: u8 = 0x0e;
     pub const REFERENCE: u8 = 0x0f;
+    pub const CONNECTION: u8 = 0x10;
+    pub const ROOM: u8 = 0x11;
 }
 
 /// The constructors the codec recognises, read from the context's globals
@@ -90,6 +98,12 @@ struct Classes<'js> {
     bigint: Function<'js>,
     /// `String`, to write a bigint's digits.
     string: Function<'js>,
+    /// The prelude's `Connection` class.
+    connection: Object<'js>,
+    /// The context's `room`.
+    room: Value<'js>,
+    /// `(id) => room.getConnection(id) ?? null`.
+    connection_of: Function<'js>,
 }
 
 impl<'js> Classes<'js> {
@@ -105,6 +119,9 @@ impl<'js> Classes<'js> {
             entries: saved.get("entries")?,
             bigint: saved.get("BigInt")?,
             string: saved.get("String")?,
+            connection: saved.get("Connection")?,
+            room: saved.get("room")?,
+            connection_of: saved.get("connectionOf")?,
         })
     }
 }
@@ -193,6 +210,16 @@ impl<'js> Encoder<'_, 'js> {
             varint(&mut self.out, index);
             return Ok(());
         }
+        if *object.as_value() == self.classes.room {
+            self.out.push(tag::ROOM);
+            return Ok(());
+        }
+        if object.is_instance_of(&self.classes.connection) {
+            let id: String = object.get("id")?;
+            self.out.push(tag::CONNECTION);
+            bytes(&mut self.out, id.as_bytes());
+            return Ok(());
+        }
         let set: Function = self.seen.get("set")?;
         set.call::<_, Value>((This(self.seen.clone()), object.clone(), self.count))?;
         self.count += 1;
@@ -250,6 +277,21 @@ impl<'js> Encoder<'_, 'js> {
         }
         Ok(())
     }
+}
+
+/// Encodes the own enumerable fields of a room's server object, leaving
+/// out those holding functions (methods bound in the constructor, which
+/// makes them again on restore).
+pub(super) fn encode_fields<'js>(ctx: &Ctx<'js>, server: &Object<'js>) -> rquickjs::Result<Vec<u8>> {
+    let fields = Object::new(ctx.clone())?;
+    for key in server.own_keys::<String>(rquickjs::object::Filter::new().string().enum_only()) {
+        let key = key?;
+        let value: Value = server.get(key.as_str())?;
+        if !value.is_function() {
+            fields.set(key, value)?;
+        }
+    }
+    encode(ctx, &fields.into_value())
 }
 
 /// Decodes what [`encode`] made; bytes that are not such a value are an
@@ -425,6 +467,11 @@ impl<'js> Decoder<'_, 'js> {
                 let view: Value = class.construct((buffer,))?;
                 self.met(view)
             }
+            tag::CONNECTION => {
+                let id = self.text()?.to_owned();
+                self.classes.connection_of.call((id,))?
+            }
+            tag::ROOM => self.classes.room.clone(),
             tag::REFERENCE => {
                 let index = self.varint()?;
                 self.objects.get(index).cloned().ok_or(DecodeError::Bad("a reference to nothing"))?
@@ -446,7 +493,7 @@ mod tests {
         context.with(|ctx| {
             let classes = format!(
                 "globalThis.__dormouse = {{ classes: {{ Date, Map, Set, BigInt, String, \
-                 entries: (i) => [...i], {} }} }};",
+                 entries: (i) => [...i], Connection: class {{}}, room: {{}}, connectionOf: () => null, {} }} }};",
                 VIEWS.join(", ")
             );
             ctx.eval::<(), _>(classes).unwrap();

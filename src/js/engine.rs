@@ -118,10 +118,13 @@ impl Loader for Modules {
     }
 }
 
-/// A runtime of its own, with the module loader, for checking a party's
-/// modules at start-up.
-pub(crate) fn checking_runtime() -> rquickjs::Result<Runtime> {
+/// A runtime of its own, with the module loader and the bounds, for
+/// checking a party's modules at start-up.
+pub(crate) fn checking_runtime(limits: &JsLimits) -> rquickjs::Result<Runtime> {
     let rt = Runtime::new()?;
+    rt.set_memory_limit(limits.heap_bytes_per_core);
+    rt.set_max_stack_size(limits.stack_bytes);
+    rt.set_interrupt_handler(Some(Box::new(interrupt)));
     rt.set_loader(Modules, Modules);
     Ok(rt)
 }

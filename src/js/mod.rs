@@ -34,6 +34,8 @@ pub(crate) struct Script {
     /// `room.env`: the party's `vars`.
     env: Vec<(String, String)>,
     limits: JsLimits,
+    /// The server's `options.hibernate`, if it sets one.
+    hibernate: Option<bool>,
 }
 
 /// A module that cannot run: where and why, as `file:line:col: message`.
@@ -47,17 +49,54 @@ impl Script {
     /// start-up instead of failing every room.
     pub(crate) fn load(path: &Path, env: Vec<(String, String)>, limits: JsLimits) -> Result<Script, ScriptError> {
         let bundle = bundle::build(path)?;
-        check_syntax(&bundle)?;
-        Ok(Script { bundle, env, limits })
+        check_syntax(&bundle, &limits)?;
+        let mut script = Script { bundle, env, limits, hibernate: None };
+        script.hibernate = script.first_run()?;
+        Ok(script)
+    }
+
+    /// Runs the module once (a throw at its top level, or a default export
+    /// that is not a server, stops start-up) and reads the server's
+    /// `options.hibernate`.
+    fn first_run(&self) -> Result<Option<bool>, ScriptError> {
+        let name = self.bundle.entry.as_str();
+        let fail = |e: String| ScriptError(format!("{name}: {e}"));
+        let rt = engine::checking_runtime(&self.limits).map_err(|e| fail(e.to_string()))?;
+        let ctx = rquickjs::Context::full(&rt).map_err(|e| fail(e.to_string()))?;
+        let (result, interrupted) = engine::MODULES.set(&self.bundle, || {
+            engine::with_budget(self.limits.event_budget, || {
+                ctx.with(|ctx| {
+                    use rquickjs::CatchResultExt;
+                    let run = || {
+                        let default = party::evaluate(&ctx, self, "", "")?;
+                        if !default.is_object() {
+                            return Ok(Err("the default export is neither a class nor an object of handlers"));
+                        }
+                        let runtime: rquickjs::Object = ctx.globals().get("__dormouse").catch(&ctx)?;
+                        let probe: rquickjs::Function = runtime.get("hibernateOption").catch(&ctx)?;
+                        probe.call::<_, Option<bool>>((default,)).catch(&ctx).map(Ok)
+                    };
+                    run().map_err(party::describe)
+                })
+            })
+        });
+        match result {
+            _ if interrupted => Err(fail("the module ran past its CPU budget when first run".to_owned())),
+            Ok(Ok(hibernate)) => Ok(hibernate),
+            Ok(Err(reason)) => Err(fail(reason.to_owned())),
+            Err(error) => {
+                Err(fail(format!("the module threw when first run: {}", error.lines().next().unwrap_or_default())))
+            }
+        }
     }
 }
 
 /// Compiles the entry module (and with it every module it imports) in a
 /// runtime of its own and reports the first syntax error at its place.
-fn check_syntax(bundle: &bundle::Bundle) -> Result<(), ScriptError> {
+fn check_syntax(bundle: &bundle::Bundle, limits: &JsLimits) -> Result<(), ScriptError> {
     let name = bundle.entry.as_str();
     let source = bundle.source(name).unwrap_or_default();
-    let rt = engine::checking_runtime().map_err(|e| ScriptError(format!("{name}: {e}")))?;
+    let rt = engine::checking_runtime(limits).map_err(|e| ScriptError(format!("{name}: {e}")))?;
     let ctx = rquickjs::Context::full(&rt).map_err(|e| ScriptError(format!("{name}: {e}")))?;
     engine::MODULES.set(bundle, || {
         ctx.with(|ctx| {
@@ -88,15 +127,26 @@ impl JsKind {
     pub(crate) fn new(script: Script) -> JsKind {
         JsKind { script: Arc::new(script) }
     }
+
+    /// The server's own `options.hibernate`, if it sets one.
+    pub(crate) fn hibernate_option(&self) -> Option<bool> {
+        self.script.hibernate
+    }
 }
 
 impl PartyKind for JsKind {
     fn create(&self, room: &Room) -> Box<dyn Party> {
-        Box::new(party::JsParty::create(self.script.clone(), room))
+        Box::new(party::JsParty::create(self.script.clone(), room, None))
     }
 
-    fn restore(&self, _room: &Room, _snapshot: &[u8]) -> Result<Box<dyn Party>, String> {
-        Err("JS rooms do not restore snapshots yet".to_owned())
+    /// The constructor runs, then the snapshot's fields are set on the
+    /// server, then `onStart` (PartyKit runs it on every wake). An empty
+    /// snapshot (its fields could not be stored) wakes the room fresh.
+    fn restore(&self, room: &Room, snapshot: &[u8]) -> Result<Box<dyn Party>, String> {
+        let fields = (!snapshot.is_empty()).then_some(snapshot);
+        let mut party = party::JsParty::create(self.script.clone(), room, fields);
+        party.on_start(room);
+        Ok(Box::new(party))
     }
 
     fn before_connect(&self, request: &mut RequestHead, lobby: &Lobby<'_>) -> Result<(), Rejection> {

@@ -15,7 +15,7 @@
 //! or the stack panics, so the room fails as a panicking Rust room does:
 //! its sockets close with 1011, its requests get 500, the core serves on.
 
-use super::{api, engine, Script};
+use super::{api, clone, engine, Script};
 use crate::http::Response;
 use crate::party::{ConnectCtx, Connection, Message, Party, Request, Room};
 use crate::room::FailRoom;
@@ -32,6 +32,9 @@ pub(crate) struct JsParty {
     /// Always there but while the party drops, which frees it first.
     live: Option<Live>,
     script: Arc<Script>,
+    /// The party and room, for the log of a snapshot that fails.
+    party: Box<str>,
+    room: Box<str>,
 }
 
 /// A room's context and the references into it.
@@ -90,7 +93,9 @@ pub(super) fn describe(error: CaughtError<'_>) -> String {
 impl JsParty {
     /// Creates the room's context, evaluates the prelude and the module and
     /// makes the server object. A failure panics, which fails the room.
-    pub(crate) fn create(script: Arc<Script>, room: &Room) -> JsParty {
+    /// `fields`: a snapshot of the server's fields (from [`Party::snapshot`])
+    /// to set on it after its constructor ran.
+    pub(crate) fn create(script: Arc<Script>, room: &Room, fields: Option<&[u8]>) -> JsParty {
         let rt = engine::runtime(&script.limits);
         // Dropped rooms' garbage may be what fills the heap: collect, retry.
         let ctx = Context::full(&rt).or_else(|_| {
@@ -106,7 +111,7 @@ impl JsParty {
             api::ROOM.set(room, || {
                 engine::with_budget(script.limits.event_budget, || {
                     ctx.with(|ctx| {
-                        Self::instantiate(&ctx, &script, room)
+                        Self::instantiate(&ctx, &script, room, fields)
                             .map(|(server, room_arg)| {
                                 (Persistent::save(&ctx, server), room_arg.map(|r| Persistent::save(&ctx, r)))
                             })
@@ -116,7 +121,8 @@ impl JsParty {
             })
         });
         if let (Ok((server, room_arg)), false) = made {
-            return JsParty { live: Some(Live { server, room_arg, ctx }), script };
+            let (party, id) = (room.party().into(), room.id().into());
+            return JsParty { live: Some(Live { server, room_arg, ctx }), script, party, room: id };
         }
         drop(ctx);
         engine::context_dropped(&rt);
@@ -135,6 +141,31 @@ impl JsParty {
     }
 
     fn instantiate<'js>(
+        ctx: &Ctx<'js>,
+        script: &Script,
+        room: &Room,
+        fields: Option<&[u8]>,
+    ) -> Result<(Object<'js>, Option<Object<'js>>), CaughtError<'js>> {
+        let (server, room_arg) = Self::construct(ctx, script, room)?;
+        if let Some(fields) = fields {
+            let restored = clone::decode(ctx, fields).catch(ctx).and_then(|decoded| {
+                let decoded = decoded.into_object().unwrap_or_else(|| Object::new(ctx.clone()).expect("an object"));
+                for key in decoded.keys::<String>() {
+                    let key = key.catch(ctx)?;
+                    let value: Value = decoded.get(key.as_str()).catch(ctx)?;
+                    server.set(key, value).catch(ctx)?;
+                }
+                Ok(())
+            });
+            if let Err(error) = restored {
+                let error = describe(error);
+                tracing::error!(party = room.party(), room = room.id(), "the room's fields were not restored: {error}");
+            }
+        }
+        Ok((server, room_arg))
+    }
+
+    fn construct<'js>(
         ctx: &Ctx<'js>,
         script: &Script,
         room: &Room,
@@ -311,6 +342,32 @@ fn ignore<'js>(_: &Ctx<'js>, _: &Object<'js>, _: Value<'js>) -> rquickjs::Result
 impl Party for JsParty {
     fn new(_room: &Room) -> Self {
         unreachable!("a JS room is made by its JsKind, which holds its script")
+    }
+
+    /// The server object's own fields (functions left out), for a
+    /// hibernating room. A field that cannot be stored is logged and the
+    /// snapshot left empty: the room then wakes fresh, as on PartyKit.
+    fn snapshot(&self) -> Option<Vec<u8>> {
+        let live = self.live.as_ref()?;
+        let (encoded, interrupted) = engine::MODULES.set(&self.script.bundle, || {
+            engine::with_budget(self.script.limits.event_budget, || {
+                live.ctx.with(|ctx| {
+                    let server = live.server.clone().restore(&ctx).catch(&ctx).map_err(describe)?;
+                    clone::encode_fields(&ctx, &server).catch(&ctx).map_err(describe)
+                })
+            })
+        });
+        let (party, room) = (&*self.party, &*self.room);
+        match encoded {
+            Ok(bytes) if !interrupted => return Some(bytes),
+            Ok(_) => {
+                tracing::error!(party, room, "the room's fields took past the CPU budget to store; it will wake fresh")
+            }
+            Err(error) => {
+                tracing::error!(party, room, "the room's fields cannot be stored; it will wake fresh: {error}")
+            }
+        }
+        Some(Vec::new())
     }
 
     fn on_start(&mut self, room: &Room) {

@@ -328,6 +328,17 @@
       Date, Map, Set, BigInt, String, entries: (iterable) => [...iterable],
       Int8Array, Uint8Array, Uint8ClampedArray, Int16Array, Uint16Array, Int32Array, Uint32Array,
       Float32Array, Float64Array, BigInt64Array, BigUint64Array, DataView,
+      Connection, room, connectionOf: (id) => room.getConnection(id) ?? null,
+    },
+    // The server's `options.hibernate` (static, or on an instance made
+    // with a room whose natives are out of reach), read at start-up.
+    hibernateOption(server) {
+      let options = server?.options;
+      if (options === undefined && typeof server === "function") {
+        try { options = new server(room).options; } catch { options = undefined; }
+      }
+      const hibernate = options?.hibernate;
+      return typeof hibernate === "boolean" ? hibernate : undefined;
     },
     connection,
     request: (method, url, headers, body) => new Request(url, { method, headers, body }),

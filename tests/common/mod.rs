@@ -627,3 +627,13 @@ pub fn npm_installed(dir: &str, packages: &[&str]) -> std::path::PathBuf {
     }
     dir
 }
+
+/// Waits until `counter` reaches `at_least`, or fails after GUARD.
+#[allow(dead_code)]
+pub fn wait_for_counter(server: &ServerHandle, counter: &str, at_least: u64) {
+    let deadline = std::time::Instant::now() + GUARD;
+    while server.counter(counter) < at_least {
+        assert!(std::time::Instant::now() < deadline, "{counter} stayed at {}", server.counter(counter));
+        std::thread::yield_now();
+    }
+}

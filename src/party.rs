@@ -220,6 +220,9 @@ pub trait Party: 'static {
         Ok(())
     }
 
+    /// The room's timer (see [`Room::set_timer`]) is due.
+    fn on_timer(&mut self, _room: &Room) {}
+
     /// The room object as bytes, for hibernation (a party with `hibernate =
     /// true` is evicted to disk when idle). `None`, the default, keeps the
     /// object in memory. [`crate::snapshot::encode`] does it for any
@@ -343,6 +346,8 @@ pub struct Room {
     pub(crate) store: RoomStore,
     /// The alarm, in milliseconds since the Unix epoch.
     pub(crate) alarm_ms: Cell<Option<u64>>,
+    /// The timer, in milliseconds since the Unix epoch.
+    pub(crate) timer_ms: Cell<Option<u64>>,
 }
 
 impl Room {
@@ -359,6 +364,7 @@ impl Room {
             store: RoomStore::new(store, &party, &id),
             config,
             alarm_ms: Cell::new(alarm_ms),
+            timer_ms: Cell::new(None),
             id,
             party,
             members: slab::Slab::new(),
@@ -411,6 +417,20 @@ impl Room {
         if self.alarm_ms.take().is_some() {
             self.store.batch.borrow_mut().delete_alarm(&self.store.key);
         }
+    }
+
+    /// Sets the room's timer (one per room; this replaces any other) to
+    /// `at_ms` milliseconds since the Unix epoch: `on_timer` runs then. Unlike
+    /// the alarm it is not stored: it is cancelled when the room object is
+    /// evicted, dropped or failed, and by a restart. (JavaScript rooms build
+    /// `setTimeout` and `setInterval` on it.)
+    pub fn set_timer(&self, at_ms: u64) {
+        self.timer_ms.set(Some(at_ms));
+    }
+
+    /// Cancels the timer.
+    pub fn cancel_timer(&self) {
+        self.timer_ms.set(None);
     }
 
     /// Runs `f` as a transaction: the storage writes and alarm changes it

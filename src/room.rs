@@ -147,6 +147,8 @@ pub(crate) struct RoomHost {
     /// The alarm time the core's schedule has for this room, so the
     /// schedule is touched only when the room changes its alarm.
     pub scheduled_alarm: Option<u64>,
+    /// Likewise for the room's timer.
+    pub scheduled_timer: Option<u64>,
 }
 
 /// What one event produced, held until batch `seq` commits.
@@ -211,6 +213,7 @@ impl RoomHost {
         let scheduled_alarm = room.alarm_ms.get();
         let mut host = RoomHost {
             scheduled_alarm,
+            scheduled_timer: None,
             party: None,
             kind,
             room,
@@ -319,6 +322,9 @@ impl RoomHost {
         let raw = guard(|| party.snapshot()).ok().flatten()?;
         let envelope = dormouse_hibernate::envelope::encode(SNAPSHOT_CODEC_PARTY, &raw);
         self.party = None;
+        // A timer belongs to the object in memory.
+        self.room.timer_ms.set(None);
+        self.scheduled_timer = None;
         self.unsaved = Some((seq, raw.into()));
         Some(envelope)
     }
@@ -331,6 +337,15 @@ impl RoomHost {
         let room = &self.room;
         let party = self.party.as_mut().expect("a room is woken before it gets an event");
         guard(|| party.on_alarm(room))
+    }
+
+    /// The timer is due: it is cleared, then `on_timer` runs.
+    pub fn timer(&mut self) -> Result<(), RoomFailed> {
+        self.scheduled_timer = None;
+        self.room.timer_ms.set(None);
+        let room = &self.room;
+        let party = self.party.as_mut().expect("a room with a timer is awake");
+        guard(|| party.on_timer(room))
     }
 
     /// Admits a connection: a connection with the same id that is still open

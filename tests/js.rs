@@ -19,6 +19,7 @@ backend_tests!(
     a_partykit_json_project_serves_its_parties_vars_and_static_files,
     the_static_hooks_authorize_answer_or_pass_headers_on,
     a_hibernating_room_wakes_with_its_fields,
+    timers_fire_repeat_and_are_cleared,
 );
 
 use common::*;
@@ -321,6 +322,23 @@ fn a_hibernating_room_wakes_with_its_fields() {
     ann.send_text("get");
     let fresh = r#"{"messages":[],"seen":[],"since":"2026-01-01T00:00:00.000Z","starts":1,"room":"s"}"#;
     assert_eq!(ann.recv_text(), fresh);
+}
+
+fn timers_fire_repeat_and_are_cleared() {
+    let toml = format!("[parties.timers]\nmain = '{}'\n", module("timers.js"));
+    let server = dormouse::Server::new(config(&toml)).start().expect("the JS party starts");
+    let mut ann = Client::connect(server.local_addr(), "/parties/timers/t?_pk=ann");
+    ann.send_text("once");
+    assert_eq!(ann.recv_text(), "fired xy");
+    ann.send_text("cancel");
+    assert_eq!(ann.recv_text(), "the later timer fired");
+    ann.send_text("interval");
+    for tick in 1..=3 {
+        assert_eq!(ann.recv_text(), format!("tick {tick}"));
+    }
+    assert_eq!(ann.recv_text(), "stopped", "no tick after clearInterval");
+    ann.send_text("throw");
+    assert_eq!(ann.recv_text(), "still here", "a timer that throws costs only itself");
 }
 
 /// The headers of a WebSocket upgrade, for `http`.

@@ -358,6 +358,24 @@ fn install_storage<'js>(ctx: &Ctx<'js>, native: &Object<'js>) -> rquickjs::Resul
             })
         })?,
     )?;
+    // The room's timer, under setTimeout/setInterval. Outside a room (the
+    // lobby, the first run at start-up) timers never run.
+    native.set(
+        "setTimer",
+        Function::new(ctx.clone(), |at_ms: f64| {
+            if ROOM.is_set() && at_ms.is_finite() {
+                ROOM.with(|room| room.set_timer(at_ms.max(0.0) as u64));
+            }
+        })?,
+    )?;
+    native.set(
+        "cancelTimer",
+        Function::new(ctx.clone(), || {
+            if ROOM.is_set() {
+                ROOM.with(Room::cancel_timer);
+            }
+        })?,
+    )?;
     native.set(
         "transactionBegin",
         Function::new(ctx.clone(), |ctx: Ctx<'js>| {

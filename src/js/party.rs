@@ -205,18 +205,23 @@ impl JsParty {
                     let live = self.live.as_ref().expect("a party is live until it drops");
                     live.ctx.with(|ctx| {
                         let run = || -> Result<Option<R>, CaughtError<'_>> {
-                            let server = live.server.clone().restore(&ctx).catch(&ctx)?;
-                            let Some(handler) = server.get::<_, Option<Function>>(name).catch(&ctx)? else {
+                            let runtime: Object = ctx.globals().get("__dormouse").catch(&ctx)?;
+                            // "__name" is the runtime's own function `name` (timers).
+                            let (this, own) = match name.strip_prefix("__") {
+                                Some(own) => (runtime.clone(), Some(own)),
+                                None => (live.server.clone().restore(&ctx).catch(&ctx)?, None),
+                            };
+                            let Some(handler) = this.get::<_, Option<Function>>(own.unwrap_or(name)).catch(&ctx)?
+                            else {
                                 return Ok(None);
                             };
-                            let runtime: Object = ctx.globals().get("__dormouse").catch(&ctx)?;
                             let mut values = args(&ctx, &runtime).catch(&ctx)?;
-                            if let Some(room_arg) = &live.room_arg {
+                            if let (Some(room_arg), None) = (&live.room_arg, own) {
                                 let room_arg = room_arg.clone().restore(&ctx).catch(&ctx)?.into_value();
                                 values.insert(room_at.min(values.len()), room_arg);
                             }
                             let mut call = Args::new(ctx.clone(), values.len());
-                            call.this(server).catch(&ctx)?;
+                            call.this(this).catch(&ctx)?;
                             call.push_args(values).catch(&ctx)?;
                             let returned: Value = handler.call_arg(call).catch(&ctx)?;
                             let returned = match Promise::from_value(returned.clone()) {
@@ -453,6 +458,11 @@ impl Party for JsParty {
             Ok(None) => Response::text(404, "Not found"),
             Err(text) => Response::text(500, text.lines().next().unwrap_or("onRequest threw").to_owned()),
         }
+    }
+
+    /// `setTimeout` and `setInterval` callbacks that are due.
+    fn on_timer(&mut self, room: &Room) {
+        let _ = self.run(room, "__runTimers", |_, _| Ok(Vec::new()), ignore);
     }
 
     fn on_alarm(&mut self, room: &Room) -> Result<(), String> {

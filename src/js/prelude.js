@@ -308,6 +308,38 @@
     signal = new AbortSignal();
     abort(reason) { this.signal._abort(reason); }
   }
+  // Timers: room-local, on the room's one timer (src/js/api.rs), which is
+  // set to the earliest; cancelled when the room is evicted or dropped.
+  const timers = new Map();
+  let nextTimer = 1;
+  const armTimer = () => {
+    let at = Infinity;
+    for (const t of timers.values()) if (t.at < at) at = t.at;
+    if (at === Infinity) native.cancelTimer(); else native.setTimer(at);
+  };
+  const schedule = (f, ms, args, repeat) => {
+    if (typeof f !== "function") throw new TypeError("a timer's callback is a function");
+    const delay = Math.max(0, Number(ms) || 0);
+    const id = nextTimer++;
+    timers.set(id, { f, args, at: Date.now() + delay, every: repeat ? Math.max(1, delay) : 0 });
+    armTimer();
+    return id;
+  };
+  const clearTimer = (id) => { if (timers.delete(id)) armTimer(); };
+  const runTimers = () => {
+    const now = Date.now();
+    const due = [...timers].filter(([, t]) => t.at <= now).sort((a, b) => a[1].at - b[1].at || a[0] - b[0]);
+    try {
+      for (const [id, t] of due) {
+        if (!timers.has(id)) continue; // cleared by an earlier callback
+        if (t.every) t.at = now + t.every; else timers.delete(id);
+        t.f(...t.args);
+      }
+    } finally {
+      armTimer();
+    }
+  };
+
   const fetch = async () => {
     throw new TypeError("fetch() is not available in dormouse rooms yet: outbound HTTP is a planned feature");
   };
@@ -319,10 +351,15 @@
     btoa: (text) => native.btoa(String(text)),
     structuredClone: (value) => native.structuredClone(value),
     queueMicrotask: (f) => { Promise.resolve().then(f); },
+    setTimeout: (f, ms, ...args) => schedule(f, ms, args, false),
+    setInterval: (f, ms, ...args) => schedule(f, ms, args, true),
+    clearTimeout: clearTimer,
+    clearInterval: clearTimer,
   });
   // The runtime's own view, for src/js/party.rs.
   globalThis.__dormouse = {
     room,
+    runTimers,
     // The classes src/js/clone.rs recognises, as they were before the module ran.
     classes: {
       Date, Map, Set, BigInt, String, entries: (iterable) => [...iterable],

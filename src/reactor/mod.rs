@@ -446,6 +446,9 @@ struct State {
     alarm_heap: std::collections::BinaryHeap<std::cmp::Reverse<(u64, Arc<RoomKey>)>>,
     /// Failed runs of each room's alarm.
     alarm_retries: RoomMap<u32>,
+    /// Room timers (lazy: an entry that no longer matches its room's
+    /// `scheduled_timer` is skipped).
+    timer_heap: std::collections::BinaryHeap<std::cmp::Reverse<(u64, Arc<RoomKey>)>>,
     /// This core's wake eventfd, for the store's writer to signal commits.
     wake_self: Arc<std::fs::File>,
     /// Room hosts created so far (each gets the next number).
@@ -498,6 +501,7 @@ impl<B: Backend> Core<B> {
             alarms: RoomMap::default(),
             alarm_heap: Default::default(),
             alarm_retries: RoomMap::default(),
+            timer_heap: Default::default(),
             wake_self: Arc::new(shared.wake_fds[index].try_clone()?),
             host_generations: 0,
             outboxes: (0..shared.cores).map(|_| VecDeque::new()).collect(),
@@ -564,6 +568,7 @@ impl<B: Backend> Core<B> {
             self.st.run_fanout_jobs();
             self.st.expire_timers();
             self.st.run_due_alarms();
+            self.st.run_due_timers();
             self.st.evict_idle();
             self.st.submit_pending();
             for (slot, gen) in self.st.rearm.drain(..) {
@@ -1379,7 +1384,7 @@ impl State {
             Some(deadline) => Duration::from_millis(deadline.saturating_sub(self.now_ms)),
             None => IDLE_WAIT,
         };
-        match self.next_alarm_ms() {
+        match self.next_alarm_ms().into_iter().chain(self.next_timer_ms()).min() {
             Some(at_ms) => wait.min(Duration::from_millis(at_ms.saturating_sub(rooms::wall_ms()))),
             None => wait,
         }

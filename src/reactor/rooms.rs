@@ -132,6 +132,8 @@ impl State {
         let batch = host.room.store.take_batch();
         let alarm = host.room.alarm_ms.get();
         let alarm_changed = std::mem::replace(&mut host.scheduled_alarm, alarm) != alarm;
+        let timer = host.room.timer_ms.get();
+        let timer_changed = std::mem::replace(&mut host.scheduled_timer, timer) != timer;
         let mut effects = std::mem::take(&mut self.effects);
         host.drain_effects(&mut effects);
         if let Some((seq, batch)) = batch {
@@ -150,6 +152,9 @@ impl State {
         self.effects = effects;
         if alarm_changed {
             self.sync_alarm(room, alarm);
+        }
+        if let (true, Some(at_ms)) = (timer_changed, timer) {
+            self.schedule_timer(room, at_ms);
         }
         self.queue_resident(room);
     }
@@ -359,6 +364,46 @@ impl State {
             };
             if let Some(error) = failure {
                 self.retry_alarm(&room, &error);
+            }
+            self.after_event(&room, None);
+        }
+    }
+
+    /// Puts a room's new timer on the core's schedule. Entries are checked
+    /// against the room's own timer when due (a moved, cancelled or evicted
+    /// timer leaves a stale one), and the schedule is rebuilt from the rooms
+    /// when stale entries would make it grow without bound.
+    fn schedule_timer(&mut self, room: &Arc<RoomKey>, at_ms: u64) {
+        self.timer_heap.push(Reverse((at_ms, room.clone())));
+        if self.timer_heap.len() > 2 * self.hosts.len() + 1024 {
+            self.timer_heap = self
+                .hosts
+                .iter()
+                .filter_map(|(room, host)| host.scheduled_timer.map(|at| Reverse((at, room.clone()))))
+                .collect();
+        }
+    }
+
+    /// The next timer, for the wait.
+    pub(super) fn next_timer_ms(&self) -> Option<u64> {
+        self.timer_heap.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Runs every room timer that is due.
+    pub(super) fn run_due_timers(&mut self) {
+        let now = wall_ms();
+        while let Some(Reverse((at_ms, room))) = self.timer_heap.peek().cloned() {
+            if at_ms > now {
+                break;
+            }
+            self.timer_heap.pop();
+            let Some(host) = self.hosts.get_mut(&room) else { continue };
+            if !host.is_awake() || host.scheduled_timer != Some(at_ms) {
+                continue; // moved, cancelled, or its object is gone
+            }
+            self.counters.room_events += 1;
+            if let Err(failed) = host.timer() {
+                self.fail_room(&room, &failed);
             }
             self.after_event(&room, None);
         }

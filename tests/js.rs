@@ -95,6 +95,15 @@ fn the_object_form_passes_the_room_to_every_handler() {
     let response = http(addr, "GET", "/parties/object/lobby", "", "");
     assert_eq!((response.status, response.text().as_str()), (201, "object form in lobby"));
     assert_eq!(response.header("x-form"), Some("object"));
+    // ws.addEventListener: the listeners hear messages and the close.
+    ann.send_text("listen");
+    assert_eq!(ann.recv_text(), "ann: listen");
+    assert_eq!(ann.recv_text(), "listener heard ann");
+    let mut bob = Client::connect(addr, "/parties/object/lobby?_pk=bob");
+    assert_eq!(bob.recv_text(), "hello bob in lobby");
+    bob.send_frame(true, 8, &[0x0f, 0xa0], true);
+    bob.expect_close();
+    assert_eq!(ann.recv_text(), "bob closed 4000");
 }
 
 fn an_exception_costs_only_its_event_and_one_in_on_connect_closes_1011() {

@@ -19,9 +19,17 @@ scoped_tls::scoped_thread_local! {
 }
 
 thread_local! {
+    /// A connection got its first event listener during the running call.
+    static LISTENING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     /// The savepoints of the running event's open `storage.transaction`s,
     /// outermost first.
     static TRANSACTIONS: RefCell<Vec<Savepoint>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Whether the running call added the room's first event listener of a
+/// connection (then events are dispatched to listeners too); resets it.
+pub(super) fn take_listening() -> bool {
+    LISTENING.replace(false)
 }
 
 /// Rolls back the transactions the event left open (their callback never
@@ -199,6 +207,7 @@ pub(super) fn install<'js>(
             }
         })?,
     )?;
+    native.set("listening", Function::new(ctx.clone(), || LISTENING.set(true))?)?;
     native.set(
         "utf8",
         Function::new(ctx.clone(), |ctx: Ctx<'js>, bytes: Value<'js>| {

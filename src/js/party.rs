@@ -35,6 +35,9 @@ pub(crate) struct JsParty {
     /// The party and room, for the log of a snapshot that fails.
     party: Box<str>,
     room: Box<str>,
+    /// A connection has event listeners (`ws.addEventListener`): events
+    /// are dispatched to them too.
+    listening: std::cell::Cell<bool>,
 }
 
 /// A room's context and the references into it.
@@ -122,7 +125,8 @@ impl JsParty {
         });
         if let (Ok((server, room_arg)), false) = made {
             let (party, id) = (room.party().into(), room.id().into());
-            return JsParty { live: Some(Live { server, room_arg, ctx }), script, party, room: id };
+            let listening = std::cell::Cell::new(api::take_listening());
+            return JsParty { live: Some(Live { server, room_arg, ctx }), script, party, room: id, listening };
         }
         drop(ctx);
         engine::context_dropped(&rt);
@@ -247,6 +251,9 @@ impl JsParty {
                 })
             })
         });
+        if api::take_listening() {
+            self.listening.set(true);
+        }
         if api::abandon_transactions(room) {
             tracing::warn!(
                 party = room.party(),
@@ -306,6 +313,29 @@ pub(super) fn evaluate<'js>(
     let (module, evaluated) = module.eval().catch(ctx)?;
     evaluated.finish::<()>().catch(ctx)?;
     module.get("default").catch(ctx)
+}
+
+impl JsParty {
+    /// Hands an event to the connection's listeners (`ws.addEventListener`).
+    fn dispatch(
+        &self,
+        room: &Room,
+        kind: &str,
+        conn: &Connection<'_>,
+        data: impl for<'js> FnOnce(&Ctx<'js>) -> rquickjs::Result<Value<'js>>,
+    ) {
+        let id_uri = vec![conn.id().to_owned(), conn.uri().to_owned()];
+        let kind = kind.to_owned();
+        let _ = self.run(
+            room,
+            "__dispatch",
+            |ctx, _| {
+                let kind = rquickjs::String::from_str(ctx.clone(), &kind)?.into_value();
+                Ok(vec![kind, id_uri.into_js(ctx)?, data(ctx)?])
+            },
+            ignore,
+        );
+    }
 }
 
 /// The JS `Connection` for `conn`.
@@ -412,10 +442,22 @@ impl Party for JsParty {
             |ctx, runtime| Ok(vec![message_value(ctx, message)?, connection(runtime, sender)?]),
             ignore,
         );
+        if self.listening.get() {
+            self.dispatch(room, "message", sender, |ctx| message_value(ctx, message));
+        }
     }
 
-    fn on_close(&mut self, conn: &Connection<'_>, _code: u16, _reason: &str, room: &Room) {
+    fn on_close(&mut self, conn: &Connection<'_>, code: u16, reason: &str, room: &Room) {
         let _ = self.run(room, "onClose", |_, runtime| Ok(vec![connection(runtime, conn)?]), ignore);
+        if self.listening.get() {
+            let reason = reason.to_owned();
+            self.dispatch(room, "close", conn, |ctx| {
+                let pair = rquickjs::Array::new(ctx.clone())?;
+                pair.set(0, code)?;
+                pair.set(1, reason)?;
+                Ok(pair.into_value())
+            });
+        }
     }
 
     fn on_error(&mut self, conn: &Connection<'_>, error: &str, room: &Room) {
@@ -429,6 +471,11 @@ impl Party for JsParty {
             },
             ignore,
         );
+        if self.listening.get() {
+            self.dispatch(room, "error", conn, |ctx| {
+                rquickjs::String::from_str(ctx.clone(), &error).map(|s| s.into_value())
+            });
+        }
     }
 
     fn on_request(&mut self, request: &Request, room: &Room) -> Response {
@@ -481,4 +528,4 @@ fn connect_ctx<'js>(
     Ok(object.into_value())
 }
 
-use rquickjs::FromJs as _;
+use rquickjs::{FromJs as _, IntoJs as _};

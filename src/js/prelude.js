@@ -181,7 +181,38 @@
     }
     send(message) { native.send(this.#id, bytesOf(message)); }
     close(code, reason) { native.close(this.#id, code ?? 1000, reason ?? ""); }
+    // The object form's ws.addEventListener("message" | "close" | "error", f).
+    addEventListener(type, f) {
+      if (!(type in { message: 1, close: 1, error: 1 }) || typeof f !== "function") return;
+      let own = listeners.get(this.#id);
+      if (own === undefined) {
+        own = { message: [], close: [], error: [] };
+        listeners.set(this.#id, own);
+        native.listening();
+      }
+      own[type].push(f);
+    }
+    removeEventListener(type, f) {
+      const own = listeners.get(this.#id);
+      if (own?.[type]) own[type] = own[type].filter((g) => g !== f);
+    }
   }
+  // Event listeners by connection id, and their dispatch (src/js/party.rs
+  // calls it, once a listener was added, after the handler of each event).
+  const listeners = new Map();
+  const dispatch = (type, [id, uri], data) => {
+    const own = listeners.get(id);
+    if (own === undefined) return;
+    const target = new Connection(id, uri);
+    const event = type === "message" ? { type, data, target }
+      : type === "close" ? { type, code: data[0], reason: data[1], wasClean: data[0] !== 1006, target }
+      : { type, message: data, error: new Error(data), target };
+    try {
+      for (const f of [...own[type]]) f.call(target, event);
+    } finally {
+      if (type === "close") listeners.delete(id);
+    }
+  };
   const connection = ([id, uri]) => new Connection(id, uri);
 
   // room.storage: every call settles at once (reads come from the core's
@@ -360,6 +391,7 @@
   globalThis.__dormouse = {
     room,
     runTimers,
+    dispatch,
     // The classes src/js/clone.rs recognises, as they were before the module ran.
     classes: {
       Date, Map, Set, BigInt, String, entries: (iterable) => [...iterable],

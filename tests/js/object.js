@@ -7,6 +7,11 @@ export default {
   },
   onConnect(ws, room) {
     ws.send(`hello ${ws.id} in ${room.id}`);
+    // The older listener style: "listen" is answered by the listener.
+    ws.addEventListener("message", (event) => {
+      if (event.data === "listen") ws.send(`listener heard ${event.target.id}`);
+    });
+    ws.addEventListener("close", (event) => room.broadcast(`${event.target.id} closed ${event.code}`));
   },
   onMessage(message, ws, room) {
     room.broadcast(`${ws.id}: ${message}`);

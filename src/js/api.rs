@@ -1,5 +1,6 @@
 //! The native side of the JS room API: the functions the prelude
-//! (`prelude.js`) builds `room`, `Connection`, `Request` and `console` on.
+//! (`prelude/core.js` and its chunks) builds `room`, `Connection`, `Request`
+//! and `console` on.
 //!
 //! They act on the `Room` of the event being handled, which is lent to them
 //! for the length of the call (`ROOM`, a scoped thread-local): JS runs only
@@ -208,6 +209,18 @@ pub(super) fn install<'js>(
         })?,
     )?;
     native.set("listening", Function::new(ctx.clone(), || LISTENING.set(true))?)?;
+    native.set(
+        "chunk",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>, name: String| {
+            let source = match name.as_str() {
+                "web" => include_str!("prelude/web.js"),
+                "platform" => include_str!("prelude/platform.js"),
+                "storage" => include_str!("prelude/storage.js"),
+                _ => return Err(Exception::throw_internal(&ctx, &format!("no prelude chunk {name:?}"))),
+            };
+            ctx.eval::<Function, _>(source)
+        })?,
+    )?;
     native.set(
         "utf8",
         Function::new(ctx.clone(), |ctx: Ctx<'js>, bytes: Value<'js>| {

@@ -4,7 +4,7 @@
 //! A JS party is one more [`PartyKind`]: the reactor, fan-out, hibernation
 //! and storage code does not know JS exists. `engine` holds the per-core
 //! runtime and its bounds, `party` a room's context and the calls into it,
-//! `api` the native functions the prelude (`prelude.js`) builds PartyKit's
+//! `api` the native functions the prelude (`prelude/`) builds PartyKit's
 //! `room`, `room.storage` and `Connection` on, `clone` the encoding of
 //! stored values.
 //!

@@ -25,8 +25,9 @@ use rquickjs::{ArrayBuffer, CatchResultExt, CaughtError, Context, Ctx, Function,
 use rquickjs::{Promise, Value};
 use std::sync::Arc;
 
-/// The prelude every room context evaluates before its module.
-const PRELUDE: &str = include_str!("prelude.js");
+/// The prelude every room context evaluates before its module (its lazy
+/// chunks are in `api`).
+const PRELUDE: &str = include_str!("prelude/core.js");
 
 pub(crate) struct JsParty {
     /// Always there but while the party drops, which frees it first.

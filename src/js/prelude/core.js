@@ -1,0 +1,199 @@
+// What every JavaScript room sees before its module runs: the handles of
+// the PartyKit API (room, Connection), console and timers, written over the
+// native functions in `__native` (src/js/api.rs). Evaluated once per room
+// context, so it stays small: every object made here is paid by every
+// resident room. The rest (fetch classes, URL, encodings, crypto, storage)
+// is in chunks (web.js, platform.js, storage.js) evaluated in a context the
+// first time one of their globals is touched, so a room that never uses
+// them never holds them.
+"use strict";
+(() => {
+  const native = globalThis.__native;
+  delete globalThis.__native;
+  // The classes src/js/clone.rs recognises, as they were before the module ran.
+  const { Date, Map, Set, BigInt, String, Int8Array, Uint8Array, Uint8ClampedArray, Int16Array, Uint16Array,
+    Int32Array, Uint32Array, Float32Array, Float64Array, BigInt64Array, BigUint64Array, DataView } = globalThis;
+
+  const bytesOf = (message) => {
+    if (typeof message === "string" || message instanceof ArrayBuffer) return message;
+    if (ArrayBuffer.isView(message)) {
+      return new Uint8Array(message.buffer, message.byteOffset, message.byteLength);
+    }
+    throw new TypeError("a message is a string, an ArrayBuffer or a typed array");
+  };
+  const shared = { bytesOf };
+  const chunks = {};
+  const load = (name) => (chunks[name] ??= native.chunk(name)(native, shared));
+  // A global that is made on first use, and then is an ordinary property.
+  const lazyGlobal = (name, chunk) => {
+    const settle = (value) => {
+      Object.defineProperty(globalThis, name, { value, writable: true, configurable: true });
+      return value;
+    };
+    Object.defineProperty(globalThis, name, {
+      configurable: true,
+      get: () => settle(load(chunk)[name]),
+      set: settle,
+    });
+  };
+  for (const name of ["Headers", "Request", "Response", "URL", "URLSearchParams"]) lazyGlobal(name, "web");
+  for (const name of ["TextEncoder", "TextDecoder", "crypto", "AbortController", "AbortSignal", "fetch",
+    "atob", "btoa", "structuredClone"]) lazyGlobal(name, "platform");
+
+  class Connection {
+    #id;
+    #uri;
+    constructor(id, uri) {
+      this.#id = id;
+      this.#uri = uri;
+    }
+    get id() { return this.#id; }
+    get uri() { return this.#uri; }
+    get tags() { return native.tags(this.#id); }
+    get state() {
+      const json = native.getState(this.#id);
+      return json === undefined ? null : JSON.parse(json);
+    }
+    setState(value) {
+      if (typeof value === "function") value = value(this.state);
+      native.setState(this.#id, JSON.stringify(value ?? null));
+      return value;
+    }
+    send(message) { native.send(this.#id, bytesOf(message)); }
+    close(code, reason) { native.close(this.#id, code ?? 1000, reason ?? ""); }
+    // The object form's ws.addEventListener("message" | "close" | "error", f).
+    addEventListener(type, f) {
+      if (!(type in { message: 1, close: 1, error: 1 }) || typeof f !== "function") return;
+      let own = listeners.get(this.#id);
+      if (own === undefined) {
+        own = { message: [], close: [], error: [] };
+        listeners.set(this.#id, own);
+        native.listening();
+      }
+      own[type].push(f);
+    }
+    removeEventListener(type, f) {
+      const own = listeners.get(this.#id);
+      if (own?.[type]) own[type] = own[type].filter((g) => g !== f);
+    }
+  }
+  // Event listeners by connection id, and their dispatch (src/js/party.rs
+  // calls it, once a listener was added, after the handler of each event).
+  const listeners = new Map();
+  const dispatch = (type, [id, uri], data) => {
+    const own = listeners.get(id);
+    if (own === undefined) return;
+    const target = new Connection(id, uri);
+    const event = type === "message" ? { type, data, target }
+      : type === "close" ? { type, code: data[0], reason: data[1], wasClean: data[0] !== 1006, target }
+      : { type, message: data, error: new Error(data), target };
+    try {
+      for (const f of [...own[type]]) f.call(target, event);
+    } finally {
+      if (type === "close") listeners.delete(id);
+    }
+  };
+  const connection = ([id, uri]) => new Connection(id, uri);
+
+  const room = {
+    id: native.roomId,
+    internalID: `${native.party}/${native.roomId}`,
+    name: native.party,
+    env: native.env,
+    get storage() {
+      const { storage } = load("storage");
+      Object.defineProperty(room, "storage", { value: storage, enumerable: true });
+      return storage;
+    },
+    broadcast(message, without = []) { native.broadcast(bytesOf(message), [...without]); },
+    getConnection(id) {
+      const uri = native.connectionUri(String(id));
+      return uri === undefined ? undefined : new Connection(String(id), uri);
+    },
+    getConnections(tag) { return native.connections(tag == null ? undefined : String(tag)).map(connection); },
+    get connections() { return new Map(native.connections(undefined).map((c) => [c[0], connection(c)])); },
+  };
+
+  const format = (args) => args.map((a) => {
+    if (typeof a === "string") return a;
+    if (a instanceof Error) return a.stack ? `${a}\n${a.stack}` : String(a);
+    try { return JSON.stringify(a) ?? String(a); } catch { return String(a); }
+  }).join(" ");
+  const console = {};
+  for (const level of ["log", "info", "debug", "warn", "error"]) {
+    console[level] = (...args) => native.log(level, format(args));
+  }
+
+  // Timers: room-local, on the room's one timer (src/js/api.rs), which is
+  // set to the earliest; cancelled when the room is evicted or dropped.
+  const timers = new Map();
+  let nextTimer = 1;
+  const armTimer = () => {
+    let at = Infinity;
+    for (const t of timers.values()) if (t.at < at) at = t.at;
+    if (at === Infinity) native.cancelTimer(); else native.setTimer(at);
+  };
+  const schedule = (f, ms, args, repeat) => {
+    if (typeof f !== "function") throw new TypeError("a timer's callback is a function");
+    const delay = Math.max(0, Number(ms) || 0);
+    const id = nextTimer++;
+    timers.set(id, { f, args, at: Date.now() + delay, every: repeat ? Math.max(1, delay) : 0 });
+    armTimer();
+    return id;
+  };
+  const clearTimer = (id) => { if (timers.delete(id)) armTimer(); };
+  const runTimers = () => {
+    const now = Date.now();
+    const due = [...timers].filter(([, t]) => t.at <= now).sort((a, b) => a[1].at - b[1].at || a[0] - b[0]);
+    try {
+      for (const [id, t] of due) {
+        if (!timers.has(id)) continue; // cleared by an earlier callback
+        if (t.every) t.at = now + t.every; else timers.delete(id);
+        t.f(...t.args);
+      }
+    } finally {
+      armTimer();
+    }
+  };
+
+  Object.assign(globalThis, {
+    console,
+    queueMicrotask: (f) => { Promise.resolve().then(f); },
+    setTimeout: (f, ms, ...args) => schedule(f, ms, args, false),
+    setInterval: (f, ms, ...args) => schedule(f, ms, args, true),
+    clearTimeout: clearTimer,
+    clearInterval: clearTimer,
+  });
+  let classes;
+  // The runtime's own view, for src/js/party.rs, lobby.rs and clone.rs.
+  globalThis.__dormouse = {
+    room,
+    runTimers,
+    dispatch,
+    connection,
+    get classes() {
+      return classes ??= {
+        Date, Map, Set, BigInt, String, entries: (iterable) => [...iterable],
+        Int8Array, Uint8Array, Uint8ClampedArray, Int16Array, Uint16Array, Int32Array, Uint32Array,
+        Float32Array, Float64Array, BigInt64Array, BigUint64Array, DataView,
+        Connection, room, connectionOf: (id) => room.getConnection(id) ?? null,
+      };
+    },
+    get request() { return load("web").request; },
+    get response() { return load("web").response; },
+    get hookResult() { return load("web").hookResult; },
+    // The server's `options.hibernate` (static, or on an instance made
+    // with a room whose natives are out of reach), read at start-up.
+    hibernateOption(server) {
+      let options = server?.options;
+      if (options === undefined && typeof server === "function") {
+        try { options = new server(room).options; } catch { options = undefined; }
+      }
+      const hibernate = options?.hibernate;
+      return typeof hibernate === "boolean" ? hibernate : undefined;
+    },
+    // The static hooks' arguments (src/js/lobby.rs).
+    lobby: (id) => ({ id, env: native.env, parties: {} }),
+    executionContext: { waitUntil() {}, passThroughOnException() {} },
+  };
+})();

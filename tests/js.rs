@@ -20,6 +20,7 @@ backend_tests!(
     the_static_hooks_authorize_answer_or_pass_headers_on,
     a_hibernating_room_wakes_with_its_fields,
     timers_fire_repeat_and_are_cleared,
+    a_stack_names_the_lines_of_the_typescript_source,
 );
 
 use common::*;
@@ -348,6 +349,15 @@ fn timers_fire_repeat_and_are_cleared() {
     assert_eq!(ann.recv_text(), "stopped", "no tick after clearInterval");
     ann.send_text("throw");
     assert_eq!(ann.recv_text(), "still here", "a timer that throws costs only itself");
+}
+
+fn a_stack_names_the_lines_of_the_typescript_source() {
+    let toml = format!("[parties.stack]\nmain = '{}'\n", module("stack.ts"));
+    let server = dormouse::Server::new(config(&toml)).start().expect("the JS party starts");
+    let stack = http(server.local_addr(), "GET", "/parties/stack/s", "", "").text();
+    let lines: Vec<&str> = stack.lines().collect();
+    assert!(lines[0].starts_with("    at explode (stack.ts:26:"), "{stack}");
+    assert!(lines[1].starts_with("    at onRequest (stack.ts:17:"), "{stack}");
 }
 
 /// The headers of a WebSocket upgrade, for `http`.

@@ -210,6 +210,15 @@ pub(super) fn install<'js>(
     )?;
     native.set("listening", Function::new(ctx.clone(), || LISTENING.set(true))?)?;
     native.set(
+        "original",
+        Function::new(ctx.clone(), |file: String, line: u32, col: u32| {
+            let found = super::engine::MODULES.is_set().then(|| {
+                super::engine::MODULES.with(|bundle| bundle.original(&file, line, col).map(|(l, c)| vec![l, c]))
+            });
+            found.flatten()
+        })?,
+    )?;
+    native.set(
         "chunk",
         Function::new(ctx.clone(), |ctx: Ctx<'js>, name: String| {
             let source = match name.as_str() {

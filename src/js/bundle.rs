@@ -35,12 +35,50 @@ pub(crate) struct Bundle {
     modules: HashMap<String, String>,
     /// (importing module, specifier) to the imported module's name.
     links: HashMap<(String, String), String>,
+    /// QuickJS bytecode by module name, compiled once at start-up.
+    bytecode: HashMap<String, Vec<u8>>,
+    /// For the project's own modules (not `node_modules`): positions in
+    /// the compiled JavaScript to positions in the source, so a stack names
+    /// the line the user wrote.
+    positions: HashMap<String, Positions>,
+}
+
+/// A module's source map, as a table: (line, column) in the JavaScript to
+/// (line, column) in the source, all 0-based, sorted.
+#[derive(Debug, Default)]
+struct Positions(Vec<[u32; 4]>);
+
+impl Positions {
+    /// The source position of the generated one, from the mapping at or
+    /// before it on its line.
+    fn source(&self, line: u32, col: u32) -> Option<(u32, u32)> {
+        let at = self.0.partition_point(|&[l, c, _, _]| (l, c) <= (line, col));
+        let [l, _, src_line, src_col] = *self.0.get(at.checked_sub(1)?)?;
+        (l == line).then_some((src_line, src_col))
+    }
 }
 
 impl Bundle {
     /// The JavaScript of module `name`.
     pub fn source(&self, name: &str) -> Option<&str> {
         self.modules.get(name).map(String::as_str)
+    }
+
+    /// The bytecode of module `name`, once compiled.
+    pub fn bytecode(&self, name: &str) -> Option<&[u8]> {
+        self.bytecode.get(name).map(Vec::as_slice)
+    }
+
+    /// Keeps the modules' bytecode (see `engine::compile`).
+    pub fn set_bytecode(&mut self, bytecode: HashMap<String, Vec<u8>>) {
+        self.bytecode = bytecode;
+    }
+
+    /// `name:line:col` (1-based) in the source, for a position in module
+    /// `name`'s JavaScript; `None` when it has no source map.
+    pub fn original(&self, name: &str, line: u32, col: u32) -> Option<(u32, u32)> {
+        let (line, col) = self.positions.get(name)?.source(line.checked_sub(1)?, col.checked_sub(1)?)?;
+        Some((line + 1, col + 1))
     }
 
     /// The module `specifier` names when `base` imports it.
@@ -74,7 +112,11 @@ pub(crate) fn build(entry: &Path) -> Result<Bundle, ScriptError> {
         }
         let source = std::fs::read_to_string(&path)
             .map_err(|e| ScriptError(format!("{}: cannot read the module: {e}", path.display())))?;
-        let (js, imports) = compile(&name, &path, &source)?;
+        let (js, imports, positions) = compile(&name, &path, &source)?;
+        let own = !path.components().any(|c| c.as_os_str() == "node_modules");
+        if let (true, Some(positions)) = (own, positions) {
+            bundle.positions.insert(name.clone(), positions);
+        }
         bundle.modules.insert(name.clone(), js);
         for (specifier, offset) in imports {
             let target = if specifier == PARTYKIT_SERVER {
@@ -117,15 +159,19 @@ fn line_col(source: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-/// One module to JavaScript, and the specifiers it imports (with where).
-fn compile(name: &str, path: &Path, source: &str) -> Result<(String, Vec<(String, usize)>), ScriptError> {
+/// A module compiled: its JavaScript, the specifiers it imports (with
+/// where), and its source map when it has one.
+type Compiled = (String, Vec<(String, usize)>, Option<Positions>);
+
+/// One module to JavaScript.
+fn compile(name: &str, path: &Path, source: &str) -> Result<Compiled, ScriptError> {
     use oxc_allocator::Allocator;
     use oxc_span::SourceType;
 
     if path.extension().is_some_and(|ext| ext == "json") {
         serde_json::from_str::<serde_json::Value>(source)
             .map_err(|e| ScriptError(format!("{name}:{}:{}: {e}", e.line(), e.column())))?;
-        return Ok((format!("export default {source};"), Vec::new()));
+        return Ok((format!("export default {source};"), Vec::new(), None));
     }
     let at = |offset: u32, message: &str| {
         let (line, col) = line_col(source, offset as usize);
@@ -162,6 +208,34 @@ fn compile(name: &str, path: &Path, source: &str) -> Result<(String, Vec<(String
             imports.push((source.value.to_string(), source.span.start as usize));
         }
     }
-    let js = oxc_codegen::Codegen::new().build(&program).code;
-    Ok((js, imports))
+    let options = oxc_codegen::CodegenOptions { source_map_path: Some(path.to_owned()), ..Default::default() };
+    let generated = oxc_codegen::Codegen::new().with_options(options).build(&program);
+    let positions = generated.map.map(|map| {
+        let mut table: Vec<[u32; 4]> =
+            map.get_tokens().map(|t| [t.get_dst_line(), t.get_dst_col(), t.get_src_line(), t.get_src_col()]).collect();
+        table.sort_unstable();
+        Positions(table)
+    });
+    Ok((generated.code, imports, positions))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_compiled_position_maps_to_the_typescript_line() {
+        let dir = std::env::temp_dir().join(format!("dormouse-bundle-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let source = "import type * as Party from \"partykit/server\";\n\ninterface Shape {\n  a: number;\n  b: string;\n}\n\ntype Alias = Shape | null;\n\nexport function explode(shape: Alias): never {\n  throw new Error(`no shape: ${shape}`);\n}\n";
+        std::fs::write(dir.join("stack.ts"), source).unwrap();
+        let bundle = build(&dir.join("stack.ts")).unwrap();
+        let js = bundle.source("stack.ts").unwrap();
+        let (index, text) = js.lines().enumerate().find(|(_, l)| l.contains("throw new Error")).unwrap();
+        let col = text.find("throw").unwrap() + 1;
+        assert_ne!(index + 1, 11, "the types before it moved the line in the JavaScript");
+        assert_eq!(bundle.original("stack.ts", index as u32 + 1, col as u32), Some((11, 3)));
+        assert_eq!(bundle.original("other.js", 1, 1), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

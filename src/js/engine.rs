@@ -15,6 +15,7 @@ use super::bundle::Bundle;
 use rquickjs::loader::{ImportAttributes, Loader, Resolver};
 use rquickjs::{Ctx, Module, Runtime};
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// The bounds of JS code, from `[limits]`.
@@ -51,11 +52,13 @@ pub(crate) fn context_made() {
 
 /// A room context was dropped; collects the dropped ones once they are a
 /// quarter of the live ones (or `DROPPED_BEFORE_GC`), so their memory comes
-/// back at an amortised cost.
+/// back at an amortised cost, and at once when none is left alive (a
+/// collection of an empty heap is cheap, and the last rooms of a crowd
+/// that went to sleep are not left holding theirs).
 pub(crate) fn context_dropped(rt: &Runtime) {
     let (live, dropped) = CONTEXTS.get();
     let (live, dropped) = (live.saturating_sub(1), dropped + 1);
-    if dropped >= DROPPED_BEFORE_GC.max(live / 4) {
+    if dropped >= DROPPED_BEFORE_GC.max(live / 4) || live == 0 {
         rt.run_gc();
         give_back_freed_memory();
         CONTEXTS.set((live, 0));
@@ -112,10 +115,45 @@ impl Loader for Modules {
         name: &str,
         _attributes: Option<ImportAttributes<'js>>,
     ) -> rquickjs::Result<Module<'js>> {
-        let source = MODULES.is_set().then(|| MODULES.with(|bundle| bundle.source(name).map(str::to_owned)));
-        let source = source.flatten().ok_or_else(|| rquickjs::Error::new_loading(name))?;
-        Module::declare(ctx.clone(), name, source)
+        if !MODULES.is_set() {
+            return Err(rquickjs::Error::new_loading(name));
+        }
+        MODULES.with(|bundle| declare(ctx, bundle, name))
     }
+}
+
+thread_local! {
+    /// While a party's modules are first compiled (at start-up), the
+    /// bytecode of each, by module name.
+    static COMPILING: RefCell<Option<HashMap<String, Vec<u8>>>> = const { RefCell::new(None) };
+}
+
+/// Declares module `name` of `bundle` in `ctx`: from the bytecode compiled
+/// at start-up when there is some (a room's context then skips parsing), else
+/// from its JavaScript (and, during the start-up compile, keeps its bytecode).
+pub(crate) fn declare<'js>(ctx: &Ctx<'js>, bundle: &Bundle, name: &str) -> rquickjs::Result<Module<'js>> {
+    if let Some(bytes) = bundle.bytecode(name) {
+        // SAFETY: the bytes are what `Module::write` of this same QuickJS
+        // build produced for this module at start-up (`compile`), kept
+        // unchanged in the party's bundle since: valid bytecode for it.
+        #[allow(unsafe_code)]
+        return unsafe { Module::load(ctx.clone(), bytes) };
+    }
+    let source = bundle.source(name).ok_or_else(|| rquickjs::Error::new_loading(name))?;
+    let module = Module::declare(ctx.clone(), name, source)?;
+    if COMPILING.with_borrow(Option::is_some) {
+        let bytes = module.write(rquickjs::WriteOptions::default())?;
+        COMPILING.with_borrow_mut(|compiled| compiled.as_mut().map(|c| c.insert(name.to_owned(), bytes)));
+    }
+    Ok(module)
+}
+
+/// Runs `declare_all` (which declares a party's entry module, and with it
+/// every module it imports) keeping each module's bytecode; returns them.
+pub(crate) fn compile<R>(declare_all: impl FnOnce() -> R) -> (R, HashMap<String, Vec<u8>>) {
+    COMPILING.set(Some(HashMap::new()));
+    let result = declare_all();
+    (result, COMPILING.take().unwrap_or_default())
 }
 
 /// A runtime of its own, with the module loader and the bounds, for

@@ -48,8 +48,9 @@ impl Script {
     /// imports, and checks each compiles on QuickJS too, so an error stops
     /// start-up instead of failing every room.
     pub(crate) fn load(path: &Path, env: Vec<(String, String)>, limits: JsLimits) -> Result<Script, ScriptError> {
-        let bundle = bundle::build(path)?;
-        check_syntax(&bundle, &limits)?;
+        let mut bundle = bundle::build(path)?;
+        let bytecode = check_syntax(&bundle, &limits)?;
+        bundle.set_bytecode(bytecode);
         let mut script = Script { bundle, env, limits, hibernate: None };
         script.hibernate = script.first_run()?;
         Ok(script)
@@ -92,30 +93,35 @@ impl Script {
 }
 
 /// Compiles the entry module (and with it every module it imports) in a
-/// runtime of its own and reports the first syntax error at its place.
-fn check_syntax(bundle: &bundle::Bundle, limits: &JsLimits) -> Result<(), ScriptError> {
+/// runtime of its own and reports the first syntax error at its place;
+/// returns every module's bytecode.
+fn check_syntax(
+    bundle: &bundle::Bundle,
+    limits: &JsLimits,
+) -> Result<std::collections::HashMap<String, Vec<u8>>, ScriptError> {
     let name = bundle.entry.as_str();
-    let source = bundle.source(name).unwrap_or_default();
     let rt = engine::checking_runtime(limits).map_err(|e| ScriptError(format!("{name}: {e}")))?;
     let ctx = rquickjs::Context::full(&rt).map_err(|e| ScriptError(format!("{name}: {e}")))?;
-    engine::MODULES.set(bundle, || {
-        ctx.with(|ctx| {
-            use rquickjs::CatchResultExt;
-            match rquickjs::Module::declare(ctx.clone(), name, source).catch(&ctx) {
-                Ok(_) => Ok(()),
-                Err(rquickjs::CaughtError::Exception(e)) => {
-                    let place = e
-                        .stack()
-                        .and_then(|stack| stack.lines().find_map(|l| l.trim().strip_prefix("at ").map(str::to_owned)))
-                        .map(|place| place.trim_start_matches("<anonymous> (").trim_end_matches(')').to_owned())
-                        .unwrap_or_else(|| name.to_owned());
-                    let what = party::describe(rquickjs::CaughtError::Exception(e));
-                    Err(ScriptError(format!("{place}: {}", what.lines().next().unwrap_or_default())))
-                }
-                Err(other) => Err(ScriptError(format!("{name}: {other}"))),
-            }
-        })
-    })
+    let (checked, bytecode) =
+        engine::compile(|| engine::MODULES.set(bundle, || ctx.with(|ctx| check_entry(&ctx, bundle, name))));
+    checked.map(|()| bytecode)
+}
+
+fn check_entry(ctx: &rquickjs::Ctx<'_>, bundle: &bundle::Bundle, name: &str) -> Result<(), ScriptError> {
+    use rquickjs::CatchResultExt;
+    match engine::declare(ctx, bundle, name).catch(ctx) {
+        Ok(_) => Ok(()),
+        Err(rquickjs::CaughtError::Exception(e)) => {
+            let place = e
+                .stack()
+                .and_then(|stack| stack.lines().find_map(|l| l.trim().strip_prefix("at ").map(str::to_owned)))
+                .map(|place| place.trim_start_matches("<anonymous> (").trim_end_matches(')').to_owned())
+                .unwrap_or_else(|| name.to_owned());
+            let what = party::describe(rquickjs::CaughtError::Exception(e));
+            Err(ScriptError(format!("{place}: {}", what.lines().next().unwrap_or_default())))
+        }
+        Err(other) => Err(ScriptError(format!("{name}: {other}"))),
+    }
 }
 
 /// The party kind of a JS module.

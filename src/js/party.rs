@@ -26,8 +26,23 @@ use rquickjs::{Promise, Value};
 use std::sync::Arc;
 
 /// The prelude every room context evaluates before its module (its lazy
-/// chunks are in `api`).
+/// chunks are in `api`), a module of its own.
 const PRELUDE: &str = include_str!("prelude/core.js");
+const PRELUDE_NAME: &str = "dormouse:prelude";
+
+/// The prelude's bytecode, compiled once per process: a context loads it
+/// instead of parsing the prelude.
+fn prelude_bytecode() -> &'static [u8] {
+    static BYTECODE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BYTECODE.get_or_init(|| {
+        let rt = rquickjs::Runtime::new().expect("QuickJS allocates a runtime");
+        let ctx = Context::full(&rt).expect("QuickJS allocates a context");
+        ctx.with(|ctx| {
+            let module = rquickjs::Module::declare(ctx.clone(), PRELUDE_NAME, PRELUDE).expect("the prelude compiles");
+            module.write(rquickjs::WriteOptions::default()).expect("the prelude's bytecode is written")
+        })
+    })
+}
 
 pub(crate) struct JsParty {
     /// Always there but while the party drops, which frees it first.
@@ -83,6 +98,7 @@ pub(super) fn describe(error: CaughtError<'_>) -> String {
             let name: String = e.get("name").unwrap_or_else(|_| "Error".to_owned());
             let head = format!("{name}: {}", e.message().unwrap_or_default());
             match e.stack() {
+                // Its places are the source's (the prelude's `Error.prepareStackTrace`).
                 Some(stack) if !stack.trim().is_empty() => format!("{head}\n{}", stack.trim_end()),
                 _ => head,
             }
@@ -307,10 +323,12 @@ pub(super) fn evaluate<'js>(
     room_id: &str,
 ) -> Result<Value<'js>, CaughtError<'js>> {
     api::install(ctx, party, room_id, &script.env).catch(ctx)?;
-    ctx.eval::<(), _>(PRELUDE).catch(ctx)?;
-    let entry = script.bundle.entry.as_str();
-    let source = script.bundle.source(entry).unwrap_or_default();
-    let module = rquickjs::Module::declare(ctx.clone(), entry, source).catch(ctx)?;
+    // SAFETY: `prelude_bytecode` is what `Module::write` of this same
+    // QuickJS build made of the prelude, unchanged since.
+    #[allow(unsafe_code)]
+    let prelude = unsafe { rquickjs::Module::load(ctx.clone(), prelude_bytecode()) }.catch(ctx)?;
+    prelude.eval().catch(ctx)?.1.finish::<()>().catch(ctx)?;
+    let module = engine::declare(ctx, &script.bundle, &script.bundle.entry).catch(ctx)?;
     let (module, evaluated) = module.eval().catch(ctx)?;
     evaluated.finish::<()>().catch(ctx)?;
     module.get("default").catch(ctx)

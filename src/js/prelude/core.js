@@ -21,6 +21,21 @@
     }
     throw new TypeError("a message is a string, an ArrayBuffer or a typed array");
   };
+  // Stacks name the user's own TypeScript lines: each frame's place goes
+  // through the module's source map (kept by the server for the project's
+  // own modules).
+  Error.prepareStackTrace = (error, sites) => {
+    const frames = sites.map((site) => {
+      const name = site.getFunctionName() ?? "<anonymous>";
+      const file = site.getFileName();
+      if (file === undefined || file === null || site.isNative?.()) return `    at ${name} (native)`;
+      const line = site.getLineNumber();
+      const col = site.getColumnNumber();
+      const [l, c] = native.original(String(file), line, col) ?? [line, col];
+      return `    at ${name} (${file}:${l}:${c})`;
+    });
+    return frames.join("\n");
+  };
   const shared = { bytesOf };
   const chunks = {};
   const load = (name) => (chunks[name] ??= native.chunk(name)(native, shared));

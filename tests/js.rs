@@ -21,6 +21,7 @@ backend_tests!(
     a_hibernating_room_wakes_with_its_fields,
     timers_fire_repeat_and_are_cleared,
     a_stack_names_the_lines_of_the_typescript_source,
+    the_partykit_chat_example_runs,
 );
 
 use common::*;
@@ -358,6 +359,50 @@ fn a_stack_names_the_lines_of_the_typescript_source() {
     let lines: Vec<&str> = stack.lines().collect();
     assert!(lines[0].starts_with("    at explode (stack.ts:26:"), "{stack}");
     assert!(lines[1].starts_with("    at onRequest (stack.ts:17:"), "{stack}");
+}
+
+/// `examples/partykit-chat`, as the README runs it, with a short idle time
+/// so its rooms hibernate during the test, keeping its data in `dir`.
+fn chat_example(dir: &std::path::Path) -> dormouse::ServerHandle {
+    let mut config = config("[parties.main]\nidle_evict_ms = 20\n");
+    config.partykit =
+        Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/partykit-chat/partykit.json"));
+    config.data_dir = dir.to_owned();
+    dormouse::Server::new(config).start().expect("the example starts")
+}
+
+fn the_partykit_chat_example_runs() {
+    let dir = fresh_data_dir();
+    let server = chat_example(&dir);
+    let addr = server.local_addr();
+    let mut ann = Client::connect(addr, "/party/lobby?_pk=ann&role=moderator");
+    assert_eq!(ann.recv_text(), r#"{"type":"history","messages":[]}"#);
+    let mut bob = Client::connect(addr, "/party/lobby?_pk=bob");
+    bob.recv_text();
+    bob.send_text("hi all");
+    for client in [&mut ann, &mut bob] {
+        let text = client.recv_text();
+        assert!(text.starts_with(r#"{"type":"message","from":"bob","text":"hi all","at":"#), "{text}");
+    }
+    // To the moderators only.
+    bob.send_text("/mods psst");
+    assert_eq!(ann.recv_text(), r#"{"type":"mods","from":"bob","text":"psst"}"#);
+    // Hibernated, woken with its history in memory.
+    wait_for_counter(&server, "rooms_evicted", 1);
+    let mut cat = Client::connect(addr, "/party/lobby?_pk=cat");
+    assert!(cat.recv_text().contains(r#""text":"hi all""#));
+    assert!(server.counter("rooms_woken") >= 1);
+    // Export and import over HTTP.
+    let imported = http(addr, "POST", "/party/lobby", "", r#"[{"from":"old","text":"from partykit","at":1}]"#);
+    assert_eq!(imported.text(), r#"{"imported":1,"total":2}"#);
+    assert!(http(addr, "GET", "/party/lobby", "", "").text().contains("from partykit"));
+    // The page is served, and a restart keeps the history (room storage).
+    assert!(http(addr, "GET", "/", "", "").text().contains("partykit-chat"));
+    drop((ann, bob, cat));
+    server.shutdown();
+    let server = chat_example(&dir);
+    let exported = http(server.local_addr(), "GET", "/party/lobby", "", "").text();
+    assert!(exported.contains("hi all") && exported.contains("from partykit"), "{exported}");
 }
 
 /// The headers of a WebSocket upgrade, for `http`.

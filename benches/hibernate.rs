@@ -20,7 +20,10 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use dormouse::bench::Hibernation;
 use dormouse::{Party, Room};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+#[path = "common/evict_wake.rs"]
+mod evict_wake;
 
 /// A room object with `bytes` of state: text that compresses about as well
 /// as chat history or JSON documents do.
@@ -73,47 +76,9 @@ fn hibernate(c: &mut Criterion) {
         STATE_BYTES.store(bytes, std::sync::atomic::Ordering::Relaxed);
         let mut room = Hibernation::new::<State>(store.clone(), name);
         group.throughput(Throughput::Bytes(bytes as u64));
-        group.bench_function(format!("evict/{name}"), |b| {
-            b.iter_custom(|iters| {
-                let mut spent = Duration::ZERO;
-                for _ in 0..iters {
-                    let start = Instant::now();
-                    room.evict();
-                    spent += start.elapsed();
-                    room.settle();
-                    room.wake();
-                }
-                spent
-            })
-        });
-        group.bench_function(format!("wake/{name}"), |b| {
-            b.iter_custom(|iters| {
-                let mut spent = Duration::ZERO;
-                for _ in 0..iters {
-                    room.evict();
-                    room.settle();
-                    let start = Instant::now();
-                    room.wake();
-                    spent += start.elapsed();
-                }
-                spent
-            })
-        });
-        let mut histogram = hdrhistogram::Histogram::<u64>::new(3).expect("valid precision");
+        evict_wake::bench(&mut group, name, &mut room);
         let n = if bytes >= 1 << 20 { 300 } else { 2_000 };
-        for _ in 0..n {
-            room.evict();
-            room.settle();
-            let start = Instant::now();
-            room.wake();
-            histogram.record(start.elapsed().as_nanos() as u64).expect("in range");
-        }
-        eprintln!(
-            "hibernate/wake/{name}: one by one, n={n}: p50 {:.1} us, p99 {:.1} us, max {:.1} us",
-            histogram.value_at_quantile(0.5) as f64 / 1e3,
-            histogram.value_at_quantile(0.99) as f64 / 1e3,
-            histogram.max() as f64 / 1e3
-        );
+        evict_wake::percentiles(&format!("hibernate/wake/{name}"), &mut room, n);
     }
     group.finish();
 }

@@ -66,11 +66,56 @@ pub mod bench {
 
     impl Hibernation {
         pub fn new<P: crate::Party>(store: Arc<dormouse_hibernate::Store>, room: &str) -> Hibernation {
+            Hibernation::of_kind(store, room, Arc::new(crate::kind::Kind::<P>::new()))
+        }
+
+        /// A room of the JavaScript (or TypeScript) module `main`, with the
+        /// default limits, and one connection (`bench`) joined.
+        pub fn javascript(store: Arc<dormouse_hibernate::Store>, room: &str, main: &std::path::Path) -> Hibernation {
+            let limits = crate::Config::from_toml("").expect("the defaults are valid").js_limits();
+            let script = crate::js::Script::load(main, Vec::new(), limits).unwrap_or_else(|e| panic!("{e}"));
+            let mut room = Hibernation::of_kind(store, room, Arc::new(crate::js::JsKind::new(script)));
+            let joining = crate::room::Joining {
+                id: "bench".into(),
+                uri: "/parties/bench/room".into(),
+                head: crate::http::RequestHead {
+                    method: "GET".into(),
+                    target: "/parties/bench/room?_pk=bench".into(),
+                    minor_version: 1,
+                    headers: Vec::new(),
+                },
+                protocols: Vec::new(),
+                deflate: false,
+            };
+            let conn = crate::party::ConnRef { core: 0, slot: 0, gen: 0 };
+            match room.host.connect(conn, joining) {
+                Ok(crate::room::Admission::Accepted { .. }) => {}
+                _ => panic!("the bench connection joins"),
+            }
+            room.host.room.effects.borrow_mut().clear();
+            room
+        }
+
+        fn of_kind(
+            store: Arc<dormouse_hibernate::Store>,
+            room: &str,
+            kind: Arc<dyn crate::kind::PartyKind>,
+        ) -> Hibernation {
             let config = Arc::new(crate::PartyConfig { hibernate: true, ..Default::default() });
             let room = crate::party::Room::new(room.into(), "bench".into(), 1, 2048, config, store, None);
-            let kind: Arc<dyn crate::kind::PartyKind> = Arc::new(crate::kind::Kind::<P>::new());
             let (host, _) = RoomHost::new(room, kind, None, 0).unwrap_or_else(|_| panic!("the party starts"));
             Hibernation { host }
+        }
+
+        /// Delivers a text message from the `bench` connection (see
+        /// `javascript`) and takes the effects it asked for: the room's
+        /// cost of one event, without sockets.
+        pub fn message(&mut self, text: &str) -> usize {
+            let member = self.host.room.by_id.get(&self.host.room.members, "bench").expect("the bench connection");
+            let conn = self.host.room.members[member as usize].conn;
+            self.host.message(conn, member, crate::Message::Text(text)).unwrap_or_else(|_| panic!("the room runs"));
+            let effects = std::mem::take(&mut *self.host.room.effects.borrow_mut());
+            effects.len()
         }
 
         /// Serialises the object, seals the envelope, hands the write to the

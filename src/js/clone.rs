@@ -40,6 +40,7 @@
 
 use rquickjs::function::This;
 use rquickjs::{Array, ArrayBuffer, Ctx, Exception, Function, Object, Type, Value};
+use std::collections::HashMap;
 
 /// The version byte every encoded value starts with.
 const VERSION: u8 = 1;
@@ -153,8 +154,7 @@ fn bytes(out: &mut Vec<u8>, data: &[u8]) {
 /// Encodes `value` (with the version byte).
 pub(super) fn encode<'js>(ctx: &Ctx<'js>, value: &Value<'js>) -> rquickjs::Result<Vec<u8>> {
     let classes = Classes::of(ctx)?;
-    let seen: Object = classes.map.as_constructor().expect("Map is a constructor").construct(())?;
-    let mut encoder = Encoder { ctx, classes, seen, count: 0, out: vec![VERSION] };
+    let mut encoder = Encoder { ctx, classes, seen: HashMap::new(), alive: Vec::new(), out: vec![VERSION] };
     encoder.value(value, 0)?;
     Ok(encoder.out)
 }
@@ -162,10 +162,23 @@ pub(super) fn encode<'js>(ctx: &Ctx<'js>, value: &Value<'js>) -> rquickjs::Resul
 struct Encoder<'a, 'js> {
     ctx: &'a Ctx<'js>,
     classes: Classes<'js>,
-    /// Objects met so far, to their numbers (a JS `Map`: identity).
-    seen: Object<'js>,
-    count: usize,
+    /// Objects met so far, by address, to their numbers.
+    seen: HashMap<usize, usize>,
+    /// The objects met, held so that none is freed (and its address
+    /// reused) while the value is encoded: a getter may make and drop
+    /// objects.
+    alive: Vec<Object<'js>>,
     out: Vec<u8>,
+}
+
+/// An object's address, its identity while it is alive.
+fn address(object: &Object<'_>) -> usize {
+    // SAFETY: only the pointer bits of a value known to be an object are
+    // read; nothing is dereferenced.
+    #[allow(unsafe_code)]
+    unsafe {
+        rquickjs::qjs::JS_VALUE_GET_PTR(object.as_raw()) as usize
+    }
 }
 
 impl<'js> Encoder<'_, 'js> {
@@ -204,8 +217,7 @@ impl<'js> Encoder<'_, 'js> {
     }
 
     fn object(&mut self, object: &Object<'js>, depth: usize) -> rquickjs::Result<()> {
-        let get: Function = self.seen.get("get")?;
-        if let Some(index) = get.call::<_, Option<usize>>((This(self.seen.clone()), object.clone()))? {
+        if let Some(&index) = self.seen.get(&address(object)) {
             self.out.push(tag::REFERENCE);
             varint(&mut self.out, index);
             return Ok(());
@@ -220,9 +232,8 @@ impl<'js> Encoder<'_, 'js> {
             bytes(&mut self.out, id.as_bytes());
             return Ok(());
         }
-        let set: Function = self.seen.get("set")?;
-        set.call::<_, Value>((This(self.seen.clone()), object.clone(), self.count))?;
-        self.count += 1;
+        self.seen.insert(address(object), self.alive.len());
+        self.alive.push(object.clone());
         if let Some(array) = object.as_array() {
             self.out.push(tag::ARRAY);
             varint(&mut self.out, array.len());

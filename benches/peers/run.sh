@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: dormouse, a Node `ws` relay and PartyKit's dev
+# Side-by-side benchmark: dormouse (its built-in relay, and PartyKit's own
+# TypeScript relay run with --partykit), a Node `ws` relay and PartyKit's dev
 # server, each driven in turn by the same client (`dormouse-loadtest`) on the
 # same machine, in one run. Every measurement happens inside a private network
 # namespace (`unshare -rn`): only loopback exists there, so nothing the
@@ -16,7 +17,8 @@
 # (unprivileged user namespaces), iproute2 `ip`. About 8 minutes on 2 cores.
 #
 # QUICK=1 shrinks every case (for trying the script, not for numbers);
-# CASES="fanout latency rooms compression" (the default) picks the groups.
+# CASES="fanout latency rooms compression" (the default) picks the groups,
+# SERVERS="dormouse dormouse-js node-ws partykit" (the default) the servers.
 set -euo pipefail
 
 PEERS=$(cd "$(dirname "$0")" && pwd)
@@ -44,7 +46,9 @@ COMPRESSION_CASE="15000:4" COMPRESSION_BYTES=2048 COMPRESSION_SERVERS="dormouse 
 ALL_CASES="fanout latency rooms compression"
 CASES=${CASES:-$ALL_CASES}
 PUBLISH_SECS=5 DRAIN_SECS=15 REPEATS=2
-SERVERS="dormouse node-ws partykit"
+# dormouse-js is dormouse serving the PartyKit project in partykit/ (the
+# same TypeScript relay PartyKit's dev server runs) with `--partykit`.
+SERVERS=${SERVERS:-"dormouse dormouse-js node-ws partykit"}
 if [ "${QUICK:-0}" = 1 ]; then
   FANOUT_CASES="200:100 1000:20" LATENCY_CASE="1000:5" ROOMS=20 PER_ROOM=5 ROOMS_RATE=20 COMPRESSION_CASE="1000:5"
   PUBLISH_SECS=1 DRAIN_SECS=5 REPEATS=1
@@ -82,6 +86,13 @@ if [ "${1:-}" = --inside ]; then
         PORT=1999
         DATA_DIR=$(mktemp -d /tmp/dormouse-bench-data.XXXXXX)
         setsid "$DORMOUSE" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA_DIR" >"$log" 2>&1 &
+        SERVER_PGID=$! SAMPLE_PID=$!
+        ;;
+      dormouse-js)
+        PORT=1999
+        DATA_DIR=$(mktemp -d /tmp/dormouse-bench-data.XXXXXX)
+        setsid "$DORMOUSE" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA_DIR" \
+          --partykit "$PEERS/partykit/partykit.json" >"$log" 2>&1 &
         SERVER_PGID=$! SAMPLE_PID=$!
         ;;
       node-ws)
@@ -198,7 +209,7 @@ fs.writeFileSync(process.argv[2], JSON.stringify({
   ws: "$(version_of node-ws ws)",
   partykit: "$(version_of partykit partykit)",
   workerd: "$(version_of partykit workerd)",
-  command: "$([ "$CASES" = "$ALL_CASES" ] || echo "CASES=\\\"$CASES\\\" ")benches/peers/run.sh",
+  command: "$([ "$CASES" = "$ALL_CASES" ] || echo "CASES=\\\"$CASES\\\" ")$([ "$SERVERS" = "dormouse dormouse-js node-ws partykit" ] || echo "SERVERS=\\\"$SERVERS\\\" ")benches/peers/run.sh",
   cases: { run: "$CASES", fanout: "$FANOUT_CASES", latency: "$LATENCY_CASE", rooms: "$ROOMS x $PER_ROOM at $ROOMS_RATE wakes/s",
            compression: "$COMPRESSION_CASE, $COMPRESSION_BYTES B JSON, --text and --deflate",
            publish_secs: $PUBLISH_SECS, drain_secs: $DRAIN_SECS, repeats: $REPEATS },

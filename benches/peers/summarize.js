@@ -10,6 +10,7 @@ const path = require("path");
 const [dir, measureSecs, totalSecs] = process.argv.slice(2);
 const SERVERS = [
   ["dormouse", "dormouse"],
+  ["dormouse-js", "dormouse, TS relay"],
   ["node-ws", "Node ws"],
   ["partykit", "PartyKit dev"],
 ];

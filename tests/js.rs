@@ -316,14 +316,15 @@ fn a_hibernating_room_wakes_with_its_fields() {
     let addr = server.local_addr();
     let mut ann = Client::connect(addr, "/parties/sleepy/s?_pk=ann");
     ann.send_text("add:one");
-    let first = r#"{"messages":["one"],"seen":["ann=ann"],"since":"2026-01-01T00:00:00.000Z","starts":1,"room":"s"}"#;
+    let first =
+        r#"{"messages":["one"],"seen":["ann=ann"],"since":"2026-01-01T00:00:00.000Z","starts":1,"room":"s","adds":1}"#;
     assert_eq!(ann.recv_text(), first);
     wait_for_counter(&server, "rooms_evicted", 1);
     assert_eq!(server.rooms_resident(), 0, "the room's context is gone from memory");
     // The next message wakes it: constructor, fields, onStart again.
     ann.send_text("add:two");
     let woken =
-        r#"{"messages":["one","two"],"seen":["ann=ann"],"since":"2026-01-01T00:00:00.000Z","starts":2,"room":"s"}"#;
+        r#"{"messages":["one","two"],"seen":["ann=ann"],"since":"2026-01-01T00:00:00.000Z","starts":2,"room":"s","adds":2}"#;
     assert_eq!(ann.recv_text(), woken);
     assert_eq!(server.counter("rooms_woken"), 1);
     // A field that cannot be kept: the room wakes fresh (and says why in the log).
@@ -331,7 +332,7 @@ fn a_hibernating_room_wakes_with_its_fields() {
     ann.recv_text();
     wait_for_counter(&server, "rooms_evicted", 2);
     ann.send_text("get");
-    let fresh = r#"{"messages":[],"seen":[],"since":"2026-01-01T00:00:00.000Z","starts":1,"room":"s"}"#;
+    let fresh = r#"{"messages":[],"seen":[],"since":"2026-01-01T00:00:00.000Z","starts":1,"room":"s","adds":2}"#;
     assert_eq!(ann.recv_text(), fresh);
 }
 

@@ -27,7 +27,11 @@ export default class Hibernating implements Party.Server {
 
   onMessage(message: string, sender: Party.Connection) {
     const [command, arg] = message.split(":");
-    if (command === "add") this.messages.push(arg);
+    if (command === "add") {
+      this.messages.push(arg);
+      // Connection state is the reactor's: it stays while the room sleeps.
+      sender.setState({ adds: ((sender.state as { adds?: number } | null)?.adds ?? 0) + 1 });
+    }
     if (command === "poison") this.poison = { f() {} };
     this.reply(
       sender,
@@ -37,6 +41,7 @@ export default class Hibernating implements Party.Server {
         since: this.since instanceof Date ? this.since.toISOString() : "not a date",
         starts: this.starts,
         room: this.room.id,
+        adds: (sender.state as { adds?: number } | null)?.adds ?? 0,
       }),
     );
   }

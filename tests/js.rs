@@ -323,8 +323,7 @@ fn a_hibernating_room_wakes_with_its_fields() {
     assert_eq!(server.rooms_resident(), 0, "the room's context is gone from memory");
     // The next message wakes it: constructor, fields, onStart again.
     ann.send_text("add:two");
-    let woken =
-        r#"{"messages":["one","two"],"seen":["ann=ann"],"since":"2026-01-01T00:00:00.000Z","starts":2,"room":"s","adds":2}"#;
+    let woken = r#"{"messages":["one","two"],"seen":["ann=ann"],"since":"2026-01-01T00:00:00.000Z","starts":2,"room":"s","adds":2}"#;
     assert_eq!(ann.recv_text(), woken);
     assert_eq!(server.counter("rooms_woken"), 1);
     // A field that cannot be kept: the room wakes fresh (and says why in the log).

@@ -22,6 +22,7 @@ backend_tests!(
     timers_fire_repeat_and_are_cleared,
     a_stack_names_the_lines_of_the_typescript_source,
     the_partykit_chat_example_runs,
+    commonjs_packages_are_bundled,
 );
 
 use common::*;
@@ -213,7 +214,7 @@ fn an_alarm_set_from_js_runs_on_alarm() {
 
 /// `tests/js/project`, its npm packages installed from its lockfile.
 fn project() -> std::path::PathBuf {
-    npm_installed("tests/js/project", &["nanoid", "zod"])
+    npm_installed("tests/js/project", &["nanoid", "zod", "ms", "cookie"])
 }
 
 fn a_typescript_project_importing_npm_packages_runs() {
@@ -359,6 +360,23 @@ fn a_stack_names_the_lines_of_the_typescript_source() {
     let lines: Vec<&str> = stack.lines().collect();
     assert!(lines[0].starts_with("    at explode (stack.ts:26:"), "{stack}");
     assert!(lines[1].starts_with("    at onRequest (stack.ts:17:"), "{stack}");
+}
+
+fn commonjs_packages_are_bundled() {
+    let main = project().join("src/cjs.ts");
+    let server = dormouse::Server::new(config(&format!("[parties.cjs]\nmain = '{}'\n", main.display())))
+        .start()
+        .expect("the party with CommonJS imports starts");
+    let response = http(server.local_addr(), "GET", "/parties/cjs/c", "cookie: flavour=oat; x=1\r\n", "");
+    let expected = [
+        "172800000",
+        "oat",
+        "a=b%20c",
+        "5",
+        "legacy",
+        r#"require("ms") in legacy/a.cjs: only require() calls with a string literal are bundled"#,
+    ];
+    assert_eq!(response.text(), expected.join(" | "));
 }
 
 /// `examples/partykit-chat`, as the README runs it, with a short idle time

@@ -9,7 +9,8 @@
 //! (`oxc_resolver`: relative files, then packages from `node_modules`,
 //! through `exports` with the conditions `workerd`, `worker`, `browser`,
 //! `import`, `default`, or `module`/`main`), recursively. The result is a
-//! module graph: every module's JavaScript by name, and every import's
+//! module graph (CommonJS modules wrapped as ES modules, see
+//! `commonjs_module`): every module's JavaScript by name, and every import's
 //! target. A room's context loads its modules from it (`Bundle::source`,
 //! `Bundle::link`); nothing is read from disk after start-up.
 //!
@@ -171,7 +172,9 @@ fn compile(name: &str, path: &Path, source: &str) -> Result<Compiled, ScriptErro
     if path.extension().is_some_and(|ext| ext == "json") {
         serde_json::from_str::<serde_json::Value>(source)
             .map_err(|e| ScriptError(format!("{name}:{}:{}: {e}", e.line(), e.column())))?;
-        return Ok((format!("export default {source};"), Vec::new(), None));
+        // `__cjsExports` is what a CommonJS `require` of it answers.
+        let js = format!("const __json = {source};\nexport default __json;\nexport {{ __json as __cjsExports }};\n");
+        return Ok((js, Vec::new(), None));
     }
     let at = |offset: u32, message: &str| {
         let (line, col) = line_col(source, offset as usize);
@@ -187,11 +190,9 @@ fn compile(name: &str, path: &Path, source: &str) -> Result<Compiled, ScriptErro
     let mut program = parsed.program;
     let esm = program.body.iter().any(|statement| statement.is_module_declaration());
     let commonjs = path.extension().is_some_and(|ext| ext == "cjs")
-        || (!esm && (source.contains("module.exports") || source.contains("exports.")));
+        || (!esm && (source.contains("module.exports") || source.contains("exports.") || source.contains("require(")));
     if commonjs {
-        return Err(ScriptError(format!(
-            "{name}: a CommonJS module (require / module.exports); only ES modules can be imported for now"
-        )));
+        return Ok(commonjs_module(name, path, source, &program));
     }
     let semantic = oxc_semantic::SemanticBuilder::new().with_excess_capacity(2.0).with_enum_eval(true).build(&program);
     let scoping = semantic.semantic.into_scoping();
@@ -238,4 +239,118 @@ mod tests {
         assert_eq!(bundle.original("other.js", 1, 1), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }
+}
+
+/// What a CommonJS module needs and gives, read from its syntax (as Node's
+/// `cjs-module-lexer` does): the string-literal `require`s, and the names
+/// it assigns on `exports` / `module.exports`.
+#[derive(Default)]
+struct CommonJs {
+    requires: Vec<(String, usize)>,
+    exports: std::collections::BTreeSet<String>,
+}
+
+impl<'a> oxc_ast_visit::Visit<'a> for CommonJs {
+    fn visit_call_expression(&mut self, call: &oxc_ast::ast::CallExpression<'a>) {
+        use oxc_ast::ast::{Argument, Expression};
+        match (&call.callee, &call.arguments[..]) {
+            (Expression::Identifier(callee), [Argument::StringLiteral(specifier)]) if callee.name == "require" => {
+                self.requires.push((specifier.value.to_string(), specifier.span.start as usize));
+            }
+            (callee, [Argument::Identifier(target), Argument::StringLiteral(name), ..])
+                if callee.is_specific_member_access("Object", "defineProperty") && target.name == "exports" =>
+            {
+                self.exports.insert(name.value.to_string());
+            }
+            _ => {}
+        }
+        oxc_ast_visit::walk::walk_call_expression(self, call);
+    }
+
+    fn visit_assignment_expression(&mut self, assignment: &oxc_ast::ast::AssignmentExpression<'a>) {
+        use oxc_ast::ast::{Expression, ObjectPropertyKind};
+        if let Some(member) = assignment.left.as_member_expression() {
+            let object = member.object();
+            match member.static_property_name() {
+                Some(name)
+                    if object.is_specific_id("exports") || object.is_specific_member_access("module", "exports") =>
+                {
+                    self.exports.insert(name.to_owned());
+                }
+                Some("exports") if object.is_specific_id("module") => {
+                    if let Expression::ObjectExpression(literal) = &assignment.right {
+                        for property in &literal.properties {
+                            if let ObjectPropertyKind::ObjectProperty(property) = property {
+                                if let Some(key) = property.key.static_name() {
+                                    self.exports.insert(key.to_string());
+                                }
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        oxc_ast_visit::walk::walk_assignment_expression(self, assignment);
+    }
+}
+
+/// A CommonJS module as an ES module: its code runs in a function given
+/// `module`, `exports` and a `require` that answers from the modules it
+/// imports (each string-literal `require` becomes an import, evaluated
+/// before it rather than at the call); `module.exports` is the default
+/// export (or its `default`, when it marks itself `__esModule`), and each
+/// name it assigns on `exports` a named one, so `import { x } from` works.
+fn commonjs_module(name: &str, path: &Path, source: &str, program: &oxc_ast::ast::Program<'_>) -> Compiled {
+    use oxc_ast_visit::Visit;
+    const UNBUNDLED: &str = "only require() calls with a string literal are bundled";
+    // A `#!` line is not JavaScript inside a function.
+    let source = if source.starts_with("#!") { source.split_once('\n').map_or("", |(_, rest)| rest) } else { source };
+    let mut found = CommonJs::default();
+    found.visit_program(program);
+    let mut js = String::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut table = Vec::new();
+    for (i, (specifier, _)) in found.requires.iter().enumerate() {
+        if seen.insert(specifier.clone()) {
+            let quoted = serde_json::to_string(specifier).expect("a string");
+            js.push_str(&format!("import * as __cjs_dep{i} from {quoted};\n"));
+            table.push(format!("[{quoted}, __cjs_dep{i}]"));
+        }
+    }
+    let quoted_name = serde_json::to_string(name).expect("a string");
+    let dir = path.parent().map(|d| d.display().to_string()).unwrap_or_default();
+    js.push_str(&format!(
+        "const __cjs_required = new Map([{}]);\n\
+         function __cjs_require(specifier) {{\n\
+           const ns = __cjs_required.get(specifier);\n\
+           if (ns === undefined) throw new Error(`require(${{JSON.stringify(specifier)}}) in ${{{quoted_name}}}: {UNBUNDLED}`);\n\
+           return Object.prototype.hasOwnProperty.call(ns, \"__cjsExports\") ? ns.__cjsExports : ns;\n\
+         }}\n\
+         const __cjs_module = {{ exports: {{}} }};\n\
+         (function (exports, require, module, __filename, __dirname, global, process) {{\n{source}\n}}).call(\n\
+           __cjs_module.exports, __cjs_module.exports, __cjs_require, __cjs_module, {quoted_name}, {}, globalThis,\n\
+           globalThis.process ?? {{ env: {{ NODE_ENV: \"production\" }}, browser: true }});\n\
+         const __cjsExports = __cjs_module.exports;\n\
+         export {{ __cjsExports }};\n\
+         export default __cjsExports && __cjsExports.__esModule && \"default\" in __cjsExports ? __cjsExports.default : __cjsExports;\n",
+        table.join(", "),
+        serde_json::to_string(&dir).expect("a string"),
+    ));
+
+    let names = found.exports.iter().filter(|n| is_identifier_name(n) && *n != "default" && *n != "__cjsExports");
+    for (i, export) in names.enumerate() {
+        js.push_str(&format!(
+            "const __cjs_export{i} = __cjsExports[{:?}];\nexport {{ __cjs_export{i} as {export} }};\n",
+            export
+        ));
+    }
+    (js, found.requires, None)
+}
+
+/// An ECMAScript IdentifierName (ASCII), as an export name may be.
+fn is_identifier_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '$')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
 }

@@ -1,0 +1,1 @@
+exports.add = (x, y) => x + y;

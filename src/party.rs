@@ -223,6 +223,10 @@ pub trait Party: 'static {
     /// The room's timer (see [`Room::set_timer`]) is due.
     fn on_timer(&mut self, _room: &Room) {}
 
+    /// The response to request `id` this room made with
+    /// [`Room::request_room`].
+    fn on_room_response(&mut self, _id: u32, _response: Response, _room: &Room) {}
+
     /// The room object as bytes, for hibernation (a party with `hibernate =
     /// true` is evicted to disk when idle). `None`, the default, keeps the
     /// object in memory. [`crate::snapshot::encode`] does it for any
@@ -322,7 +326,24 @@ pub(crate) enum Effect {
         code: u16,
         reason: String,
     },
+    /// An HTTP request to another room's `on_request`; its response comes
+    /// back as `on_room_response(id, ..)`.
+    RoomRequest {
+        id: u32,
+        party: String,
+        room: String,
+        request: Box<Request>,
+    },
+    /// The answer to an HTTP request this room deferred (see
+    /// `Room::defer_response`).
+    Reply {
+        token: u32,
+        response: Box<Response>,
+    },
 }
+
+/// Requests to other rooms one room may have waiting at once.
+pub const MAX_ROOM_REQUESTS: u32 = 64;
 
 /// The room a callback runs in: its identity, its connections, and the
 /// effects the callback asks for.
@@ -348,6 +369,11 @@ pub struct Room {
     pub(crate) alarm_ms: Cell<Option<u64>>,
     /// The timer, in milliseconds since the Unix epoch.
     pub(crate) timer_ms: Cell<Option<u64>>,
+    /// Requests to other rooms sent and not answered yet, and the id of
+    /// the next.
+    pub(crate) room_requests: Cell<(u32, u32)>,
+    /// Set by `on_request` to answer later: the token of its `Effect::Reply`.
+    pub(crate) deferred: Cell<Option<u32>>,
 }
 
 impl Room {
@@ -365,6 +391,8 @@ impl Room {
             config,
             alarm_ms: Cell::new(alarm_ms),
             timer_ms: Cell::new(None),
+            room_requests: Cell::new((0, 1)),
+            deferred: Cell::new(None),
             id,
             party,
             members: slab::Slab::new(),
@@ -431,6 +459,40 @@ impl Room {
     /// Cancels the timer.
     pub fn cancel_timer(&self) {
         self.timer_ms.set(None);
+    }
+
+    /// Sends an HTTP request to room `room` of party `party`, in process:
+    /// it reaches that room's `on_request` (on whichever core owns it,
+    /// waking it if it hibernates; its pre-request hook does not run) and
+    /// its response comes back to this room's `on_room_response` with the
+    /// returned id, as an event of its own. The room keeps handling other
+    /// events meanwhile, and is not evicted while requests are out. At
+    /// most `MAX_ROOM_REQUESTS` at once; past it, `None`.
+    pub fn request_room(&self, party: &str, room: &str, request: Request) -> Option<u32> {
+        let (waiting, id) = self.room_requests.get();
+        if waiting >= MAX_ROOM_REQUESTS {
+            return None;
+        }
+        self.room_requests.set((waiting + 1, id.wrapping_add(1).max(1)));
+        let (party, room, request) = (party.to_owned(), room.to_owned(), Box::new(request));
+        self.effects.borrow_mut().push(Effect::RoomRequest { id, party, room, request });
+        Some(id)
+    }
+
+    /// From `on_request`: the request is answered later, by
+    /// [`Room::respond_later`] with the token this returns (the response
+    /// `on_request` returns is then ignored). The room is not evicted while
+    /// an answer is owed.
+    pub fn defer_response(&self) -> u32 {
+        let (waiting, token) = self.room_requests.get();
+        self.room_requests.set((waiting, token.wrapping_add(1).max(1)));
+        self.deferred.set(Some(token));
+        token
+    }
+
+    /// Answers a request deferred with [`Room::defer_response`].
+    pub fn respond_later(&self, token: u32, response: Response) {
+        self.effects.borrow_mut().push(Effect::Reply { token, response: Box::new(response) });
     }
 
     /// Runs `f` as a transaction: the storage writes and alarm changes it

@@ -149,6 +149,26 @@ pub(crate) struct RoomHost {
     pub scheduled_alarm: Option<u64>,
     /// Likewise for the room's timer.
     pub scheduled_timer: Option<u64>,
+    /// HTTP requests the room deferred, by token, and where their answer goes.
+    pub deferred: Vec<(u32, ReplyTo)>,
+}
+
+/// Where the response to a request to a room goes.
+#[derive(Debug)]
+pub(crate) enum ReplyTo {
+    /// A socket's HTTP request.
+    Socket(ConnRef),
+    /// Request `id` of room `room` (`Room::request_room`).
+    Room { room: Arc<RoomKey>, id: u32 },
+}
+
+impl ReplyTo {
+    pub fn message(self, response: Box<Response>) -> crate::reactor::CoreMsg {
+        match self {
+            ReplyTo::Socket(conn) => crate::reactor::CoreMsg::Respond { conn, response },
+            ReplyTo::Room { room, id } => crate::reactor::CoreMsg::RoomResponse { room, id, response },
+        }
+    }
 }
 
 /// What one event produced, held until batch `seq` commits.
@@ -214,6 +234,7 @@ impl RoomHost {
         let mut host = RoomHost {
             scheduled_alarm,
             scheduled_timer: None,
+            deferred: Vec::new(),
             party: None,
             kind,
             room,
@@ -468,6 +489,20 @@ impl RoomHost {
     pub fn request(&mut self, request: &Request) -> Result<Response, RoomFailed> {
         let (party, room) = (self.party.as_mut().expect("a room is woken before it gets an event"), &self.room);
         guard(|| party.on_request(request, room))
+    }
+
+    /// The response to the room's request `id` to another room.
+    pub fn room_response(&mut self, id: u32, response: Response) -> Result<(), RoomFailed> {
+        let (waiting, next) = self.room.room_requests.get();
+        self.room.room_requests.set((waiting.saturating_sub(1), next));
+        let (party, room) = (self.party.as_mut().expect("a room waiting for a response is awake"), &self.room);
+        guard(|| party.on_room_response(id, response, room))
+    }
+
+    /// Whether the room waits for another room's response or owes one: it
+    /// stays in memory until not.
+    pub fn is_waiting(&self) -> bool {
+        self.room.room_requests.get().0 > 0 || !self.deferred.is_empty()
     }
 
     /// The sockets of every member, for closing them when the room fails.

@@ -23,6 +23,7 @@ backend_tests!(
     a_stack_names_the_lines_of_the_typescript_source,
     the_partykit_chat_example_runs,
     commonjs_packages_are_bundled,
+    rooms_call_other_rooms_through_context_parties,
 );
 
 use common::*;
@@ -360,6 +361,26 @@ fn a_stack_names_the_lines_of_the_typescript_source() {
     let lines: Vec<&str> = stack.lines().collect();
     assert!(lines[0].starts_with("    at explode (stack.ts:26:"), "{stack}");
     assert!(lines[1].starts_with("    at onRequest (stack.ts:17:"), "{stack}");
+}
+
+fn rooms_call_other_rooms_through_context_parties() {
+    let main = module("parties.js");
+    let toml = format!("[parties.lobby]\nmain = '{main}'\n[parties.game]\nmain = '{main}'\n");
+    let server = dormouse::Server::new(config(&toml)).start().expect("the JS parties start");
+    let addr = server.local_addr();
+    // From a socket's message: the answer resumes the handler in a later event.
+    let mut ann = Client::connect(addr, "/parties/lobby/main?_pk=ann");
+    ann.send_text("join:g1");
+    assert_eq!(ann.recv_text(), r#"200 {"game":"g1","count":5}"#);
+    ann.send_text("join:g2");
+    assert_eq!(ann.recv_text(), r#"200 {"game":"g2","count":5}"#);
+    ann.send_text("join:g2");
+    assert_eq!(ann.recv_text(), r#"200 {"game":"g2","count":10}"#);
+    // From onRequest: the HTTP response waits for the other rooms' answers.
+    assert_eq!(http(addr, "GET", "/parties/lobby/main/total?games=g1,g2", "", "").text(), "15");
+    // A cycle (lobby -> game -> lobby) does not deadlock.
+    assert_eq!(http(addr, "GET", "/parties/lobby/main/cycle", "", "").text(), "lobby got: game saw plain");
+    assert_eq!(http(addr, "GET", "/parties/lobby/main/nowhere", "", "").text(), r#"404 no party "nope""#);
 }
 
 fn commonjs_packages_are_bundled() {

@@ -389,6 +389,64 @@ fn install_storage<'js>(ctx: &Ctx<'js>, native: &Object<'js>) -> rquickjs::Resul
             })
         })?,
     )?;
+    // room.context.parties: requests to other rooms, and late answers.
+    native.set(
+        "roomFetch",
+        Function::new(
+            ctx.clone(),
+            |ctx: Ctx<'js>,
+             party: String,
+             target: String,
+             method: String,
+             path: String,
+             headers: Vec<Vec<String>>,
+             body: Value<'js>| {
+                let body = bytes_of(&body).unwrap_or_default();
+                let encoded = percent_encoding::utf8_percent_encode(&target, percent_encoding::NON_ALPHANUMERIC);
+                let head = crate::http::RequestHead {
+                    method,
+                    target: format!("/parties/{party}/{encoded}{path}"),
+                    minor_version: 1,
+                    headers: headers
+                        .into_iter()
+                        .filter_map(|pair| match <[String; 2]>::try_from(pair) {
+                            Ok([name, value]) => Some(crate::http::Header { name, value: value.into_bytes() }),
+                            Err(_) => None,
+                        })
+                        .collect(),
+                };
+                let request = crate::party::Request { head, body: body.into() };
+                in_room(&ctx, |room| {
+                    room.request_room(&party, &target, request).ok_or_else(|| {
+                        let max = crate::party::MAX_ROOM_REQUESTS;
+                        Exception::throw_range(&ctx, &format!("{max} requests to other rooms are already waiting"))
+                    })
+                })
+            },
+        )?,
+    )?;
+    native.set(
+        "respondLater",
+        Function::new(
+            ctx.clone(),
+            |ctx: Ctx<'js>, token: u32, status: u16, headers: Vec<Vec<String>>, body: Value<'js>| {
+                let body = match body.as_string() {
+                    Some(text) => text.to_string()?.into_bytes(),
+                    None => bytes_of(&body).unwrap_or_default(),
+                };
+                let mut response = crate::http::Response::new(status).with_body(body);
+                for pair in headers {
+                    if let [name, value] = &pair[..] {
+                        response = response.with_header(name.clone(), value.clone());
+                    }
+                }
+                in_room(&ctx, |room| {
+                    room.respond_later(token, response);
+                    Ok(())
+                })
+            },
+        )?,
+    )?;
     // The room's timer, under setTimeout/setInterval. Outside a room (the
     // lobby, the first run at start-up) timers never run.
     native.set(

@@ -247,12 +247,28 @@ impl JsParty {
                             let returned: Value = handler.call_arg(call).catch(&ctx)?;
                             let returned = match Promise::from_value(returned.clone()) {
                                 Ok(promise) => match promise.finish::<Value>() {
+                                    // Still waiting: for another room's answer (it
+                                    // resumes in the event that brings it), or for
+                                    // nothing that will come.
+                                    Err(rquickjs::Error::WouldBlock)
+                                        if name == "onRequest"
+                                            && (room.room_requests.get().0 > 0 || room.timer_ms.get().is_some()) =>
+                                    {
+                                        // The response is sent when the promise settles.
+                                        let token = room.defer_response();
+                                        let later: Function = runtime.get("answerLater").catch(&ctx)?;
+                                        later.call::<_, ()>((promise, token)).catch(&ctx)?;
+                                        while ctx.execute_pending_job() {}
+                                        return Ok(None);
+                                    }
                                     Err(rquickjs::Error::WouldBlock) => {
-                                        tracing::warn!(
-                                        party = room.party(),
-                                        room = room.id(),
-                                        "{name} is still waiting at the end of its event; what it does later is lost"
-                                    );
+                                        if room.room_requests.get().0 == 0 {
+                                            tracing::warn!(
+                                                party = room.party(),
+                                                room = room.id(),
+                                                "{name} is still waiting at the end of its event, for nothing that can come"
+                                            );
+                                        }
                                         Value::new_undefined(ctx.clone())
                                     }
                                     other => other.catch(&ctx)?,
@@ -521,9 +537,25 @@ impl Party for JsParty {
         );
         match outcome {
             Ok(Some(response)) => response,
+            // No handler (or one that answers later: then this is not sent).
             Ok(None) => Response::text(404, "Not found"),
             Err(text) => Response::text(500, text.lines().next().unwrap_or("onRequest threw").to_owned()),
         }
+    }
+
+    /// Another room's answer to `room.context.parties.<p>.get(id).fetch()`.
+    fn on_room_response(&mut self, id: u32, response: Response, room: &Room) {
+        let _ = self.run(
+            room,
+            "__roomResponse",
+            |ctx, _| {
+                let headers: Vec<Vec<String>> =
+                    response.headers.iter().map(|(name, value)| vec![name.clone(), value.clone()]).collect();
+                let body = ArrayBuffer::new(ctx.clone(), response.body.to_vec())?.into_value();
+                Ok(vec![id.into_js(ctx)?, response.status.into_js(ctx)?, headers.into_js(ctx)?, body])
+            },
+            ignore,
+        );
     }
 
     /// `setTimeout` and `setInterval` callbacks that are due.

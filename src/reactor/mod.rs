@@ -27,7 +27,7 @@ use crate::http::{self, BodyDecoder, BodyFraming, HttpError, HttpLimits, Request
 use crate::kind::PartyKind;
 use crate::outq::WriteQueue;
 use crate::party::{ConnRef, Effect, Lobby, Message, Request};
-use crate::room::{guard, Admission, Joining, RoomFailed, RoomHost, RoomKey, RoomMap};
+use crate::room::{guard, Admission, Joining, ReplyTo, RoomFailed, RoomHost, RoomKey, RoomMap};
 use crate::route::{self, Route};
 use crate::ws::{self, WsEvent, WsLimits};
 use backend::{Event, Received, MAX_SEND_FRAMES};
@@ -234,6 +234,19 @@ pub(crate) enum CoreMsg {
         conn: ConnRef,
         room: Arc<RoomKey>,
         request: Box<Request>,
+    },
+    /// From room `from`, its request `id` to room `room` (`Room::request_room`).
+    RoomRequest {
+        from: Arc<RoomKey>,
+        id: u32,
+        room: Arc<RoomKey>,
+        request: Box<Request>,
+    },
+    /// To a room's owner core: the response to its request `id`.
+    RoomResponse {
+        room: Arc<RoomKey>,
+        id: u32,
+        response: Box<Response>,
     },
     // To a connection's core.
     Accepted {
@@ -1489,25 +1502,18 @@ impl State {
                     Err(failed) => self.fail_room(&room, &failed),
                 }
             }
-            CoreMsg::Request { conn, room, request } => {
-                if self.storage_behind(&room) {
-                    self.counters.events_shed += 1;
-                    let response = Response::text(503, STORAGE_BEHIND).with_header("retry-after", "1");
-                    return self.send_reply(CoreMsg::Respond { conn, response: Box::new(response) });
-                }
-                if !self.admits_room(&room) {
-                    self.counters.events_shed += 1;
-                    return self.send_reply(CoreMsg::Respond { conn, response: rooms_full() });
-                }
+            CoreMsg::Request { conn, room, request } => self.on_room_request(ReplyTo::Socket(conn), room, &request),
+            CoreMsg::RoomRequest { from, id, room, request } => {
+                self.on_room_request(ReplyTo::Room { room: from, id }, room, &request);
+            }
+            CoreMsg::RoomResponse { room, id, response } => {
+                // The caller stays in memory while it waits; gone, it failed since.
+                let Some(host) = self.hosts.get_mut(&room).filter(|host| host.is_awake()) else { return };
                 self.counters.room_events += 1;
-                let response = match self.host(&room).and_then(|host| host.request(&request)) {
-                    Ok(response) => response,
-                    Err(failed) => {
-                        self.fail_room(&room, &failed);
-                        Response::text(500, failed.reason())
-                    }
-                };
-                self.after_event(&room, Some(CoreMsg::Respond { conn, response: Box::new(response) }));
+                match host.room_response(id, *response) {
+                    Ok(()) => self.after_event(&room, None),
+                    Err(failed) => self.fail_room(&room, &failed),
+                }
             }
             CoreMsg::Committed { room, generation, seq, error } => self.on_committed(&room, generation, seq, error),
             CoreMsg::Accepted { conn, room, member, protocol, tags } => {
@@ -1559,10 +1565,42 @@ impl State {
     /// A party callback panicked: the room object may be half-updated, so it
     /// is dropped (with the effects of the failed event) and its connections
     /// are closed with 1011. The next event for the room starts a fresh one.
+    /// An HTTP request to a room, from a socket or from another room.
+    fn on_room_request(&mut self, reply: ReplyTo, room: Arc<RoomKey>, request: &Request) {
+        if self.storage_behind(&room) {
+            self.counters.events_shed += 1;
+            let response = Response::text(503, STORAGE_BEHIND).with_header("retry-after", "1");
+            return self.send_reply(reply.message(Box::new(response)));
+        }
+        if !self.admits_room(&room) {
+            self.counters.events_shed += 1;
+            return self.send_reply(reply.message(rooms_full()));
+        }
+        self.counters.room_events += 1;
+        let response = match self.host(&room).and_then(|host| host.request(request)) {
+            Ok(response) => response,
+            Err(failed) => {
+                self.fail_room(&room, &failed);
+                Response::text(500, failed.reason())
+            }
+        };
+        // A room that answers later keeps where the answer goes.
+        if let Some(host) = self.hosts.get_mut(&room) {
+            if let Some(token) = host.room.deferred.take() {
+                host.deferred.push((token, reply));
+                return self.after_event(&room, None);
+            }
+        }
+        self.after_event(&room, Some(reply.message(Box::new(response))));
+    }
+
     fn fail_room(&mut self, room: &Arc<RoomKey>, failed: &RoomFailed) {
         let reason = failed.reason();
         tracing::error!(party = %room.party, room = %room.id, %reason, "the room was reset");
-        let Some(host) = self.hosts.remove(room) else { return };
+        let Some(mut host) = self.hosts.remove(room) else { return };
+        for (_, reply) in host.deferred.drain(..) {
+            self.send_reply(reply.message(Box::new(Response::text(500, reason.clone().into_owned()))));
+        }
         if host.is_awake() {
             self.stats().rooms_resident.fetch_sub(1, Ordering::Relaxed);
         }
@@ -1740,6 +1778,30 @@ impl State {
                 Effect::Close { to, code, reason } => {
                     let reason = reason.into_boxed_str();
                     self.send_to(usize::from(to.core), CoreMsg::Close { conn: to, code, reason });
+                }
+                Effect::RoomRequest { id, party, room: target, request } => {
+                    let answer = |status: u16, text: String| CoreMsg::RoomResponse {
+                        room: room.clone(),
+                        id,
+                        response: Box::new(Response::text(status, text)),
+                    };
+                    if !self.shared.kinds.contains_key(&party) {
+                        let own = usize::from(self.index);
+                        self.send_to(own, answer(404, format!("no party {party:?}")));
+                    } else if target.is_empty() || target.len() > self.shared.limits.max_room_id_bytes {
+                        let own = usize::from(self.index);
+                        self.send_to(own, answer(400, "the room id is empty or too long".to_owned()));
+                    } else {
+                        let from = room.clone();
+                        let key = Arc::new(RoomKey::new(party, target));
+                        self.send_to_owner(key, |room| CoreMsg::RoomRequest { from, id, room, request });
+                    }
+                }
+                Effect::Reply { token, response } => {
+                    let Some(host) = self.hosts.get_mut(room) else { continue };
+                    let Some(at) = host.deferred.iter().position(|(t, _)| *t == token) else { continue };
+                    let (_, reply) = host.deferred.swap_remove(at);
+                    self.send_reply(reply.message(response));
                 }
                 Effect::Broadcast { frame, deflated, tag, without } => {
                     self.counters.broadcasts_compressed += u64::from(deflated.is_some());

@@ -171,6 +171,10 @@ impl State {
     /// Evicts the room to its snapshot, or drops an object that has none
     /// when the room has no connections and nothing waiting for the disk.
     fn retire(&mut self, room: &Arc<RoomKey>) -> Retire {
+        // Waiting for another room, or owing an answer: its object stays.
+        if self.hosts[room].is_waiting() {
+            return Retire::InUse;
+        }
         if self.hosts[room].room.config.hibernate && self.evict(room) {
             return Retire::Gone;
         }

@@ -172,7 +172,8 @@ impl State {
             CoreMsg::Accepted { conn, .. } | CoreMsg::Refused { conn, .. } | CoreMsg::Respond { conn, .. } => {
                 usize::from(conn.core)
             }
-            _ => unreachable!("only replies to a socket's core are held"),
+            CoreMsg::RoomResponse { room, .. } => room.owner(self.shared.cores),
+            _ => unreachable!("only replies to a socket's core or a room's owner are held"),
         };
         self.send_to(core, reply);
     }

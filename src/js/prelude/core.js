@@ -127,6 +127,48 @@
     },
     getConnections(tag) { return native.connections(tag == null ? undefined : String(tag)).map(connection); },
     get connections() { return new Map(native.connections(undefined).map((c) => [c[0], connection(c)])); },
+    // room.context.parties.<party>.get(id).fetch(...): an HTTP request to
+    // another room's onRequest, in process; it resolves in a later event
+    // of this room, when the answer comes (a party that does not exist
+    // answers 404).
+    get context() {
+      const stub = (party, id) => ({
+        id,
+        fetch(input = "/", init) {
+          const { Request, URL } = load("web");
+          const request = input instanceof Request ? input : new Request(new URL(String(input), "http://room/").href, init);
+          const url = new URL(request.url, "http://room/");
+          const path = (url.pathname === "/" ? "" : url.pathname) + url.search;
+          const body = request._body == null ? null : typeof request._body === "string" ? native.encode(request._body) : request._body;
+          const ticket = native.roomFetch(party, id, request.method, path, [...request.headers.entries()], body);
+          return new Promise((resolve, reject) => roomRequests.set(ticket, { resolve, reject }));
+        },
+        socket() { throw new Error("room.context.parties.<party>.get(id).socket() is not available yet; use fetch()"); },
+      });
+      const parties = new Proxy({}, {
+        get: (_, party) => (typeof party === "string" ? { get: (id) => stub(party, String(id)) } : undefined),
+      });
+      const context = { parties };
+      Object.defineProperty(room, "context", { value: context, enumerable: true });
+      return context;
+    },
+  };
+  // Requests to other rooms waiting for their answer, by ticket.
+  const roomRequests = new Map();
+  const roomResponse = (ticket, status, headers, body) => {
+    const waiting = roomRequests.get(ticket);
+    if (waiting === undefined) return;
+    roomRequests.delete(ticket);
+    const { Response } = load("web");
+    waiting.resolve(new Response(status === 204 || status === 304 ? null : body, { status, headers }));
+  };
+  // onRequest still waiting at the end of its event: its answer goes out
+  // when it settles.
+  const answerLater = (promise, token) => {
+    promise.then((value) => {
+      const [status, headers, body] = load("web").response(value);
+      native.respondLater(token, status, headers, body);
+    }).catch((error) => native.respondLater(token, 500, [], String(error?.message ?? error)));
   };
 
   const format = (args) => args.map((a) => {
@@ -184,6 +226,8 @@
   globalThis.__dormouse = {
     room,
     runTimers,
+    roomResponse,
+    answerLater,
     dispatch,
     connection,
     get classes() {

@@ -462,6 +462,7 @@ fn the_web_platform_globals_work() {
         "microtask: ran",
         "abort: true AbortError fired",
         "fetch: TypeError",
+        "stream: streamed body 2 true null",
     ];
     assert_eq!(response.text(), expected.join("\n"));
 }

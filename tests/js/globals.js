@@ -31,6 +31,14 @@ export default class Globals {
     } catch (e) {
       lines.push(`fetch: ${e.name}`);
     }
+    // A request body read as a stream, chunk by chunk.
+    const posted = new Request("http://x/", { method: "POST", body: "streamed body" });
+    let streamed = "";
+    for await (const chunk of posted.body) streamed += new TextDecoder().decode(chunk);
+    const reader = new Request("http://x/", { method: "POST", body: "ab" }).body.getReader();
+    const first = await reader.read();
+    const second = await reader.read();
+    lines.push(`stream: ${streamed} ${first.value.length} ${second.done} ${new Request("http://x/").body}`);
     return new Response(lines.join("\n"));
   }
 }

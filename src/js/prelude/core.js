@@ -51,7 +51,9 @@
       set: settle,
     });
   };
-  for (const name of ["Headers", "Request", "Response", "URL", "URLSearchParams"]) lazyGlobal(name, "web");
+  for (const name of ["Headers", "Request", "Response", "URL", "URLSearchParams", "ReadableStream"]) {
+    lazyGlobal(name, "web");
+  }
   for (const name of ["TextEncoder", "TextDecoder", "crypto", "AbortController", "AbortSignal", "fetch",
     "atob", "btoa", "structuredClone"]) lazyGlobal(name, "platform");
 

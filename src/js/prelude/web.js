@@ -30,7 +30,47 @@
   }
 
   // A body: null, a string or bytes (ArrayBuffer or Uint8Array).
+  // A body as a stream: the whole body (dormouse has it complete before the
+  // handler runs) as one chunk. Enough for code that reads `req.body` with a
+  // reader or `for await`.
+  class ReadableStream {
+    #chunks;
+    locked = false;
+    constructor(source) {
+      this.#chunks = [];
+      source?.start?.({ enqueue: (chunk) => this.#chunks.push(chunk), close() {}, error() {} });
+    }
+    getReader() {
+      if (this.locked) throw new TypeError("the stream is locked to a reader");
+      this.locked = true;
+      const chunks = this.#chunks;
+      return {
+        read: async () => (chunks.length ? { value: chunks.shift(), done: false } : { value: undefined, done: true }),
+        releaseLock: () => { this.locked = false; },
+        cancel: async () => { chunks.length = 0; },
+        closed: Promise.resolve(),
+      };
+    }
+    async *[Symbol.asyncIterator]() {
+      const reader = this.getReader();
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        yield value;
+      }
+    }
+  }
+  const streamOf = (body) => {
+    if (body == null) return null;
+    const bytes = typeof body === "string" ? new Uint8Array(native.encode(body))
+      : body instanceof ArrayBuffer ? new Uint8Array(body) : body;
+    return new ReadableStream({ start: (controller) => controller.enqueue(bytes) });
+  };
+
   const readable = (Base) => class extends Base {
+    #stream;
+    get body() { return (this.#stream ??= streamOf(this._body)); }
+    get bodyUsed() { return false; }
     async text() { return this._body == null ? "" : typeof this._body === "string" ? this._body : native.utf8(this._body); }
     async json() { return JSON.parse(await this.text()); }
     async arrayBuffer() {
@@ -150,7 +190,7 @@
   }
 
   return {
-    Headers, Request, Response, URL, URLSearchParams,
+    Headers, Request, Response, URL, URLSearchParams, ReadableStream,
     // The runtime's conversions, for src/js/party.rs and src/js/lobby.rs.
     request: (method, url, headers, body) => new Request(url, { method, headers, body }),
     // [status, [[name, value]...], body] for the server to send.

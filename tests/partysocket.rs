@@ -13,9 +13,11 @@ backend_tests!(
     node_ws_sending_an_oversized_message_sees_the_1009,
     node_ws_negotiates_permessage_deflate_and_round_trips_compressed_messages,
     partysocket_talks_to_a_javascript_party_as_to_a_rust_one,
+    partysocket_chats_through_the_partykit_example,
 );
 
 use dormouse::{Connection, Message, Party, Room};
+use std::path::Path;
 use std::process::Command;
 
 /// Greets with `hello:<id>`, closes on `drop` with 1012, echoes anything else
@@ -86,6 +88,23 @@ fn partysocket_talks_to_a_javascript_party_as_to_a_rust_one() {
     let module = format!("{}/tests/js/e2e.js", env!("CARGO_MANIFEST_DIR"));
     let server = dormouse::Server::new(common::config(&format!("[parties.e2e]\nmain = '{module}'\n"))).start().unwrap();
     partysocket_e2e(&server);
+}
+
+/// partysocket against `examples/partykit-chat`, a PartyKit TypeScript
+/// project served with `partykit = ...` (as `--partykit` does).
+fn partysocket_chats_through_the_partykit_example() {
+    let mut config = common::config("");
+    config.partykit = Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/partykit-chat/partykit.json"));
+    let server = dormouse::Server::new(config).start().expect("the example starts");
+    let stdout = node_script("chat.mjs", &[&server.local_addr().to_string(), "ps-room"]);
+    for step in [
+        "ok: a message reaches everyone",
+        "ok: a tagged note reaches the moderator",
+        "ok: a newcomer gets the history",
+        "chat passed",
+    ] {
+        assert!(stdout.contains(step), "step {step:?} missing from:\n{stdout}");
+    }
 }
 
 /// Runs `e2e.mjs` against the `e2e` party of `server` and checks each step.

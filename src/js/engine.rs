@@ -142,7 +142,9 @@ pub(crate) fn declare<'js>(ctx: &Ctx<'js>, bundle: &Bundle, name: &str) -> rquic
     let source = bundle.source(name).ok_or_else(|| rquickjs::Error::new_loading(name))?;
     let module = Module::declare(ctx.clone(), name, source)?;
     if COMPILING.with_borrow(Option::is_some) {
-        let bytes = module.write(rquickjs::WriteOptions::default())?;
+        // Without the source text (it is the party's own, on disk): each
+        // room's copy of the bytecode is that much smaller. Line numbers stay.
+        let bytes = module.write(rquickjs::WriteOptions { strip_source: true, ..Default::default() })?;
         COMPILING.with_borrow_mut(|compiled| compiled.as_mut().map(|c| c.insert(name.to_owned(), bytes)));
     }
     Ok(module)

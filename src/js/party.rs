@@ -39,7 +39,9 @@ fn prelude_bytecode() -> &'static [u8] {
         let ctx = Context::full(&rt).expect("QuickJS allocates a context");
         ctx.with(|ctx| {
             let module = rquickjs::Module::declare(ctx.clone(), PRELUDE_NAME, PRELUDE).expect("the prelude compiles");
-            module.write(rquickjs::WriteOptions::default()).expect("the prelude's bytecode is written")
+            module
+                .write(rquickjs::WriteOptions { strip_source: true, ..Default::default() })
+                .expect("the prelude's bytecode is written")
         })
     })
 }

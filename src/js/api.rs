@@ -78,6 +78,25 @@ pub(super) fn bytes_of(value: &Value<'_>) -> Option<Vec<u8>> {
     unsafe { view.as_bytes() }.map(<[u8]>::to_vec)
 }
 
+/// A body as the prelude hands it over: text, bytes, or nothing.
+pub(super) fn body_of(value: &Value<'_>) -> rquickjs::Result<Option<Vec<u8>>> {
+    match value.as_string() {
+        Some(text) => Ok(Some(text.to_string()?.into_bytes())),
+        None => Ok(bytes_of(value)),
+    }
+}
+
+/// A response from the prelude's `[status, [[name, value]...], body]`.
+pub(super) fn response_of(status: u16, headers: Vec<Vec<String>>, body: Vec<u8>) -> crate::http::Response {
+    let mut response = crate::http::Response::new(status).with_body(body);
+    for pair in headers {
+        if let Ok([name, value]) = <[String; 2]>::try_from(pair) {
+            response = response.with_header(name, value);
+        }
+    }
+    response
+}
+
 fn outgoing<'js>(ctx: &Ctx<'js>, value: &Value<'js>) -> rquickjs::Result<Outgoing> {
     if let Some(text) = value.as_string() {
         return Ok(Outgoing::Text(text.to_string()?));
@@ -430,16 +449,7 @@ fn install_storage<'js>(ctx: &Ctx<'js>, native: &Object<'js>) -> rquickjs::Resul
         Function::new(
             ctx.clone(),
             |ctx: Ctx<'js>, token: u32, status: u16, headers: Vec<Vec<String>>, body: Value<'js>| {
-                let body = match body.as_string() {
-                    Some(text) => text.to_string()?.into_bytes(),
-                    None => bytes_of(&body).unwrap_or_default(),
-                };
-                let mut response = crate::http::Response::new(status).with_body(body);
-                for pair in headers {
-                    if let [name, value] = &pair[..] {
-                        response = response.with_header(name.clone(), value.clone());
-                    }
-                }
+                let response = response_of(status, headers, body_of(&body)?.unwrap_or_default());
                 in_room(&ctx, |room| {
                     room.respond_later(token, response);
                     Ok(())

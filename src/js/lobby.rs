@@ -111,26 +111,19 @@ pub(super) fn call(
                         let convert: Function = runtime.get("hookResult").catch(&ctx)?;
                         let List((what, status, headers, body)): List<(String, u16, Vec<Vec<String>>, Value)> =
                             convert.call((returned,)).catch(&ctx)?;
-                        let headers = headers
-                            .into_iter()
-                            .filter_map(|pair| match &pair[..] {
-                                [name, value] => Some((name.clone(), value.clone())),
-                                _ => None,
-                            })
-                            .collect::<Vec<_>>();
-                        let body = match body.as_string() {
-                            Some(text) => Some(text.to_string().catch(&ctx)?.into_bytes()),
-                            None => super::api::bytes_of(&body),
-                        };
+                        let body = super::api::body_of(&body).catch(&ctx)?;
                         Ok(Some(match what.as_str() {
                             "response" => {
-                                let mut response = Response::new(status);
-                                for (name, value) in headers {
-                                    response = response.with_header(name, value);
-                                }
-                                Outcome::Respond(response.with_body(body.unwrap_or_default()))
+                                Outcome::Respond(super::api::response_of(status, headers, body.unwrap_or_default()))
                             }
-                            "request" => Outcome::Replace { headers, body },
+                            "request" => {
+                                let headers = headers
+                                    .into_iter()
+                                    .filter_map(|pair| <[String; 2]>::try_from(pair).ok())
+                                    .map(|[name, value]| (name, value))
+                                    .collect();
+                                Outcome::Replace { headers, body }
+                            }
                             _ => Outcome::Continue,
                         }))
                     };

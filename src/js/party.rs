@@ -523,18 +523,9 @@ impl Party for JsParty {
             |ctx, runtime, value| {
                 let wire: Function = runtime.get("response")?;
                 let List((status, headers, body)): List<(u16, Vec<Vec<String>>, Value)> = wire.call((value,))?;
-                let mut response = Response::new(status);
-                for pair in headers {
-                    if let [name, value] = &pair[..] {
-                        response = response.with_header(name.clone(), value.clone());
-                    }
-                }
-                let body = match body.as_string() {
-                    Some(text) => text.to_string()?.into_bytes(),
-                    None => api::bytes_of(&body)
-                        .ok_or_else(|| rquickjs::Exception::throw_type(ctx, "a body is text or bytes"))?,
-                };
-                Ok(response.with_body(body))
+                let body = api::body_of(&body)?
+                    .ok_or_else(|| rquickjs::Exception::throw_type(ctx, "a body is text or bytes"))?;
+                Ok(api::response_of(status, headers, body))
             },
         );
         match outcome {

@@ -6,11 +6,9 @@
 //! runtime and its bounds, `party` a room's context and the calls into it,
 //! `api` the native functions the prelude (`prelude/`) builds PartyKit's
 //! `room`, `room.storage` and `Connection` on, `clone` the encoding of
-//! stored values.
-//!
-//! This step runs plain ES modules (no imports) in both of PartyKit's
-//! forms; TypeScript, bundling, timers, the static hooks and hibernation of
-//! a room's fields follow.
+//! stored values (and of a hibernating room's fields), `bundle` the
+//! start-up build of a party's modules (TypeScript, imports, CommonJS),
+//! `lobby` the static hooks, which run outside any room.
 
 mod api;
 mod bundle;

@@ -9,8 +9,10 @@
 //!   others.
 //!
 //! Every call runs with the room lent to the native API (`api::ROOM`) and
-//! under the per-event CPU budget; promises a handler starts are driven to
-//! the end of the event. A handler that throws is logged with its stack and
+//! under the per-event CPU budget; promises a handler starts are driven as
+//! far as they go in the event (one waiting for another room's answer or a
+//! timer resumes in the event that brings it; an `onRequest` that waits so
+//! answers when it settles). A handler that throws is logged with its stack and
 //! costs only that event. One that exhausts the budget, the core's JS heap
 //! or the stack panics, so the room fails as a panicking Rust room does:
 //! its sockets close with 1011, its requests get 500, the core serves on.

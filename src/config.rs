@@ -117,6 +117,16 @@ pub struct PartyConfig {
     /// saves little and costs the compressor's time per message.
     #[serde(default = "default_compression_min_bytes")]
     pub compression_min_bytes: usize,
+    /// Per-connection state of this party's rooms; default
+    /// `limits.max_state_bytes` (the `yjs` kind: 16 KiB, for the awareness
+    /// states a connection sets).
+    #[serde(default)]
+    pub max_state_bytes: Option<usize>,
+    /// The `yjs` kind: largest document, as stored (merged state plus the
+    /// updates since, 32 MiB). An update past it is refused and its sender
+    /// closed with 1009.
+    #[serde(default = "default_max_document_bytes")]
+    pub max_document_bytes: usize,
 }
 
 /// Whether a party's sockets may use permessage-deflate.
@@ -150,6 +160,8 @@ impl Default for PartyConfig {
             history: default_history(),
             compression: CompressionMode::default(),
             compression_min_bytes: default_compression_min_bytes(),
+            max_state_bytes: None,
+            max_document_bytes: default_max_document_bytes(),
         }
     }
 }
@@ -328,6 +340,10 @@ fn default_history() -> usize {
     100
 }
 
+fn default_max_document_bytes() -> usize {
+    32 << 20
+}
+
 fn default_max_resident_rooms() -> usize {
     100_000
 }
@@ -494,7 +510,7 @@ impl Config {
 }
 
 /// The built-in party kinds the standalone binary can serve from config.
-pub const BUILTIN_KINDS: &[&str] = &["relay", "echo", "chat"];
+pub const BUILTIN_KINDS: &[&str] = &["relay", "echo", "chat", "yjs"];
 
 /// Party names appear in URLs and metrics, so they are kept to a plain alphabet.
 pub fn is_valid_party_name(name: &str) -> bool {

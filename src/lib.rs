@@ -42,6 +42,7 @@ pub mod snapshot;
 mod static_files;
 mod storage;
 pub mod ws;
+pub mod yjs;
 
 pub use builtin::{Chat, Echo, Relay};
 pub use config::{CompressionMode, Config, Durability, Limits, MetricsConfig, PartyConfig, SlowConsumerPolicy};
@@ -49,6 +50,7 @@ pub use http::{RequestHead, Response};
 pub use party::{ConnectCtx, Connection, Lobby, Message, Party, Rejection, Request, Room, StateTooLarge};
 pub use server::{Server, ServerHandle, ShutdownTrigger, StartError};
 pub use storage::{ListOptions, Storage, StorageError};
+pub use yjs::{YDoc, YjsHooks};
 
 /// Internals the benchmarks in `benches/` drive; not a stable API.
 #[doc(hidden)]

@@ -50,6 +50,12 @@ const METRICS: &[Metric] = &[
         value: |s| &s.rooms_woken,
     },
     Metric {
+        name: "dormouse_messages_asleep_total",
+        kind: "counter",
+        help: "Messages a hibernating room handled without waking its object (yjs awareness, say).",
+        value: |s| &s.messages_asleep,
+    },
+    Metric {
         name: "dormouse_rooms_evicted_total",
         kind: "counter",
         help: "Room objects of hibernating parties evicted to a snapshot.",

@@ -227,6 +227,40 @@ pub trait Party: 'static {
     /// [`Room::request_room`].
     fn on_room_response(&mut self, _id: u32, _response: Response, _room: &Room) {}
 
+    /// A message for a room whose object hibernates, before it is woken:
+    /// return true when it was handled without the object; it then does
+    /// not wake the room and does not reach `on_message`. The room's
+    /// members, their state, its storage and effects work as in any
+    /// callback. (The `yjs` kind relays awareness this way.)
+    fn on_message_asleep(_message: Message<'_>, _sender: &Connection<'_>, _room: &Room) -> bool
+    where
+        Self: Sized,
+    {
+        false
+    }
+
+    /// Like `on_message_asleep`, for a connection of a hibernating room
+    /// that closed cleanly: true when it needs no `on_close` of the object.
+    fn on_close_asleep(_conn: &Connection<'_>, _code: u16, _reason: &str, _room: &Room) -> bool
+    where
+        Self: Sized,
+    {
+        false
+    }
+
+    /// Runs just before the object is snapshotted and evicted (idle, or at
+    /// shutdown). Its storage writes commit with the snapshot; messages it
+    /// sends go out once they have.
+    fn on_hibernate(&mut self, _room: &Room) {}
+
+    /// The party's defaults for options its config does not give (a
+    /// built-in kind that hibernates unless told otherwise, say).
+    fn configure(_options: &mut PartyConfig)
+    where
+        Self: Sized,
+    {
+    }
+
     /// The room object as bytes, for hibernation (a party with `hibernate =
     /// true` is evicted to disk when idle). `None`, the default, keeps the
     /// object in memory. [`crate::snapshot::encode`] does it for any

@@ -339,8 +339,16 @@ impl RoomHost {
     /// Serialises the object and drops it. Returns the snapshot envelope to
     /// write, or `None` when the party keeps its objects in memory.
     pub fn evict(&mut self, seq: u64) -> Option<Vec<u8>> {
-        let party = self.party.as_ref()?;
+        let (party, room) = (self.party.as_mut()?, &self.room);
         let raw = guard(|| party.snapshot()).ok().flatten()?;
+        let savepoint = room.savepoint();
+        if guard(|| party.on_hibernate(room)).is_err() {
+            // Half done, maybe: the object stays, and its writes are undone.
+            room.roll_back(savepoint);
+            room.effects.borrow_mut().clear();
+            tracing::error!(party = %room.party, room = %room.id, "on_hibernate panicked; the room stays in memory");
+            return None;
+        }
         let envelope = dormouse_hibernate::envelope::encode(SNAPSHOT_CODEC_PARTY, &raw);
         self.party = None;
         // A timer belongs to the object in memory.
@@ -450,6 +458,33 @@ impl RoomHost {
     /// not once the socket was replaced or has left).
     fn is_current(&self, conn: ConnRef, member: u32) -> bool {
         self.room.members.get(member as usize).is_some_and(|m| m.conn == conn)
+    }
+
+    /// A message for the room while its object hibernates: whether the
+    /// party handled it without waking (`on_message_asleep`). A message of
+    /// a socket that is no longer a member counts as handled.
+    pub fn message_asleep(&mut self, conn: ConnRef, member: u32, message: Message<'_>) -> Result<bool, RoomFailed> {
+        if !self.is_current(conn, member) {
+            return Ok(true);
+        }
+        let (kind, room) = (&self.kind, &self.room);
+        let sender = Connection { room, index: member };
+        guard(|| kind.message_asleep(message, &sender, room))
+    }
+
+    /// A clean close while the object hibernates: whether the party handled
+    /// it without waking (`on_close_asleep`); the member is then gone.
+    pub fn closed_asleep(&mut self, conn: ConnRef, member: u32, code: u16, reason: &str) -> Result<bool, RoomFailed> {
+        if !self.is_current(conn, member) {
+            return Ok(true);
+        }
+        let (kind, room) = (&self.kind, &self.room);
+        let handle = Connection { room, index: member };
+        let handled = guard(|| kind.close_asleep(&handle, code, reason, room))?;
+        if handled {
+            self.remove_member(member);
+        }
+        Ok(handled)
     }
 
     pub fn message(&mut self, conn: ConnRef, member: u32, message: Message<'_>) -> Result<(), RoomFailed> {

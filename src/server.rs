@@ -67,6 +67,7 @@ impl Server {
                 "relay" => server.party::<Relay>(&name),
                 "echo" => server.party::<Echo>(&name),
                 "chat" => server.party::<Chat>(&name),
+                "yjs" => server.party::<crate::yjs::YDoc>(&name),
                 _ => unreachable!("config validation admits only built-in kinds"),
             };
         }
@@ -137,10 +138,6 @@ impl Server {
                 let env = party.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
                 let script = crate::js::Script::load(main, env, js_limits)?;
                 let kind = Arc::new(crate::js::JsKind::new(script));
-                // The config's `hibernate` overrides the server's options.
-                if party.hibernate_option.is_none() && !party.hibernate {
-                    party.hibernate = kind.hibernate_option().unwrap_or(false);
-                }
                 // PartyKit sends the paths that are not rooms to the main
                 // party's onFetch (when no fetch handler is registered).
                 if name == "main" && self.fetch.is_none() {
@@ -154,6 +151,11 @@ impl Server {
         }
         if let Some(name) = self.config.parties.keys().find(|name| !self.kinds.contains_key(*name)) {
             return Err(StartError::UnknownParty(name.clone()));
+        }
+        // Each kind's defaults for the options its config leaves out (a
+        // party registered in code without options gets them too).
+        for (name, kind) in &self.kinds {
+            kind.configure(self.config.parties.entry(name.clone()).or_default());
         }
         let wake_fds = (0..cores).map(|_| eventfd()).collect::<std::io::Result<Vec<_>>>()?;
         let data_dir = self.config.data_dir.clone();

@@ -106,6 +106,11 @@ impl Storage<'_> {
         dormouse_hibernate::check_batch_len(self.inner.store.config(), n)
     }
 
+    /// The largest value `put` takes (`limits.max_storage_value_bytes`).
+    pub fn max_value_bytes(&self) -> usize {
+        self.inner.store.config().max_value_bytes
+    }
+
     /// The value stored under `key`.
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, StorageError> {
         let key = key.as_ref();

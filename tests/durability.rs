@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::child::ChildServer;
 use common::*;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -39,91 +40,17 @@ fn child_server() {
     std::process::exit(0);
 }
 
-/// A server process on `dir`, killed (by its PID) when dropped. Its log
-/// (stderr) is collected, and shown if the test fails.
-struct Child {
-    process: std::process::Child,
-    addr: SocketAddr,
-    stdout: BufReader<std::process::ChildStdout>,
-    log: Option<std::thread::JoinHandle<String>>,
-}
+/// The child server on `dir`.
+struct Child;
 
 impl Child {
-    fn start(dir: &std::path::Path) -> Child {
+    fn start(dir: &std::path::Path) -> ChildServer {
         Child::start_with(dir, 100_000)
     }
 
-    fn start_with(dir: &std::path::Path, idle_evict_ms: u64) -> Child {
-        let mut process = Command::new(std::env::current_exe().unwrap())
-            .args(["child_server", "--exact", "--nocapture", "--test-threads=1"])
-            .env(CHILD_DIR, dir)
-            .env(CHILD_IDLE_MS, idle_evict_ms.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = process.stderr.take().unwrap();
-        let log = std::thread::spawn(move || {
-            let mut log = String::new();
-            let _ = stderr.read_to_string(&mut log);
-            log
-        });
-        let mut stdout = BufReader::new(process.stdout.take().unwrap());
-        let addr = loop {
-            let mut line = String::new();
-            assert!(stdout.read_line(&mut line).unwrap() > 0, "the child ended before listening");
-            // The harness may have begun the line ("test child_server ... ").
-            if let Some((_, addr)) = line.trim().split_once("LISTENING ") {
-                break addr.parse().unwrap();
-            }
-        };
-        Child { process, addr, stdout, log: Some(log) }
-    }
-
-    fn kill_9(mut self) {
-        self.process.kill().unwrap();
-        self.process.wait().unwrap();
-    }
-
-    /// Asks for a graceful shutdown.
-    fn sigterm(&self) {
-        // SAFETY: kill has no memory-safety preconditions; the PID is our
-        // child's, which has not been reaped yet.
-        assert_eq!(unsafe { libc::kill(self.process.id() as i32, libc::SIGTERM) }, 0);
-    }
-
-    /// SIGTERM; returns the exit status once the child is gone.
-    fn terminate(self) -> std::process::ExitStatus {
-        self.sigterm();
-        self.wait_stopped()
-    }
-
-    fn wait_stopped(self) -> std::process::ExitStatus {
-        self.wait_stopped_with_log().0
-    }
-
-    /// SIGTERM; the exit status and everything the child logged.
-    fn terminate_with_log(self) -> (std::process::ExitStatus, String) {
-        self.sigterm();
-        self.wait_stopped_with_log()
-    }
-
-    fn wait_stopped_with_log(mut self) -> (std::process::ExitStatus, String) {
-        let mut rest = String::new();
-        self.stdout.read_to_string(&mut rest).unwrap();
-        assert!(rest.contains("STOPPED"), "{rest}");
-        let status = self.process.wait().unwrap();
-        (status, self.log.take().expect("the log is collected once").join().unwrap())
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-        if let (true, Some(log)) = (std::thread::panicking(), self.log.take()) {
-            eprintln!("the child server's log:\n{}", log.join().unwrap_or_default());
-        }
+    fn start_with(dir: &std::path::Path, idle_evict_ms: u64) -> ChildServer {
+        let dir = dir.display().to_string();
+        ChildServer::start("child_server", &[(CHILD_DIR, dir), (CHILD_IDLE_MS, idle_evict_ms.to_string())])
     }
 }
 

@@ -131,14 +131,16 @@ impl JsKind {
     pub(crate) fn new(script: Script) -> JsKind {
         JsKind { script: Arc::new(script) }
     }
-
-    /// The server's own `options.hibernate`, if it sets one.
-    pub(crate) fn hibernate_option(&self) -> Option<bool> {
-        self.script.hibernate
-    }
 }
 
 impl PartyKind for JsKind {
+    /// The server's own `options.hibernate`, unless the config gives one.
+    fn configure(&self, options: &mut crate::config::PartyConfig) {
+        if options.hibernate_option.is_none() && !options.hibernate {
+            options.hibernate = self.script.hibernate.unwrap_or(false);
+        }
+    }
+
     fn create(&self, room: &Room) -> Box<dyn Party> {
         Box::new(party::JsParty::create(self.script.clone(), room, None))
     }

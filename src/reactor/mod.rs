@@ -131,6 +131,7 @@ pub struct CoreStats {
     /// The counters below are the core's [`Counters`], stored once per turn.
     pub rooms_created: AtomicU64,
     pub rooms_woken: AtomicU64,
+    pub messages_asleep: AtomicU64,
     pub rooms_evicted: AtomicU64,
     pub rooms_dropped: AtomicU64,
     pub snapshots_corrupt: AtomicU64,
@@ -154,6 +155,9 @@ struct Counters {
     rooms_created: u64,
     /// Room objects brought back from a snapshot (hibernation).
     rooms_woken: u64,
+    /// Messages a hibernating room handled without waking
+    /// (`Party::on_message_asleep`).
+    messages_asleep: u64,
     /// Room objects evicted to a snapshot.
     rooms_evicted: u64,
     /// Room objects without snapshots dropped from memory (idle and empty,
@@ -190,6 +194,7 @@ impl Counters {
         let pairs = [
             (&stats.rooms_created, self.rooms_created),
             (&stats.rooms_woken, self.rooms_woken),
+            (&stats.messages_asleep, self.messages_asleep),
             (&stats.rooms_evicted, self.rooms_evicted),
             (&stats.rooms_dropped, self.rooms_dropped),
             (&stats.snapshots_corrupt, self.snapshots_corrupt),
@@ -1484,6 +1489,16 @@ impl State {
                     Payload::Text(text) => Message::Text(text.as_str()),
                     Payload::Binary(data) => Message::Binary(data),
                 };
+                if let Some(host) = self.hosts.get_mut(&room).filter(|host| !host.is_awake()) {
+                    match host.message_asleep(conn, member, message) {
+                        Ok(false) => {}
+                        Ok(true) => {
+                            self.counters.messages_asleep += 1;
+                            return self.after_event(&room, None);
+                        }
+                        Err(failed) => return self.fail_room(&room, &failed),
+                    }
+                }
                 let Some(host) = self.existing_host(&room) else { return };
                 let outcome = host.and_then(|host| host.message(conn, member, message));
                 self.counters.room_events += 1;
@@ -1493,6 +1508,16 @@ impl State {
                 }
             }
             CoreMsg::Closed { conn, room, member, close } => {
+                if let Some(host) = self.hosts.get_mut(&room).filter(|host| !host.is_awake() && close.error.is_none()) {
+                    match host.closed_asleep(conn, member, close.code, &close.reason) {
+                        Ok(false) => {}
+                        Ok(true) => {
+                            self.after_event(&room, None);
+                            return self.forget_if_on_disk(&room);
+                        }
+                        Err(failed) => return self.fail_room(&room, &failed),
+                    }
+                }
                 let Some(host) = self.existing_host(&room) else { return };
                 let outcome =
                     host.and_then(|host| host.closed(conn, member, close.code, &close.reason, close.error.as_deref()));

@@ -66,7 +66,7 @@ impl State {
             room.id.to_string(),
             room.party.to_string(),
             shared.cores,
-            shared.limits.max_state_bytes,
+            config.max_state_bytes.unwrap_or(shared.limits.max_state_bytes),
             config,
             shared.store.clone(),
             alarm,
@@ -264,7 +264,7 @@ impl State {
 
     /// A hibernated room with no members, nothing held and its snapshot
     /// committed needs no memory at all: the next event finds it on disk.
-    fn forget_if_on_disk(&mut self, room: &Arc<RoomKey>) {
+    pub(super) fn forget_if_on_disk(&mut self, room: &Arc<RoomKey>) {
         let Some(host) = self.hosts.get(room) else { return };
         if !host.is_awake()
             && host.room.connection_count() == 0
@@ -296,6 +296,13 @@ impl State {
         host.room.store.batch.borrow_mut().put_snapshot(&host.room.store.key, envelope);
         let (seq, batch) = host.room.store.take_batch().expect("the batch holds the snapshot");
         host.uncommitted = Some(seq);
+        // What `on_hibernate` sent goes out once its writes are on disk.
+        let mut effects = std::mem::take(&mut self.effects);
+        host.drain_effects(&mut effects);
+        if !effects.is_empty() {
+            host.held.push_back(Held { seq, effects: std::mem::take(&mut effects), reply: None });
+        }
+        self.effects = effects;
         self.submit_for(room, seq, batch);
         self.counters.rooms_evicted += 1;
         self.stats().rooms_resident.fetch_sub(1, Ordering::Relaxed);

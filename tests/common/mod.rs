@@ -6,6 +6,8 @@
 //! failure, it never decides an outcome.
 #![allow(dead_code)]
 
+pub mod child;
+
 use dormouse::{
     Config, ConnectCtx, Connection, Lobby, Message, Party, Rejection, Request, RequestHead, Response, Room, Server,
     ServerHandle,

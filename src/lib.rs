@@ -77,6 +77,12 @@ pub mod bench {
             let limits = crate::Config::from_toml("").expect("the defaults are valid").js_limits();
             let script = crate::js::Script::load(main, Vec::new(), limits).unwrap_or_else(|e| panic!("{e}"));
             let mut room = Hibernation::of_kind(store, room, Arc::new(crate::js::JsKind::new(script)));
+            room.join();
+            room
+        }
+
+        /// Joins one connection, `bench`, and drops what joining sent it.
+        pub fn join(&mut self) {
             let joining = crate::room::Joining {
                 id: "bench".into(),
                 uri: "/parties/bench/room".into(),
@@ -90,12 +96,11 @@ pub mod bench {
                 deflate: false,
             };
             let conn = crate::party::ConnRef { core: 0, slot: 0, gen: 0 };
-            match room.host.connect(conn, joining) {
+            match self.host.connect(conn, joining) {
                 Ok(crate::room::Admission::Accepted { .. }) => {}
                 _ => panic!("the bench connection joins"),
             }
-            room.host.room.effects.borrow_mut().clear();
-            room
+            self.host.room.effects.borrow_mut().clear();
         }
 
         fn of_kind(
@@ -110,14 +115,45 @@ pub mod bench {
         }
 
         /// Delivers a text message from the `bench` connection (see
-        /// `javascript`) and takes the effects it asked for: the room's
-        /// cost of one event, without sockets.
+        /// `join`) and takes the effects it asked for: the room's cost of
+        /// one event, without sockets.
         pub fn message(&mut self, text: &str) -> usize {
+            self.deliver(crate::Message::Text(text))
+        }
+
+        /// As `message`, for a binary one.
+        pub fn binary(&mut self, data: &[u8]) -> usize {
+            self.deliver(crate::Message::Binary(data))
+        }
+
+        fn deliver(&mut self, message: crate::Message<'_>) -> usize {
             let member = self.host.room.by_id.get(&self.host.room.members, "bench").expect("the bench connection");
             let conn = self.host.room.members[member as usize].conn;
-            self.host.message(conn, member, crate::Message::Text(text)).unwrap_or_else(|_| panic!("the room runs"));
+            self.host.message(conn, member, message).unwrap_or_else(|_| panic!("the room runs"));
             let effects = std::mem::take(&mut *self.host.room.effects.borrow_mut());
             effects.len()
+        }
+
+        /// An HTTP request to the room's `on_request`; its effects are taken.
+        pub fn request(&mut self, method: &str, body: Vec<u8>) -> crate::Response {
+            let head = crate::http::RequestHead {
+                method: method.into(),
+                target: "/parties/bench/room".into(),
+                minor_version: 1,
+                headers: Vec::new(),
+            };
+            let request = crate::Request { head, body: body.into() };
+            let response = self.host.request(&request).unwrap_or_else(|_| panic!("the room runs"));
+            self.host.room.effects.borrow_mut().clear();
+            response
+        }
+
+        /// Hands the room's storage writes so far to the store's writer.
+        pub fn commit(&mut self) {
+            let store = &self.host.room.store;
+            if let Some((_, batch)) = store.take_batch() {
+                store.store.submit(batch, Box::new(|result| result.expect("the writes commit"))).expect("store open");
+            }
         }
 
         /// Serialises the object, seals the envelope, hands the write to the
@@ -135,7 +171,9 @@ pub mod bench {
         /// Waits for the eviction's write and forgets the in-memory copy, so
         /// the next wake reads the store as after a restart.
         pub fn settle(&mut self) {
-            self.host.room.store.store.flush().expect("the store flushes");
+            let store = &self.host.room.store;
+            store.store.flush().expect("the store flushes");
+            store.committed(store.seq.get() - 1);
             self.host.unsaved = None;
         }
 

@@ -18,6 +18,8 @@ const FIGURES: &[(&str, &str, bool)] = &[
     ("last receiver max (us)", "/report/last_receiver_latency_us/max", true),
     ("server B/connection", "/report/server_bytes_per_connection", true),
     ("server CPU us/frame", "/report/server_cpu_us_per_delivery", true),
+    ("server CPU us/message delivered", "/report/server_cpu_us_per_message_delivered", true),
+    ("server B/connection held", "/report/server_bytes_per_connection_held", true),
     // The tags scenario: phase 0 publishes to the tag, phase 1 to the room.
     ("tag: publish p50 (us)", "/report/phases/0/publish_latency_us/p50", true),
     ("tag: last recv p99 (us)", "/report/phases/0/last_receiver_latency_us/p99", true),

@@ -55,9 +55,16 @@ pub struct Plan {
     /// Offer permessage-deflate; compressed frames are inflated (as far as
     /// the stamp) by the receivers.
     pub deflate: bool,
+    /// Editors of Yjs documents: the messages are y-protocols sync updates
+    /// inserting a stamped text (see `crate::yjs`) in this framing.
+    pub yjs: Option<crate::yjs::Protocol>,
     pub duration: Duration,
     /// How long to wait for outstanding deliveries after the last send.
     pub drain: Duration,
+    /// After the drain, how long the connections stay open and silent
+    /// before the server's memory is sampled again (`server_held`): long
+    /// enough, and a hibernating party's rooms have left memory.
+    pub hold: Duration,
     pub connect_timeout: Duration,
     pub threads: usize,
     pub source_ips: Vec<IpAddr>,
@@ -174,6 +181,13 @@ fn read_stamp(payload: &[u8]) -> Option<(u32, u64, u64)> {
     Some((field(0..8)? as u32, field(8..24)?, field(24..40)?))
 }
 
+/// The stamp of a text message somewhere inside `payload` (a Yjs update
+/// carrying it as inserted text).
+fn find_stamp(payload: &[u8]) -> Option<(u32, u64, u64)> {
+    let at = payload.windows(TEXT_MAGIC.len()).position(|w| w == TEXT_MAGIC)?;
+    read_stamp(&payload[at..])
+}
+
 /// The first bytes of a compressed message's payload, enough for the stamp:
 /// a receiver inflates only that much (each one would otherwise spend the
 /// client's CPU, shared with the server here, on the whole message).
@@ -209,8 +223,17 @@ pub struct Report {
     pub server_before: Option<ProcSample>,
     pub server_connected: Option<ProcSample>,
     pub server_after: Option<ProcSample>,
+    /// After the hold (the connections open and silent), if the run held.
+    pub server_held: Option<ProcSample>,
     pub server_bytes_per_connection: Option<f64>,
+    /// The server's RSS after the hold over before connecting, per connection.
+    pub server_bytes_per_connection_held: Option<f64>,
     pub server_cpu_us_per_delivery: Option<f64>,
+    /// The server's CPU per delivered frame times a message's receivers:
+    /// what one message costs delivered to all of them (a Yjs update:
+    /// applied, stored, relayed). An overloaded server that delivers only
+    /// part of what was sent is charged for what it delivered.
+    pub server_cpu_us_per_message_delivered: Option<f64>,
     /// Whether the messages were JSON text, and permessage-deflate offered.
     pub text: bool,
     pub deflate: bool,
@@ -622,6 +645,11 @@ impl Worker {
                 return;
             }
             conn.state = State::Open;
+            if let Some(protocol) = self.plan.yjs {
+                for hello in crate::yjs::hello(protocol, &self.plan.room_of(conn.global)) {
+                    client_frame(2, &hello, &mut conn.wbuf);
+                }
+            }
             self.progress.handshakes.fetch_add(1, Ordering::Relaxed);
             let _ = self.tally.handshake.record(now.saturating_sub(conn.started_ns).max(1));
             used = end + 4;
@@ -635,7 +663,18 @@ impl Worker {
                 inflate_prefix(payload, &mut self.inflated);
                 payload = &self.inflated;
             }
-            let stamp = if fin && matches!(opcode, 1 | 2) { read_stamp(payload) } else { None };
+            let stamp = match (fin && matches!(opcode, 1 | 2), self.plan.yjs) {
+                (false, _) => None,
+                // Inside an update (as sent, or re-encoded by the server);
+                // servers that echo an update to its sender are not counted twice.
+                // A sync step 2 (the answer to the client's step 1) carries
+                // the whole document so far, not a delivery.
+                (true, Some(protocol)) => (!crate::yjs::is_sync_step_2(protocol, payload))
+                    .then(|| find_stamp(payload))
+                    .flatten()
+                    .filter(|&(publisher, _, _)| publisher != conn.global as u32),
+                (true, None) => read_stamp(payload),
+            };
             match opcode {
                 1 | 2 if stamp.is_some() => {
                     let (publisher, seq, sent) = stamp.expect("checked");
@@ -683,9 +722,17 @@ impl Worker {
         let interval = Duration::from_secs_f64(1.0 / per_publisher.max(1e-9));
         let mine: Vec<usize> = (0..self.conns.len()).filter(|&i| self.conns[i].global < plan.publishers).collect();
         let mut seqs = vec![0u64; mine.len()];
-        let mut payload =
-            if plan.text { text_message(plan.payload_bytes) } else { vec![0u8; plan.payload_bytes.max(HEADER_BYTES)] };
+        let mut payload = if plan.text || plan.yjs.is_some() {
+            text_message(plan.payload_bytes)
+        } else {
+            vec![0u8; plan.payload_bytes.max(HEADER_BYTES)]
+        };
         let receivers = plan.receivers_per_message();
+        let editors: Vec<crate::yjs::Editor> = match plan.yjs {
+            Some(_) => mine.iter().map(|&i| crate::yjs::Editor::new(self.conns[i].global)).collect(),
+            None => Vec::new(),
+        };
+        let mut message = Vec::new();
         let mut events = Events::with_capacity(4096);
         loop {
             let now = Instant::now();
@@ -718,7 +765,12 @@ impl Worker {
                     };
                     while seqs[k] < due && self.conns[i].state == State::Open {
                         let (publisher, sent_ns) = (self.conns[i].global as u32, now_ns(self.epoch));
-                        if plan.text {
+                        if let Some(protocol) = plan.yjs {
+                            stamp_text(&mut payload, publisher, seqs[k], sent_ns);
+                            let doc_name = plan.room_of(self.conns[i].global);
+                            editors[k].update(protocol, &doc_name, &payload, &mut message);
+                            client_frame(2, &message, &mut self.conns[i].wbuf);
+                        } else if plan.text {
                             stamp_text(&mut payload, publisher, seqs[k], sent_ns);
                             client_frame(1, &payload, &mut self.conns[i].wbuf);
                         } else {
@@ -748,6 +800,21 @@ impl Worker {
             }
             self.progress.delivered.fetch_add(std::mem::take(&mut self.unreported), Ordering::Relaxed);
         }
+    }
+
+    /// Keeps this worker's connections serviced (pings answered), sending
+    /// nothing, until `until`.
+    fn idle(&mut self, until: Instant) -> Result<()> {
+        let mut events = Events::with_capacity(1024);
+        while Instant::now() < until {
+            self.poll.poll(&mut events, Some(Duration::from_millis(100)))?;
+            for event in events.iter() {
+                let i = event.token().0;
+                self.flush(i);
+                self.read(i);
+            }
+        }
+        Ok(())
     }
 
     /// Whether every message sent so far, by any worker, has reached all its
@@ -793,8 +860,7 @@ pub fn run(plan: Plan) -> Result<Report> {
     );
     let plan = Arc::new(plan);
     let run = drive(plan.clone(), |_, _, _| Ok(()))?;
-    let start_ns = (run.start - run.epoch).as_nanos() as u64;
-    Ok(merge(&plan, run.tallies, start_ns, run.connect_secs, run.before, run.connected, run.after))
+    Ok(merge(&plan, run))
 }
 
 /// A run of the workers: their tallies, when publishing started, and the
@@ -807,6 +873,8 @@ pub(crate) struct Driven<T> {
     pub before: Option<ProcSample>,
     pub connected: Option<ProcSample>,
     pub after: Option<ProcSample>,
+    /// Sampled after the hold, the connections still open (see `Plan::hold`).
+    pub held: Option<ProcSample>,
     pub out: T,
 }
 
@@ -822,12 +890,16 @@ pub(crate) fn drive<T>(
     let before = plan.server_pid.map(crate::target::sample).transpose()?;
     let connected = Arc::new(Barrier::new(plan.threads + 1));
     let go = Arc::new(Barrier::new(plan.threads + 1));
+    let held = Arc::new(Barrier::new(plan.threads + 1));
+    let released = Arc::new(Barrier::new(plan.threads + 1));
+    let holds = !plan.hold.is_zero();
     let schedule = Arc::new(std::sync::Mutex::new(None::<(Instant, Instant, Instant)>));
     let progress = Arc::new(Progress::default());
     let _line = ProgressLine::start(progress.clone());
     let mut handles = Vec::new();
     for index in 0..plan.threads {
         let (plan, connected, go) = (plan.clone(), connected.clone(), go.clone());
+        let (held, released) = (held.clone(), released.clone());
         let (schedule, progress) = (schedule.clone(), progress.clone());
         handles.push(std::thread::spawn(move || -> Result<Tally> {
             let mut worker = Worker::new(plan, index, epoch, progress)?;
@@ -838,6 +910,12 @@ pub(crate) fn drive<T>(
             let (start, end, drain_end) =
                 schedule.lock().expect("no worker panics holding the lock").expect("set before go");
             worker.publish(start, end, drain_end)?;
+            if holds {
+                let hold = worker.idle(Instant::now() + worker.plan.hold);
+                held.wait();
+                released.wait();
+                hold?;
+            }
             worker.close_all(Duration::from_secs(5))?;
             Ok(worker.tally)
         }));
@@ -851,12 +929,29 @@ pub(crate) fn drive<T>(
     go.wait();
     let out = driver(&progress, epoch, start);
     progress.driver_done.store(true, Ordering::Relaxed);
+    let mut held_sample = Ok(None);
+    if holds {
+        held.wait();
+        held_sample = plan.server_pid.map(crate::target::sample).transpose();
+        released.wait();
+    }
+    let held_sample = held_sample?;
     let mut tallies = Vec::new();
     for handle in handles {
         tallies.push(handle.join().map_err(|_| anyhow::anyhow!("a worker thread panicked"))??);
     }
     let after = plan.server_pid.map(crate::target::sample).transpose()?;
-    Ok(Driven { tallies, epoch, start, connect_secs, before, connected: connected_sample, after, out: out? })
+    Ok(Driven {
+        tallies,
+        epoch,
+        start,
+        connect_secs,
+        before,
+        connected: connected_sample,
+        after,
+        held: held_sample,
+        out: out?,
+    })
 }
 
 /// What the receivers saw of one class of messages.
@@ -938,15 +1033,9 @@ pub(crate) fn common(tallies: &[Tally]) -> Common {
     c
 }
 
-fn merge(
-    plan: &Plan,
-    tallies: Vec<Tally>,
-    start_ns: u64,
-    connect_secs: f64,
-    before: Option<ProcSample>,
-    connected: Option<ProcSample>,
-    after: Option<ProcSample>,
-) -> Report {
+fn merge(plan: &Plan, run: Driven<()>) -> Report {
+    let start_ns = (run.start - run.epoch).as_nanos() as u64;
+    let Driven { tallies, connect_secs, before, connected, after, held, .. } = run;
     let sent = tallies.iter().map(|t| t.sent).sum();
     let summary = summarize(&tallies, 0, sent, plan.receivers_per_message());
     let c = common(&tallies);
@@ -975,10 +1064,18 @@ fn merge(
         server_bytes_per_connection: before
             .zip(connected)
             .map(|(b, c)| c.rss_bytes.saturating_sub(b.rss_bytes) as f64 / plan.connections as f64),
+        server_bytes_per_connection_held: before
+            .zip(held)
+            .map(|(b, h)| h.rss_bytes.saturating_sub(b.rss_bytes) as f64 / plan.connections as f64),
+        server_held: held,
         server_cpu_us_per_delivery: connected
             .zip(after)
             .filter(|_| deliveries > 0)
             .map(|(c, a)| (a.cpu_secs - c.cpu_secs) * 1e6 / deliveries as f64),
+        server_cpu_us_per_message_delivered: connected
+            .zip(after)
+            .filter(|_| deliveries > 0)
+            .map(|(c, a)| (a.cpu_secs - c.cpu_secs) * 1e6 / deliveries as f64 * plan.receivers_per_message() as f64),
         server_before: before,
         server_connected: connected,
         server_after: after,

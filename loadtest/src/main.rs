@@ -23,6 +23,7 @@ mod socket;
 mod svg;
 mod tags;
 mod target;
+mod yjs;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -113,6 +114,39 @@ enum Scenario {
         /// receivers inflate compressed frames as far as the stamp.
         #[arg(long)]
         deflate: bool,
+    },
+    /// Editors of Yjs documents: `--docs` documents of `--editors` each,
+    /// `--editing` of them per document sending y-protocols updates (small
+    /// text inserts, stamped) at `--rate` each; every relayed update is
+    /// checked and timed, and the server's CPU per update reported. Any
+    /// y-protocols server (dormouse's `yjs` kind, y-websocket's), or
+    /// Hocuspocus with `--protocol hocuspocus`.
+    Yjs {
+        #[command(flatten)]
+        connect: Connect,
+        #[command(flatten)]
+        publish: Publish,
+        #[arg(long, default_value_t = 1)]
+        docs: usize,
+        /// Editors per document.
+        #[arg(long, default_value_t = 100)]
+        editors: usize,
+        /// Editors per document that edit (default: all).
+        #[arg(long)]
+        editing: Option<usize>,
+        /// Updates per second per editing editor.
+        #[arg(long, default_value_t = 2.0)]
+        rate: f64,
+        /// Bytes of text one update inserts (at least 48: the stamp).
+        #[arg(long, default_value_t = 64)]
+        insert_bytes: usize,
+        #[arg(long, value_enum, default_value_t = yjs::Protocol::YProtocols)]
+        protocol: yjs::Protocol,
+        /// After the drain, keep the editors connected and silent this long,
+        /// then sample the server's memory (with --server-pid): for a
+        /// hibernating party, longer than its idle_evict_ms.
+        #[arg(long, default_value_t = 0.0)]
+        hold_secs: f64,
     },
     /// N connections in one room, every K-th tagged `hot` (`?tag=hot`, the
     /// others `?tag=cold`); publishes to the hot tag, then to the whole room,
@@ -302,8 +336,10 @@ fn plan(connect: &Connect, publish: Option<&Publish>, duration_secs: f64, shape:
         payload_bytes: shape.payload_bytes,
         text: false,
         deflate: false,
+        yjs: None,
         duration: seconds("duration-secs", duration_secs)?,
         drain: seconds("drain-secs", publish.map_or(0.0, |p| p.drain_secs))?,
+        hold: Duration::ZERO,
         connect_timeout: seconds("connect-timeout-secs", connect.connect_timeout_secs)?,
         threads: connect.threads,
         source_ips: match &connect.source_ips {
@@ -369,6 +405,44 @@ fn run(scenario: Scenario) -> Result<()> {
             let report = fanout::run(plan)?;
             print_fanout(&report);
             finish(&connect, &publish, "fanout", &report)
+        }
+        Scenario::Yjs { connect, publish, docs, editors, editing, rate, insert_bytes, protocol, hold_secs } => {
+            let editing = editing.unwrap_or(editors);
+            if docs == 0 || editors < 2 || editing == 0 || editing > editors {
+                return Err(usage("need --docs >= 1, --editors >= 2 and 1 <= --editing <= --editors".into()));
+            }
+            if insert_bytes < fanout::TEXT_HEADER_BYTES {
+                return Err(usage(format!("--insert-bytes must be at least {}", fanout::TEXT_HEADER_BYTES)));
+            }
+            let connections = docs.checked_mul(editors).ok_or_else(|| usage("too many editors".into()))?;
+            let shape = Shape {
+                rooms: docs,
+                connections,
+                publishers: docs * editing,
+                rate: rate * (docs * editing) as f64,
+                in_flight: None,
+                tag_every: None,
+                payload_bytes: insert_bytes,
+            };
+            let mut plan = plan(&connect, Some(&publish), publish.duration_secs, shape)?;
+            plan.yjs = Some(protocol);
+            plan.hold = seconds("hold-secs", hold_secs)?;
+            let report = fanout::run(plan)?;
+            println!("documents             {docs} x {editors} editors ({editing} editing, {rate} updates/s each)");
+            print_fanout(&report);
+            if let Some(c) = report.server_cpu_us_per_message_delivered {
+                println!(
+                    "server CPU            {c:.1} us per update delivered to its document's {} other editors",
+                    editors - 1
+                );
+            }
+            if let Some(b) = report.server_bytes_per_connection_held {
+                println!(
+                    "server memory held    {:.0} B per document with its {editors} editors, after {hold_secs} s idle",
+                    b * editors as f64
+                );
+            }
+            finish(&connect, &publish, "yjs", &report)
         }
         Scenario::Rooms { connect, publish, rooms, per_room, rate } => {
             if rooms == 0 || per_room < 2 || rooms.checked_mul(per_room).is_none() {

@@ -18,7 +18,12 @@ fn server() -> dormouse::ServerHandle {
     let toml =
         format!("listen = \"127.0.0.1:0\"\ncores = 2\npublish_token = \"{TOKEN}\"\ndata_dir = '{}'\n", data_dir());
     let config = dormouse::Config::from_toml(&toml).unwrap();
-    dormouse::Server::new(config).party::<dormouse::Relay>("main").party::<dormouse::Echo>("echo").start().unwrap()
+    dormouse::Server::new(config)
+        .party::<dormouse::Relay>("main")
+        .party::<dormouse::Echo>("echo")
+        .party::<dormouse::YDoc>("docs")
+        .start()
+        .unwrap()
 }
 
 fn loadtest(args: &[&str]) -> Output {
@@ -340,4 +345,52 @@ fn impossible_soak_values_exit_2_with_a_message() {
         assert_eq!(out.status.code(), Some(2), "{url}");
         assert!(String::from_utf8_lossy(&out.stderr).contains(message), "{url}");
     }
+}
+
+#[test]
+fn yjs_editors_updates_reach_every_other_editor_of_their_document() {
+    let server = server();
+    let url = format!("ws://{}/parties/docs/{{room}}", server.local_addr());
+    let args = [
+        "yjs",
+        "--url",
+        &url,
+        "--docs",
+        "3",
+        "--editors",
+        "5",
+        "--editing",
+        "2",
+        "--rate",
+        "20",
+        "--duration-secs",
+        "1",
+        "--drain-secs",
+        "5",
+        "--room",
+        "lt-yjs",
+    ];
+    let (doc, stdout) = loadtest_json("yjs", &args);
+    let report = &doc["report"];
+    // 3 documents x 2 editing editors x 20 updates/s for 1 s, each to the 4 other editors.
+    let sent = report["messages_sent"].as_u64().unwrap();
+    assert!(sent >= 100, "{stdout}");
+    assert_eq!(report["deliveries"].as_u64().unwrap(), sent * 4, "{stdout}");
+    assert_eq!(report["lost"].as_u64().unwrap(), 0, "{stdout}");
+    assert_eq!(report["duplicates"].as_u64().unwrap(), 0, "{stdout}");
+    // The server stored them: each document has its editors' texts.
+    let response = http_get(server.local_addr(), "/parties/docs/lt-yjs-0");
+    assert!(response.windows(6).any(|w| w == br#"{"m":""#), "the stored document holds the stamped inserts");
+}
+
+/// The body of `GET path` (the server closes after it with `Connection: close`).
+fn http_get(addr: std::net::SocketAddr, path: &str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut all = Vec::new();
+    stream.read_to_end(&mut all).unwrap();
+    let body = all.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head") + 4;
+    assert!(all.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&all[..body]));
+    all[body..].to_vec()
 }

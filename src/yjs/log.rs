@@ -8,8 +8,9 @@
 //!
 //! Values are cut into parts of `limits.max_storage_value_bytes`, so a
 //! document of any size fits the store's limits. Past a bound (more updates
-//! than `MAX_TAIL_UPDATES`, or more tail bytes than the state and at least
-//! `MIN_TAIL_BYTES`) and when the room hibernates, the tail is merged into
+//! than `MAX_TAIL_UPDATES`, or one per 4 KiB of state in a larger document,
+//! or more tail bytes than the state and at least `MIN_TAIL_BYTES`) and when
+//! the room hibernates, the tail is merged into
 //! the state (`encode_state_as_update_v1` of the document, which drops what
 //! garbage collection removed) and deleted, in the same commit.
 
@@ -20,8 +21,11 @@ use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
 const STATE: &[u8] = b"yjs/s/";
 const TAIL: &[u8] = b"yjs/u/";
-/// Updates in the tail past which it is merged into the state.
+/// Updates in the tail past which it is merged into the state (at least).
 const MAX_TAIL_UPDATES: usize = 512;
+/// In a larger document, one more update allowed in the tail per this
+/// many bytes of state: 2,560 for 10 MB.
+const STATE_BYTES_PER_TAIL_UPDATE: usize = 4096;
 /// Tail bytes past which it is merged, when the state is smaller: a large
 /// document is rewritten only after as many bytes of updates as it holds.
 const MIN_TAIL_BYTES: usize = 1 << 20;
@@ -61,7 +65,10 @@ impl Log {
     pub fn load(room: &Room, doc: &Doc) -> Result<Log, String> {
         let state = list(room, STATE).map_err(|e| format!("cannot read the document: {e}"))?;
         let mut log = Log { state_parts: state.len() as u32, ..Log::default() };
-        let bytes: Vec<u8> = state.into_iter().flat_map(|(_, part)| part).collect();
+        let mut bytes = Vec::with_capacity(state.iter().map(|(_, part)| part.len()).sum());
+        for (_, part) in &state {
+            bytes.extend_from_slice(part);
+        }
         log.state_bytes = bytes.len();
         let mut txn = doc.transact_mut();
         if !bytes.is_empty() {
@@ -123,9 +130,14 @@ impl Log {
         Ok(())
     }
 
-    /// Whether the tail is past its bound and should be merged.
+    /// Whether the tail is past its bound and should be merged. A merge
+    /// costs about as much as the state is large, so the bound on the
+    /// number of updates grows with the state: one update in a large
+    /// document is charged at most `STATE_BYTES_PER_TAIL_UPDATE` bytes of
+    /// merging, and the tail a load replays stays short next to the state.
     pub fn wants_compaction(&self) -> bool {
-        self.tail.len() >= MAX_TAIL_UPDATES || self.tail_bytes >= self.state_bytes.max(MIN_TAIL_BYTES)
+        let updates = MAX_TAIL_UPDATES.max(self.state_bytes / STATE_BYTES_PER_TAIL_UPDATE);
+        self.tail.len() >= updates || self.tail_bytes >= self.state_bytes.max(MIN_TAIL_BYTES)
     }
 
     /// Writes the document as one merged state and deletes the tail.

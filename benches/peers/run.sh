@@ -14,10 +14,11 @@
 # every raw JSON report, the client's text output, machine.json (CPU, kernel,
 # versions) and summary.md (medians of the two runs and dormouse/peer ratios).
 # Needs: a Rust toolchain, Node.js >= 18 with npm, curl, util-linux `unshare`
-# (unprivileged user namespaces), iproute2 `ip`. About 8 minutes on 2 cores.
+# (unprivileged user namespaces), iproute2 `ip`. About 16 minutes on 2 cores
+# (the yjs cases alone, CASES=yjs: about 7).
 #
 # QUICK=1 shrinks every case (for trying the script, not for numbers);
-# CASES="fanout latency rooms compression" (the default) picks the groups,
+# CASES="fanout latency rooms compression yjs" (the default) picks the groups,
 # SERVERS="dormouse dormouse-js node-ws partykit" (the default) the servers.
 set -euo pipefail
 
@@ -42,8 +43,18 @@ ROOMS=500 PER_ROOM=10 ROOMS_RATE=250
 # (--deflate); Node ws with its permessage-deflate on (DEFLATE=1). PartyKit's
 # dev server is left out of it.
 COMPRESSION_CASE="15000:4" COMPRESSION_BYTES=2048 COMPRESSION_SERVERS="dormouse node-ws"
+# The Yjs cases (dormouse's yjs kind, the embedded config's `docs` party,
+# against y-websocket's server and Hocuspocus, both as they run by default:
+# documents in memory, nothing persisted), "docs:editors:editing:rate":
+# one document of 1,000 editors, 2 updates/s each; many documents of 2
+# editors, one of them editing slowly, held open and idle past dormouse's
+# idle_evict_ms (10 s) so its documents hibernate before memory is read.
+# `dormouse-sockets` is dormouse's relay under the same load: what the
+# sockets alone cost, to subtract.
+YJS_BUSY_CASE="1:1000:1000:2" YJS_IDLE_CASE="9000:2:1:0.05" YJS_HOLD_SECS=15
+YJS_SERVERS=${YJS_SERVERS:-"dormouse y-websocket hocuspocus"}
 # Which groups of cases run: CASES="compression" runs that one alone.
-ALL_CASES="fanout latency rooms compression"
+ALL_CASES="fanout latency rooms compression yjs"
 CASES=${CASES:-$ALL_CASES}
 PUBLISH_SECS=5 DRAIN_SECS=15 REPEATS=2
 # dormouse-js is dormouse serving the PartyKit project in partykit/ (the
@@ -51,7 +62,7 @@ PUBLISH_SECS=5 DRAIN_SECS=15 REPEATS=2
 SERVERS=${SERVERS:-"dormouse dormouse-js node-ws partykit"}
 if [ "${QUICK:-0}" = 1 ]; then
   FANOUT_CASES="200:100 1000:20" LATENCY_CASE="1000:5" ROOMS=20 PER_ROOM=5 ROOMS_RATE=20 COMPRESSION_CASE="1000:5"
-  PUBLISH_SECS=1 DRAIN_SECS=5 REPEATS=1
+  PUBLISH_SECS=1 DRAIN_SECS=5 REPEATS=1 YJS_BUSY_CASE="1:50:50:2" YJS_IDLE_CASE="100:2:1:0.5" YJS_HOLD_SECS=12
 fi
 
 # --- inside the namespace: the measurements ---------------------------------
@@ -100,6 +111,16 @@ if [ "${1:-}" = --inside ]; then
         setsid node "$PEERS/node-ws/server.js" "$PORT" >"$log" 2>&1 &
         SERVER_PGID=$! SAMPLE_PID=$!
         ;;
+      y-websocket)
+        PORT=2002
+        PORT=$PORT setsid node "$PEERS/yjs/y-websocket-server.mjs" >"$log" 2>&1 &
+        SERVER_PGID=$! SAMPLE_PID=$!
+        ;;
+      hocuspocus)
+        PORT=2003
+        PORT=$PORT setsid node "$PEERS/yjs/hocuspocus.mjs" >"$log" 2>&1 &
+        SERVER_PGID=$! SAMPLE_PID=$!
+        ;;
       partykit)
         PORT=2001
         (cd "$PEERS/partykit" && exec setsid node_modules/.bin/partykit dev --port "$PORT" --no-hotkeys \
@@ -138,12 +159,12 @@ if [ "${1:-}" = --inside ]; then
       return 0
     fi
     local status=0
-    "$LT" "$scenario" --url "ws://127.0.0.1:$PORT/parties/main/{room}" --threads 2 \
+    "$LT" "$scenario" --url "ws://127.0.0.1:$PORT/parties/${URL_PARTY:-main}/{room}" --threads 2 \
       --server-pid "$SAMPLE_PID" --json "$OUT/$name.json" "$@" >"$OUT/$name.txt" 2>&1 || status=$?
     # Exit 1 means deliveries were still missing when the drain ended (a
     # saturated server); the report is written either way.
     echo "exit status $status" >>"$OUT/$name.txt"
-    grep -E 'frames/s|last receiver|lost|server memory|wake, whole' "$OUT/$name.txt" | sed 's/^/   /' >&2 || true
+    grep -E 'frames/s|last receiver|lost|server memory|server CPU|wake, whole' "$OUT/$name.txt" | sed 's/^/   /' >&2 || true
     stop_server
   }
 
@@ -169,6 +190,19 @@ if [ "${1:-}" = --inside ]; then
           --duration-secs "$PUBLISH_SECS" --drain-secs "$DRAIN_SECS"
       done
     done
+    for case in $(has yjs && echo "busy:$YJS_BUSY_CASE idle:$YJS_IDLE_CASE"); do
+      IFS=: read -r shape docs editors editing rate <<<"$case"
+      hold=0
+      [ "$shape" = idle ] && hold=$YJS_HOLD_SECS
+      for kind in $YJS_SERVERS $([ "$shape" = idle ] && echo dormouse-sockets); do
+        server=$kind party=docs protocol=y-protocols
+        [ "$kind" = dormouse-sockets ] && server=dormouse party=main
+        [ "$kind" = hocuspocus ] && protocol=hocuspocus
+        URL_PARTY=$party run "yjs-$shape-$kind-$rep" "$server" yjs --docs "$docs" --editors "$editors" \
+          --editing "$editing" --rate "$rate" --protocol "$protocol" --hold-secs "$hold" \
+          --duration-secs "$PUBLISH_SECS" --drain-secs "$DRAIN_SECS"
+      done
+    done
     for kind in $(has rooms && echo "$SERVERS"); do
       run "rooms-$ROOMS-$kind-$rep" "$kind" rooms --rooms "$ROOMS" --per-room "$PER_ROOM" --rate "$ROOMS_RATE" \
         --duration-secs "$PUBLISH_SECS" --drain-secs "$DRAIN_SECS"
@@ -188,7 +222,7 @@ STARTED=$(date +%s)
 echo "== build (release)" >&2
 (cd "$ROOT" && cargo build --release --locked -p dormouse -p dormouse-loadtest --bins)
 echo "== install the peers (npm ci)" >&2
-for peer in node-ws partykit; do
+for peer in node-ws partykit yjs; do
   (cd "$PEERS/$peer" && npm ci --no-audit --no-fund --loglevel=error)
 done
 
@@ -209,9 +243,13 @@ fs.writeFileSync(process.argv[2], JSON.stringify({
   ws: "$(version_of node-ws ws)",
   partykit: "$(version_of partykit partykit)",
   workerd: "$(version_of partykit workerd)",
+  y_websocket_server: "$(version_of yjs @y/websocket-server)",
+  hocuspocus: "$(version_of yjs @hocuspocus/server)",
+  yjs: "$(version_of yjs yjs)",
   command: "$([ "$CASES" = "$ALL_CASES" ] || echo "CASES=\\\"$CASES\\\" ")$([ "$SERVERS" = "dormouse dormouse-js node-ws partykit" ] || echo "SERVERS=\\\"$SERVERS\\\" ")benches/peers/run.sh",
   cases: { run: "$CASES", fanout: "$FANOUT_CASES", latency: "$LATENCY_CASE", rooms: "$ROOMS x $PER_ROOM at $ROOMS_RATE wakes/s",
            compression: "$COMPRESSION_CASE, $COMPRESSION_BYTES B JSON, --text and --deflate",
+           yjs: "busy $YJS_BUSY_CASE, idle $YJS_IDLE_CASE held $YJS_HOLD_SECS s (docs:editors:editing:updates/s)",
            publish_secs: $PUBLISH_SECS, drain_secs: $DRAIN_SECS, repeats: $REPEATS },
 }, null, 2) + "\n");
 EOF
@@ -221,6 +259,12 @@ MEASURE_STARTED=$(date +%s)
 unshare -rn "$PEERS/run.sh" --inside "$OUT"
 MEASURE_SECS=$(($(date +%s) - MEASURE_STARTED))
 
-node "$PEERS/summarize.js" "$OUT" "$MEASURE_SECS" "$(($(date +%s) - STARTED))" >"$OUT/summary.md"
+: >"$OUT/summary.md"
+if [ -n "$(echo " $CASES " | sed 's/ yjs / /g' | tr -d ' ')" ]; then
+  node "$PEERS/summarize.js" "$OUT" "$MEASURE_SECS" "$(($(date +%s) - STARTED))" >>"$OUT/summary.md"
+fi
+if [[ " $CASES " == *" yjs "* ]]; then
+  node "$PEERS/summarize-yjs.js" "$OUT" "$MEASURE_SECS" >>"$OUT/summary.md"
+fi
 cat "$OUT/summary.md"
 echo "== results in $OUT" >&2

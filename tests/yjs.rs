@@ -31,6 +31,16 @@ impl YjsHooks for Viewers {
             _ => Err("a token is needed".into()),
         }
     }
+
+    /// Reading is open; changing the document over HTTP takes the editor's token.
+    fn on_before_request(request: &mut dormouse::Request, _lobby: &Lobby<'_>) -> Result<(), Rejection> {
+        let editor = request.query().split('&').any(|pair| pair == "token=editor");
+        match request.method() {
+            "GET" | "HEAD" => Ok(()),
+            _ if editor => Ok(()),
+            _ => Err("only editors may change the document".into()),
+        }
+    }
 }
 
 fn start() -> dormouse::ServerHandle {
@@ -143,7 +153,11 @@ fn http_get_and_post_round_trip_a_document() {
     assert!(out.contains("ok: HTTP round trip"), "{out}");
     // HTTP passes the pre-request hook like any party; a WebSocket without a token is refused.
     let addr = server.local_addr();
-    assert_eq!(http(addr, "GET", "/parties/private/doc", "", "").status, 200, "no pre-request hook: open");
+    assert_eq!(http(addr, "GET", "/parties/private/doc", "", "").status, 200, "reading is open");
+    let update = "\u{0}\u{0}"; // an empty update: applies nothing
+    let refused = http(addr, "POST", "/parties/private/doc", "", update);
+    assert_eq!((refused.status, refused.text().as_str()), (401, "only editors may change the document"));
+    assert_eq!(http(addr, "POST", "/parties/private/doc?token=editor", "", update).status, 200);
     let refused = Client::try_connect(addr, "/parties/private/doc", "");
     assert_eq!(refused.response.status, 401);
     assert_eq!(http(addr, "DELETE", "/parties/docs/backend", "", "").status, 405);
@@ -177,11 +191,31 @@ fn a_malformed_message_closes_only_its_sender_and_changes_nothing() {
         assert_eq!(got, code, "{why}");
         assert!(why.starts_with(reason), "{why}");
     }
+    // Awareness past the connection's bound (16 KiB for this kind): 1009.
+    let mut big = Client::connect(addr, "/parties/docs/bad?_pk=big");
+    assert_eq!(big.recv().payload, EMPTY_STEP_1);
+    let state = format!("{{\"name\":\"{}\"}}", "x".repeat(20_000));
+    big.send_frame(true, 2, &awareness_message(42, &state), true);
+    let (code, why) = big.expect_close();
+    assert_eq!(code, 1009, "{why}");
+    assert!(why.starts_with("awareness state of"), "{why}");
     let doc = http(addr, "GET", "/parties/docs/bad", "", "");
     assert_eq!(doc.body, EMPTY_DOC, "the document is unchanged");
     // The bystander is still there: its sync step 1 gets its step 2.
     bystander.send_frame(true, 2, &[0, 0, 1, 0], true);
     assert_eq!(bystander.recv().payload, [0, 1, 2, 0, 0]);
+}
+
+/// A y-protocols awareness message setting client `client`'s state to `json`.
+fn awareness_message(client: u64, json: &str) -> Vec<u8> {
+    use yrs::encoding::write::Write;
+    use yrs::sync::awareness::{AwarenessUpdate, AwarenessUpdateEntry};
+    use yrs::updates::encoder::Encode;
+    let entry = AwarenessUpdateEntry { clock: 1, json: json.into() };
+    let update = AwarenessUpdate { clients: [(yrs::block::ClientID::new(client), entry)].into_iter().collect() };
+    let mut message = vec![1];
+    message.write_buf(update.encode_v1());
+    message
 }
 
 const CHILD_DIR: &str = "DORMOUSE_TEST_YJS_DIR";

@@ -51,7 +51,9 @@ COMPRESSION_CASE="15000:4" COMPRESSION_BYTES=2048 COMPRESSION_SERVERS="dormouse 
 # idle_evict_ms (10 s) so its documents hibernate before memory is read.
 # `dormouse-sockets` is dormouse's relay under the same load: what the
 # sockets alone cost, to subtract.
-YJS_BUSY_CASE="1:1000:1000:2" YJS_IDLE_CASE="9000:2:1:0.05" YJS_HOLD_SECS=15
+# A third, "presence": 100 documents of 10 editors, each typing 1 update/s
+# and moving its cursor 4 times a second (awareness, relayed untimed).
+YJS_BUSY_CASE="1:1000:1000:2:0" YJS_IDLE_CASE="9000:2:1:0.05:0" YJS_PRESENCE_CASE="100:10:10:1:4" YJS_HOLD_SECS=15
 YJS_SERVERS=${YJS_SERVERS:-"dormouse y-websocket hocuspocus"}
 # Which groups of cases run: CASES="compression" runs that one alone.
 ALL_CASES="fanout latency rooms compression yjs"
@@ -62,7 +64,7 @@ PUBLISH_SECS=5 DRAIN_SECS=15 REPEATS=2
 SERVERS=${SERVERS:-"dormouse dormouse-js node-ws partykit"}
 if [ "${QUICK:-0}" = 1 ]; then
   FANOUT_CASES="200:100 1000:20" LATENCY_CASE="1000:5" ROOMS=20 PER_ROOM=5 ROOMS_RATE=20 COMPRESSION_CASE="1000:5"
-  PUBLISH_SECS=1 DRAIN_SECS=5 REPEATS=1 YJS_BUSY_CASE="1:50:50:2" YJS_IDLE_CASE="100:2:1:0.5" YJS_HOLD_SECS=12
+  PUBLISH_SECS=1 DRAIN_SECS=5 REPEATS=1 YJS_BUSY_CASE="1:50:50:2:0" YJS_IDLE_CASE="100:2:1:0.5:0" YJS_PRESENCE_CASE="10:5:5:1:4" YJS_HOLD_SECS=12
 fi
 
 # --- inside the namespace: the measurements ---------------------------------
@@ -190,8 +192,8 @@ if [ "${1:-}" = --inside ]; then
           --duration-secs "$PUBLISH_SECS" --drain-secs "$DRAIN_SECS"
       done
     done
-    for case in $(has yjs && echo "busy:$YJS_BUSY_CASE idle:$YJS_IDLE_CASE"); do
-      IFS=: read -r shape docs editors editing rate <<<"$case"
+    for case in $(has yjs && echo "busy:$YJS_BUSY_CASE idle:$YJS_IDLE_CASE presence:$YJS_PRESENCE_CASE"); do
+      IFS=: read -r shape docs editors editing rate awareness <<<"$case"
       hold=0
       [ "$shape" = idle ] && hold=$YJS_HOLD_SECS
       for kind in $YJS_SERVERS $([ "$shape" = idle ] && echo dormouse-sockets); do
@@ -199,7 +201,7 @@ if [ "${1:-}" = --inside ]; then
         [ "$kind" = dormouse-sockets ] && server=dormouse party=main
         [ "$kind" = hocuspocus ] && protocol=hocuspocus
         URL_PARTY=$party run "yjs-$shape-$kind-$rep" "$server" yjs --docs "$docs" --editors "$editors" \
-          --editing "$editing" --rate "$rate" --protocol "$protocol" --hold-secs "$hold" \
+          --editing "$editing" --rate "$rate" --awareness-rate "$awareness" --protocol "$protocol" --hold-secs "$hold" \
           --duration-secs "$PUBLISH_SECS" --drain-secs "$DRAIN_SECS"
       done
     done
@@ -249,7 +251,7 @@ fs.writeFileSync(process.argv[2], JSON.stringify({
   command: "$([ "$CASES" = "$ALL_CASES" ] || echo "CASES=\\\"$CASES\\\" ")$([ "$SERVERS" = "dormouse dormouse-js node-ws partykit" ] || echo "SERVERS=\\\"$SERVERS\\\" ")benches/peers/run.sh",
   cases: { run: "$CASES", fanout: "$FANOUT_CASES", latency: "$LATENCY_CASE", rooms: "$ROOMS x $PER_ROOM at $ROOMS_RATE wakes/s",
            compression: "$COMPRESSION_CASE, $COMPRESSION_BYTES B JSON, --text and --deflate",
-           yjs: "busy $YJS_BUSY_CASE, idle $YJS_IDLE_CASE held $YJS_HOLD_SECS s (docs:editors:editing:updates/s)",
+           yjs: "busy $YJS_BUSY_CASE, idle $YJS_IDLE_CASE held $YJS_HOLD_SECS s, presence $YJS_PRESENCE_CASE (docs:editors:editing:updates/s:awareness/s)",
            publish_secs: $PUBLISH_SECS, drain_secs: $DRAIN_SECS, repeats: $REPEATS },
 }, null, 2) + "\n");
 EOF

@@ -20,7 +20,7 @@ const PEERS = SERVERS.slice(1);
 // runs[shape][kind] = [report, ...]
 const runs = {};
 for (const file of fs.readdirSync(dir).sort()) {
-  const m = /^yjs-(busy|idle)-(.+)-(\d+)\.json$/.exec(file);
+  const m = /^yjs-(busy|idle|presence)-(.+)-(\d+)\.json$/.exec(file);
   if (!m) continue;
   const report = JSON.parse(fs.readFileSync(path.join(dir, file), "utf8")).report;
   ((runs[m[1]] ??= {})[m[2]] ??= []).push(report);
@@ -82,6 +82,18 @@ if (busy) {
     ["last receiver p99, ms", (r) => r.last_receiver_latency_us.p99 / 1000],
     ["server CPU per delivered frame, µs", (r) => r.server_cpu_us_per_delivery],
     ["server CPU per update delivered to every editor, µs", (r) => r.server_cpu_us_per_message_delivered],
+  ]);
+}
+const presence = any("presence");
+if (presence) {
+  table("presence", `Yjs: ${presence.rooms} documents of ${editorsOf(presence)} editors, each typing ` +
+    `${fmt(presence.messages_sent / presence.publish_secs / presence.publishers)} updates/s and sending ` +
+    `${fmt(presence.awareness_sent / presence.publish_secs / presence.publishers)} awareness updates/s`, [
+    ["delivered update frames/s", (r) => r.delivered_frames_per_sec],
+    ["undelivered at the end of the drain, %", lostPct],
+    ["last receiver p50, ms", (r) => r.last_receiver_latency_us.p50 / 1000],
+    ["last receiver p99, ms", (r) => r.last_receiver_latency_us.p99 / 1000],
+    ["server CPU per update delivered (awareness traffic included), µs", (r) => r.server_cpu_us_per_message_delivered],
   ]);
 }
 const idle = any("idle");

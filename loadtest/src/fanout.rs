@@ -58,6 +58,9 @@ pub struct Plan {
     /// Editors of Yjs documents: the messages are y-protocols sync updates
     /// inserting a stamped text (see `crate::yjs`) in this framing.
     pub yjs: Option<crate::yjs::Protocol>,
+    /// With `yjs`: awareness updates (a cursor moving) per second from each
+    /// publisher, besides its document updates; load, not timed.
+    pub awareness_rate: f64,
     pub duration: Duration,
     /// How long to wait for outstanding deliveries after the last send.
     pub drain: Duration,
@@ -210,6 +213,8 @@ pub struct Report {
     /// From the first send to the last delivery: the span `delivered_frames_per_sec` divides by.
     pub delivery_secs: f64,
     pub messages_sent: u64,
+    /// Awareness updates sent besides the messages (the yjs scenario).
+    pub awareness_sent: u64,
     pub deliveries_expected: u64,
     pub deliveries: u64,
     pub delivered_frames_per_sec: f64,
@@ -316,6 +321,8 @@ pub(crate) struct Tally {
     /// Connections started.
     attempts: u64,
     sent: u64,
+    /// Awareness updates sent (yjs), not counted as messages.
+    awareness_sent: u64,
     out_of_order: u64,
     /// Tag publishes that reached a connection without the tag.
     wrong_receivers: u64,
@@ -490,6 +497,7 @@ impl Worker {
             handshake: histogram(),
             attempts: 0,
             sent: 0,
+            awareness_sent: 0,
             out_of_order: 0,
             wrong_receivers: 0,
             last_delivery_ns: 0,
@@ -733,6 +741,7 @@ impl Worker {
             None => Vec::new(),
         };
         let mut message = Vec::new();
+        let mut awareness_sent = vec![0u64; mine.len()];
         let mut events = Events::with_capacity(4096);
         loop {
             let now = Instant::now();
@@ -781,6 +790,17 @@ impl Worker {
                         self.tally.sent += 1;
                         self.progress.expected.fetch_add(receivers, Ordering::Relaxed);
                         self.progress.sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if let (Some(protocol), true) = (plan.yjs, plan.awareness_rate > 0.0) {
+                        // On its own fixed schedule from the start.
+                        let due = ((now - start).as_secs_f64() * plan.awareness_rate) as u64 + 1;
+                        while awareness_sent[k] < due && self.conns[i].state == State::Open {
+                            awareness_sent[k] += 1;
+                            let doc_name = plan.room_of(self.conns[i].global);
+                            editors[k].awareness(protocol, &doc_name, awareness_sent[k] as u32, &mut message);
+                            client_frame(2, &message, &mut self.conns[i].wbuf);
+                            self.tally.awareness_sent += 1;
+                        }
                     }
                     self.flush(i);
                 }
@@ -1051,6 +1071,7 @@ fn merge(plan: &Plan, run: Driven<()>) -> Report {
         publish_secs,
         delivery_secs,
         messages_sent: sent,
+        awareness_sent: tallies.iter().map(|t| t.awareness_sent).sum(),
         deliveries_expected: summary.deliveries_expected,
         deliveries,
         delivered_frames_per_sec: deliveries as f64 / delivery_secs,

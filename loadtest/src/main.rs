@@ -142,6 +142,10 @@ enum Scenario {
         insert_bytes: usize,
         #[arg(long, value_enum, default_value_t = yjs::Protocol::YProtocols)]
         protocol: yjs::Protocol,
+        /// Awareness updates per second per editing editor (a moving
+        /// cursor), besides its document updates: load, not timed.
+        #[arg(long, default_value_t = 0.0)]
+        awareness_rate: f64,
         /// After the drain, keep the editors connected and silent this long,
         /// then sample the server's memory (with --server-pid): for a
         /// hibernating party, longer than its idle_evict_ms.
@@ -337,6 +341,7 @@ fn plan(connect: &Connect, publish: Option<&Publish>, duration_secs: f64, shape:
         text: false,
         deflate: false,
         yjs: None,
+        awareness_rate: 0.0,
         duration: seconds("duration-secs", duration_secs)?,
         drain: seconds("drain-secs", publish.map_or(0.0, |p| p.drain_secs))?,
         hold: Duration::ZERO,
@@ -406,7 +411,18 @@ fn run(scenario: Scenario) -> Result<()> {
             print_fanout(&report);
             finish(&connect, &publish, "fanout", &report)
         }
-        Scenario::Yjs { connect, publish, docs, editors, editing, rate, insert_bytes, protocol, hold_secs } => {
+        Scenario::Yjs {
+            connect,
+            publish,
+            docs,
+            editors,
+            editing,
+            rate,
+            insert_bytes,
+            protocol,
+            awareness_rate,
+            hold_secs,
+        } => {
             let editing = editing.unwrap_or(editors);
             if docs == 0 || editors < 2 || editing == 0 || editing > editors {
                 return Err(usage("need --docs >= 1, --editors >= 2 and 1 <= --editing <= --editors".into()));
@@ -427,9 +443,16 @@ fn run(scenario: Scenario) -> Result<()> {
             let mut plan = plan(&connect, Some(&publish), publish.duration_secs, shape)?;
             plan.yjs = Some(protocol);
             plan.hold = seconds("hold-secs", hold_secs)?;
+            if !(awareness_rate.is_finite() && awareness_rate >= 0.0) {
+                return Err(usage("--awareness-rate must be 0 or more".into()));
+            }
+            plan.awareness_rate = awareness_rate;
             let report = fanout::run(plan)?;
             println!("documents             {docs} x {editors} editors ({editing} editing, {rate} updates/s each)");
             print_fanout(&report);
+            if report.awareness_sent > 0 {
+                println!("awareness sent        {} updates (relayed, not timed)", report.awareness_sent);
+            }
             if let Some(c) = report.server_cpu_us_per_message_delivered {
                 println!(
                     "server CPU            {c:.1} us per update delivered to its document's {} other editors",

@@ -18,6 +18,8 @@
 //! stamp inside whatever update carries it.
 
 use yrs::encoding::write::Write;
+use yrs::sync::awareness::{AwarenessUpdate, AwarenessUpdateEntry};
+use yrs::updates::encoder::Encode;
 use yrs::{Doc, Text, TextRef, Transact};
 
 /// How a server frames y-protocols messages.
@@ -31,6 +33,7 @@ pub enum Protocol {
 }
 
 const MSG_SYNC: u8 = 0;
+const MSG_AWARENESS: u8 = 1;
 const MSG_AUTH: u8 = 2;
 const MSG_SYNC_REPLY: u8 = 4;
 const SYNC_STEP_1: u8 = 0;
@@ -63,6 +66,21 @@ impl Editor {
         out.write_var(MSG_SYNC);
         out.write_var(SYNC_UPDATE);
         out.write_buf(&update);
+    }
+
+    /// An awareness message: this editor's cursor at `clock` (its state's
+    /// version), as a provider sends when the cursor moves.
+    pub fn awareness(&self, protocol: Protocol, doc_name: &str, clock: u32, out: &mut Vec<u8>) {
+        let json = format!(
+            r##"{{"user":{{"name":"editor-{}","color":"#30bced"}},"cursor":{{"index":{clock}}}}}"##,
+            self.doc.client_id()
+        );
+        let entry = AwarenessUpdateEntry { clock, json: json.into() };
+        let update = AwarenessUpdate { clients: [(self.doc.client_id(), entry)].into_iter().collect() };
+        out.clear();
+        prefix(protocol, doc_name, out);
+        out.write_var(MSG_AWARENESS);
+        out.write_buf(update.encode_v1());
     }
 
     /// The text so far (for tests).

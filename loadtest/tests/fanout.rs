@@ -367,6 +367,8 @@ fn yjs_editors_updates_reach_every_other_editor_of_their_document() {
         "1",
         "--drain-secs",
         "5",
+        "--awareness-rate",
+        "10",
         "--room",
         "lt-yjs",
     ];
@@ -378,6 +380,8 @@ fn yjs_editors_updates_reach_every_other_editor_of_their_document() {
     assert_eq!(report["deliveries"].as_u64().unwrap(), sent * 4, "{stdout}");
     assert_eq!(report["lost"].as_u64().unwrap(), 0, "{stdout}");
     assert_eq!(report["duplicates"].as_u64().unwrap(), 0, "{stdout}");
+    assert!(report["awareness_sent"].as_u64().unwrap() >= 50, "{stdout}");
+    assert!(report["errors"].as_object().unwrap().is_empty(), "awareness closed nobody: {stdout}");
     // The server stored them: each document has its editors' texts.
     let response = http_get(server.local_addr(), "/parties/docs/lt-yjs-0");
     assert!(response.windows(6).any(|w| w == br#"{"m":""#), "the stored document holds the stamped inserts");

@@ -174,9 +174,19 @@ fn a_malformed_message_closes_only_its_sender_and_changes_nothing() {
     let addr = server.local_addr();
     let mut bystander = Client::connect(addr, "/parties/docs/bad?_pk=bystander");
     assert_eq!(bystander.recv().payload, EMPTY_STEP_1);
-    let cases: [(u8, &[u8], u16, &str); 5] = [
+    const HUGE_CLIENT: [u8; 8] = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f];
+    let mut huge_update = vec![0, 2, 11, 1, 1];
+    huge_update.extend(HUGE_CLIENT);
+    huge_update.push(0);
+    let mut huge_vector = vec![0, 0, 10, 1];
+    huge_vector.extend(HUGE_CLIENT);
+    huge_vector.push(0);
+    let cases: [(u8, &[u8], u16, &str); 7] = [
         // A sync update whose update does not decode.
         (2, &[0, 2, 3, 0xff, 0xff, 0xff], 1007, "malformed Yjs update"),
+        // Client ids past 53 bits, on which yrs asserts rather than errs.
+        (2, &huge_update, 1007, "malformed Yjs update: rejected by the decoder"),
+        (2, &huge_vector, 1007, "malformed state vector: rejected by the decoder"),
         // A length past the end of the frame.
         (2, &[0, 2, 9, 1], 1007, "malformed y-protocols message"),
         (2, &[7, 0], 1003, "unknown y-protocols message type 7"),

@@ -15,7 +15,7 @@
 # versions) and summary.md (medians of the two runs and dormouse/peer ratios).
 # Needs: a Rust toolchain, Node.js >= 18 with npm, curl, util-linux `unshare`
 # (unprivileged user namespaces), iproute2 `ip`. About 16 minutes on 2 cores
-# (the yjs cases alone, CASES=yjs: about 7).
+# (the yjs cases alone, CASES=yjs: about 8).
 #
 # QUICK=1 shrinks every case (for trying the script, not for numbers);
 # CASES="fanout latency rooms compression yjs" (the default) picks the groups,

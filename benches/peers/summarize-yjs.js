@@ -7,6 +7,7 @@
 "use strict";
 const fs = require("fs");
 const path = require("path");
+const { median, fmt, ratio, lostPct } = require("./figures.js");
 
 const [dir, measureSecs] = process.argv.slice(2);
 const machine = JSON.parse(fs.readFileSync(path.join(dir, "machine.json"), "utf8"));
@@ -26,21 +27,7 @@ for (const file of fs.readdirSync(dir).sort()) {
   ((runs[m[1]] ??= {})[m[2]] ??= []).push(report);
 }
 
-function median(values) {
-  const v = values.filter((x) => typeof x === "number" && Number.isFinite(x)).sort((a, b) => a - b);
-  if (v.length === 0) return undefined;
-  const mid = v.length >> 1;
-  return v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
-}
 const figure = (shape, kind, f) => median(((runs[shape] || {})[kind] || []).map((r) => f(r)));
-function fmt(v) {
-  if (v === undefined) return "–";
-  if (Math.abs(v) >= 1000) return Math.round(v).toLocaleString("en-US");
-  if (Math.abs(v) >= 100) return v.toFixed(0);
-  if (Math.abs(v) >= 10) return v.toFixed(1);
-  return v.toFixed(2);
-}
-const ratio = (a, b) => (a === undefined || b === undefined || b === 0 ? "–" : `${fmt(a / b)}×`);
 const editorsOf = (r) => r.connections / r.rooms;
 const perDoc = (r) => r.server_bytes_per_connection_held * editorsOf(r);
 
@@ -69,7 +56,6 @@ function table(shape, title, figures) {
   p();
 }
 
-const lostPct = (r) => (r.deliveries_expected ? (100 * r.lost) / r.deliveries_expected : undefined);
 const any = (shape) => Object.values(runs[shape] || {}).flat()[0];
 const busy = any("busy");
 if (busy) {

@@ -6,6 +6,7 @@
 "use strict";
 const fs = require("fs");
 const path = require("path");
+const { median, fmt, ratio, lostPct } = require("./figures.js");
 
 const [dir, measureSecs, totalSecs] = process.argv.slice(2);
 const SERVERS = [
@@ -35,23 +36,8 @@ for (const txt of files) {
 }
 
 const get = (obj, pointer) => pointer.split(".").reduce((o, k) => (o == null ? undefined : o[k]), obj);
-function median(values) {
-  const v = values.filter((x) => typeof x === "number" && Number.isFinite(x)).sort((a, b) => a - b);
-  if (v.length === 0) return undefined;
-  const mid = v.length >> 1;
-  return v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
-}
 const figure = (key, server, f) => median(((runs[key] || {})[server] || []).map((r) => r.report && f(r.report)));
 
-function fmt(v) {
-  if (v === undefined) return "–";
-  if (Math.abs(v) >= 1000) return Math.round(v).toLocaleString("en-US");
-  if (Math.abs(v) >= 100) return v.toFixed(0);
-  if (Math.abs(v) >= 10) return v.toFixed(1);
-  return v.toFixed(2);
-}
-const ratio = (a, b) => (a === undefined || b === undefined || b === 0 ? "–" : `${fmt(a / b)}×`);
-const lostPct = (r) => (r.deliveries_expected ? (100 * r.lost) / r.deliveries_expected : undefined);
 
 const FANOUT_FIGURES = [
   ["delivered frames/s (higher is better)", (r) => r.delivered_frames_per_sec],

@@ -58,7 +58,7 @@ pub(super) fn init(conn: &Connection<'_>, flags: u8) -> Result<(), Close> {
 /// An awareness message (`frame` whole, `payload` the update in it) from
 /// `sender`: its entries are kept, and the message goes to every member.
 pub(super) fn on_update(frame: &[u8], payload: &[u8], sender: &Connection<'_>, room: &Room) -> Result<(), Close> {
-    let update = AwarenessUpdate::decode_v1(payload).map_err(|e| (1007, format!("malformed awareness update: {e}")))?;
+    let update = decode(payload)?;
     let mut kept = entries(sender);
     for (client, entry) in update.clients {
         if &*entry.json == "null" {
@@ -70,6 +70,11 @@ pub(super) fn on_update(frame: &[u8], payload: &[u8], sender: &Connection<'_>, r
     store(sender, flags(sender), &kept)?;
     room.broadcast(Message::Binary(frame), &[]);
     Ok(())
+}
+
+/// An awareness update from a client.
+pub(super) fn decode(payload: &[u8]) -> Result<AwarenessUpdate, Close> {
+    super::untrusted("malformed awareness update", || AwarenessUpdate::decode_v1(payload).map_err(|e| e.to_string()))
 }
 
 /// One message with every member's entries (but `except`'s), if any.

@@ -138,6 +138,36 @@ fn split(data: &[u8]) -> Result<Incoming<'_>, Close> {
     }
 }
 
+/// Runs a `yrs` decoder (or an apply) on bytes from a client. yrs 0.28
+/// asserts on some malformed input instead of returning an error (a client
+/// id past 53 bits panics in `ClientID::new`, found by the property test
+/// below), and a panic in a room callback fails the whole room; so the
+/// panic is caught here and becomes the sender's error. What the closure
+/// touches is dropped with it or was not changed yet (decoding builds new
+/// values; an apply is tried on the document only after its update decoded).
+pub(super) fn untrusted<T>(what: &str, decode: impl FnOnce() -> Result<T, String>) -> Result<T, Close> {
+    // The server's panic hook stays quiet meanwhile: a hostile client must
+    // not fill the log with backtraces.
+    DECODING.set(true);
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode));
+    DECODING.set(false);
+    match outcome {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err((1007, format!("{what}: {error}"))),
+        Err(_) => Err((1007, format!("{what}: rejected by the decoder"))),
+    }
+}
+
+thread_local! {
+    static DECODING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread is decoding a client's bytes in [`untrusted`] (a
+/// panic there is the client's error, not worth a log line).
+pub(crate) fn decoding_untrusted() -> bool {
+    DECODING.get()
+}
+
 /// A sync message of `kind` carrying `payload`.
 fn sync_message(kind: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + 8);
@@ -185,7 +215,7 @@ impl<H: YjsHooks> YDoc<H> {
     /// Applies an update (from a client or a POST), stores it and relays it
     /// to every member but `from`.
     fn apply(&mut self, update: &[u8], from: Option<&str>, room: &Room) -> Result<(), Close> {
-        let decoded = Update::decode_v1(update).map_err(|e| (1007, format!("malformed Yjs update: {e}")))?;
+        let decoded = untrusted("malformed Yjs update", || Update::decode_v1(update).map_err(|e| e.to_string()))?;
         if decoded.is_empty() {
             return Ok(());
         }
@@ -193,7 +223,9 @@ impl<H: YjsHooks> YDoc<H> {
         if self.log.size() + update.len() > max {
             return Err((1009, format!("the document would exceed its limit of {max} bytes")));
         }
-        self.doc.transact_mut().apply_update(decoded).map_err(|e| (1007, format!("the update does not apply: {e}")))?;
+        untrusted("the update does not apply", || {
+            self.doc.transact_mut().apply_update(decoded).map_err(|e| e.to_string())
+        })?;
         self.log.append(room, update).map_err(|e| (1011, format!("the update was not stored: {e}")))?;
         if self.log.wants_compaction() {
             self.compact(room);
@@ -217,8 +249,9 @@ impl<H: YjsHooks> YDoc<H> {
         }
         match incoming {
             Incoming::SyncStep1(state_vector) => {
-                let sv =
-                    StateVector::decode_v1(state_vector).map_err(|e| (1007, format!("malformed state vector: {e}")))?;
+                let sv = untrusted("malformed state vector", || {
+                    StateVector::decode_v1(state_vector).map_err(|e| e.to_string())
+                })?;
                 let update = self.doc.transact().encode_state_as_update_v1(&sv);
                 sender.send(sync_message(MSG_SYNC_STEP_2, &update).as_slice());
                 Ok(())
@@ -384,6 +417,43 @@ mod tests {
         // A length past the end, and an empty frame.
         assert!(matches!(split(&[MSG_SYNC, MSG_SYNC_UPDATE, 200, 1]), Err((1007, _))));
         assert!(matches!(split(&[]), Err((1007, _))));
+    }
+
+    proptest::proptest! {
+        /// Whatever a client sends, splitting it and decoding what is
+        /// inside (as `on_binary` and `awareness::on_update` do) returns an
+        /// error or a value; it never panics, which would fail the room and
+        /// close every member.
+        #[test]
+        fn any_bytes_split_and_decode_without_panicking(data in proptest::collection::vec(proptest::num::u8::ANY, 0..96)) {
+            let mut messages = vec![data.clone()];
+            // The same bytes as the payload of each kind of message, so the
+            // decoders see them, not just the splitter.
+            for kind in [MSG_SYNC_STEP_1, MSG_SYNC_UPDATE] {
+                messages.push(sync_message(kind, &data));
+            }
+            let mut awareness = vec![MSG_AWARENESS];
+            awareness.write_buf(&data);
+            messages.push(awareness);
+            for message in &messages {
+                match split(message) {
+                    Ok(Incoming::SyncStep1(sv)) => {
+                        let _ = untrusted("sv", || StateVector::decode_v1(sv).map_err(|e| e.to_string()));
+                    }
+                    Ok(Incoming::Update(update)) => {
+                        let doc = Doc::new();
+                        let _ = untrusted("update", || {
+                            let update = Update::decode_v1(update).map_err(|e| e.to_string())?;
+                            doc.transact_mut().apply_update(update).map_err(|e| e.to_string())
+                        });
+                    }
+                    Ok(Incoming::Awareness(payload)) => {
+                        let _ = awareness::decode(payload);
+                    }
+                    Ok(Incoming::QueryAwareness | Incoming::Auth) | Err(_) => {}
+                }
+            }
+        }
     }
 
     #[test]

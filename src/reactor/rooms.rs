@@ -264,8 +264,17 @@ impl State {
 
     /// A hibernated room with no members, nothing held and its snapshot
     /// committed needs no memory at all: the next event finds it on disk.
+    /// One with members keeps its `Room`, without the buffers its last
+    /// events left behind (a sleeping room may sleep for days).
     pub(super) fn forget_if_on_disk(&mut self, room: &Arc<RoomKey>) {
-        let Some(host) = self.hosts.get(room) else { return };
+        let Some(host) = self.hosts.get_mut(room) else { return };
+        if !host.is_awake() && host.held.is_empty() {
+            host.held = std::collections::VecDeque::new();
+            let effects = host.room.effects.get_mut();
+            if effects.is_empty() {
+                *effects = Vec::new();
+            }
+        }
         if !host.is_awake()
             && host.room.connection_count() == 0
             && host.unsaved.is_none()

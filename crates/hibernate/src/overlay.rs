@@ -94,6 +94,16 @@ impl Overlay {
         if self.cleared_at.is_some_and(|cleared| cleared <= seq) {
             self.cleared_at = None;
         }
+        // Nothing pending: give the memory back. An emptied `BTreeMap`
+        // keeps its root node (~600 B with these keys and values) and the
+        // queue its buffer; a hibernated room that once wrote would hold
+        // them for as long as it sleeps.
+        if self.entries.is_empty() {
+            self.entries = BTreeMap::new();
+        }
+        if self.order.is_empty() {
+            self.order = std::collections::VecDeque::new();
+        }
     }
 
     /// Whether nothing is pending, so reads go straight to LMDB.

@@ -13,6 +13,8 @@
 //!   delete of 64 characters after every tenth (so it carries tombstones).
 //!   Also prints the p50/p99/max of 30 single cold loads, the number the
 //!   target is about.
+//!
+//! With the server's allocator (mimalloc), as the `dormouse` binary runs.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use dormouse::bench::Hibernation;
@@ -25,6 +27,11 @@ use yrs::{Doc, ReadTxn, StateVector, Text, Transact};
 
 #[path = "common/evict_wake.rs"]
 mod evict_wake;
+
+/// The server binary's allocator: a document is many small allocations,
+/// and what loading and dropping one costs depends on it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// A y-protocols sync update message carrying `update`.
 fn update_message(update: &[u8]) -> Vec<u8> {

@@ -218,10 +218,14 @@ fn a_malformed_message_closes_only_its_sender_and_changes_nothing() {
 
 /// A y-protocols awareness message setting client `client`'s state to `json`.
 fn awareness_message(client: u64, json: &str) -> Vec<u8> {
+    awareness_message_clock(client, json, 1)
+}
+
+fn awareness_message_clock(client: u64, json: &str, clock: u32) -> Vec<u8> {
     use yrs::encoding::write::Write;
     use yrs::sync::awareness::{AwarenessUpdate, AwarenessUpdateEntry};
     use yrs::updates::encoder::Encode;
-    let entry = AwarenessUpdateEntry { clock: 1, json: json.into() };
+    let entry = AwarenessUpdateEntry { clock, json: json.into() };
     let update = AwarenessUpdate { clients: [(yrs::block::ClientID::new(client), entry)].into_iter().collect() };
     let mut message = vec![1];
     message.write_buf(update.encode_v1());
@@ -290,4 +294,19 @@ fn every_update_a_client_received_survives_kill_9() {
     for item in &seen {
         assert!(stored.contains(&item.as_str()), "{item} was received before the kill but is not stored: {text}");
     }
+}
+
+#[test]
+fn a_socket_that_ends_without_a_close_frame_has_its_awareness_removed() {
+    let server = start();
+    let addr = server.local_addr();
+    let mut a = Client::connect(addr, "/parties/docs/gone?_pk=a");
+    assert_eq!(a.recv().payload, EMPTY_STEP_1);
+    let mut b = Client::connect(addr, "/parties/docs/gone?_pk=b");
+    assert_eq!(b.recv().payload, EMPTY_STEP_1);
+    let set = awareness_message(42, r#"{"name":"a"}"#);
+    a.send_frame(true, 2, &set, true);
+    assert_eq!(b.recv().payload, set, "relayed to the other member");
+    drop(a);
+    assert_eq!(b.recv().payload, awareness_message_clock(42, "null", 2), "removed with the next clock");
 }

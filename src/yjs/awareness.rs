@@ -4,7 +4,8 @@
 //!
 //! A connection's state is one flags byte and then the awareness entries it
 //! set, as a y-protocols awareness update (`clientID, clock, JSON` per
-//! entry; an entry set to `null` is dropped). It is bounded by the party's
+//! entry; one set to `null` is kept as such), for the clients of its first
+//! awareness update only (see `OWNS`). It is bounded by the party's
 //! `max_state_bytes` (16 KiB for this kind). An awareness message is relayed
 //! as it came to every member, its sender too (as y-websocket's server does:
 //! a lone client's provider reconnects after 30 s without a message, and its
@@ -22,6 +23,12 @@ use yrs::updates::encoder::Encode;
 
 /// The connection applies nothing it sends to the document.
 pub(super) const READ_ONLY: u8 = 1;
+/// The clients the connection speaks for are known: those of its first
+/// awareness update (a provider's own, sent as it connects). y-websocket's
+/// and y-partykit's providers send every awareness change they hear back to
+/// the server, others' too; those echoes are relayed but not kept as the
+/// connection's, or its close would remove (or keep) the wrong clients.
+const OWNS: u8 = 2;
 
 /// Why a connection is closed: code and reason.
 pub(super) type Close = (u16, String);
@@ -59,15 +66,15 @@ pub(super) fn init(conn: &Connection<'_>, flags: u8) -> Result<(), Close> {
 /// `sender`: its entries are kept, and the message goes to every member.
 pub(super) fn on_update(frame: &[u8], payload: &[u8], sender: &Connection<'_>, room: &Room) -> Result<(), Close> {
     let update = decode(payload)?;
-    let mut kept = entries(sender);
+    let (flags, mut kept) = (flags(sender), entries(sender));
     for (client, entry) in update.clients {
-        if &*entry.json == "null" {
-            kept.clients.remove(&client);
-        } else {
+        // A client set to null stays owned (its entry kept as null), so the
+        // connection may set it again.
+        if flags & OWNS == 0 || kept.clients.contains_key(&client) {
             kept.clients.insert(client, entry);
         }
     }
-    store(sender, flags(sender), &kept)?;
+    store(sender, flags | OWNS, &kept)?;
     room.broadcast(Message::Binary(frame), &[]);
     Ok(())
 }
@@ -81,7 +88,7 @@ pub(super) fn decode(payload: &[u8]) -> Result<AwarenessUpdate, Close> {
 pub(super) fn everyone(room: &Room, except: Option<&str>) -> Option<Vec<u8>> {
     let mut all = AwarenessUpdate { clients: HashMap::new() };
     for conn in room.connections().filter(|conn| Some(conn.id()) != except) {
-        all.clients.extend(entries(&conn).clients);
+        all.clients.extend(entries(&conn).clients.into_iter().filter(|(_, entry)| !is_null(entry)));
     }
     (!all.clients.is_empty()).then(|| message(&all))
 }
@@ -91,12 +98,15 @@ pub(super) fn everyone(room: &Room, except: Option<&str>) -> Option<Vec<u8>> {
 /// provider that reconnected before its old socket closed).
 pub(super) fn on_close(conn: &Connection<'_>, room: &Room) {
     let mut gone = entries(conn);
+    gone.clients.retain(|_, entry| !is_null(entry));
     if gone.clients.is_empty() {
         return;
     }
     for other in room.connections().filter(|other| other.id() != conn.id()) {
-        for client in entries(&other).clients.keys() {
-            gone.clients.remove(client);
+        for (client, entry) in entries(&other).clients {
+            if !is_null(&entry) {
+                gone.clients.remove(&client);
+            }
         }
     }
     for entry in gone.clients.values_mut() {
@@ -105,6 +115,10 @@ pub(super) fn on_close(conn: &Connection<'_>, room: &Room) {
     if !gone.clients.is_empty() {
         room.broadcast(Message::Binary(&message(&gone)), &[conn.id()]);
     }
+}
+
+fn is_null(entry: &AwarenessUpdateEntry) -> bool {
+    &*entry.json == "null"
 }
 
 /// The y-protocols awareness message carrying `update`.

@@ -7,26 +7,31 @@
 //!   document, appended to room storage (handed to the writer, not waited
 //!   for), the relay framed once; compaction every 512 updates included.
 //!   The fan-out to sockets is the reactor's, measured in `fanout`.
-//! - `yjs/wake/10MB`: a hibernated 10 MB document loaded again: the merged
-//!   state read from LMDB (in parts), decoded and applied into a new `Doc`.
-//!   The document is 10,000 inserts of 1 KiB at random places, with a
-//!   delete of 64 characters after every tenth (so it carries tombstones).
-//!   Also prints the p50/p99/max of 30 single cold loads, the number the
-//!   target is about.
+//! - `yjs/load/10MB`: the cold load of a hibernated 10 MB document: the room
+//!   woken (its merged state read from LMDB, in parts) and a newcomer's
+//!   step 1 answered with the whole document (the step 2 message built;
+//!   sending it is the reactor's). The document is 10,000 inserts of 1 KiB
+//!   at random places, with a delete of 64 characters after every tenth (so
+//!   it carries tombstones).
+//! - `yjs/first-write/10MB`: the same room woken and a 64-byte update
+//!   applied: this builds the yrs `Doc` from the stored state (decoded,
+//!   integrated), what every load cost before readers were served from
+//!   the stored state.
+//! - Both also print the p50/p99/max of 30 single ones (criterion reports
+//!   means; the target is a p99).
 //!
 //! With the server's allocator (mimalloc), as the `dormouse` binary runs.
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion};
 use dormouse::bench::Hibernation;
 use dormouse::YDoc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use yrs::encoding::write::Write;
 use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
 use yrs::{Doc, ReadTxn, StateVector, Text, Transact};
-
-#[path = "common/evict_wake.rs"]
-mod evict_wake;
 
 /// The server binary's allocator: a document is many small allocations,
 /// and what loading and dropping one costs depends on it.
@@ -86,6 +91,44 @@ fn fill(room: &mut Hibernation, bytes: usize) -> usize {
     whole.len()
 }
 
+/// A step 1 of a client with nothing: answered with the whole document.
+fn newcomer_step_1() -> Vec<u8> {
+    let mut out = vec![0, 0];
+    out.write_buf(StateVector::default().encode_v1());
+    out
+}
+
+/// Times `what` right after a cold wake of `room` (evicted, its writes
+/// committed, untimed): `cold/<name>` in criterion, then `n` single ones
+/// one by one with their p50, p99 and max printed.
+fn cold(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    room: &mut Hibernation,
+    n: usize,
+    mut what: impl FnMut(&mut Hibernation),
+) {
+    let mut once = |room: &mut Hibernation| {
+        room.evict();
+        room.settle();
+        let start = Instant::now();
+        room.wake();
+        what(room);
+        start.elapsed()
+    };
+    group.bench_function(name, |b| b.iter_custom(|iters| (0..iters).map(|_| once(room)).sum()));
+    let mut histogram = hdrhistogram::Histogram::<u64>::new(3).expect("valid precision");
+    for _ in 0..n {
+        histogram.record(once(room).as_nanos() as u64).expect("in range");
+    }
+    eprintln!(
+        "yjs/{name}: one by one, n={n}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        histogram.value_at_quantile(0.5) as f64 / 1e6,
+        histogram.value_at_quantile(0.99) as f64 / 1e6,
+        histogram.max() as f64 / 1e6
+    );
+}
+
 fn yjs(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let store = Arc::new(dormouse_hibernate::Store::open(dir.path(), Default::default()).expect("the store opens"));
@@ -119,14 +162,25 @@ fn yjs(c: &mut Criterion) {
     room.commit();
 
     let mut big = Hibernation::new::<YDoc>(store.clone(), "big");
+    big.join();
     let encoded = fill(&mut big, 10 << 20);
-    eprintln!("yjs/wake/10MB: the document is {encoded} bytes encoded");
+    eprintln!("yjs/load/10MB: the document is {encoded} bytes encoded");
     group.sample_size(10).measurement_time(Duration::from_secs(10));
-    evict_wake::bench(&mut group, "10MB", &mut big);
-    group.finish();
-    evict_wake::percentiles("yjs/wake/10MB", &mut big, 30);
+    let step_1 = newcomer_step_1();
+    cold(&mut group, "load/10MB", &mut big, 30, |room| {
+        assert_eq!(room.binary(&step_1), 1, "the newcomer is sent its step 2");
+    });
     let served = big.request("GET", Vec::new());
     assert_eq!(served.body.len(), encoded, "the woken document is whole");
+
+    let writer = Doc::with_client_id(8);
+    let text = writer.get_or_insert_text("w");
+    cold(&mut group, "first-write/10MB", &mut big, 30, |room| {
+        let mut txn = writer.transact_mut();
+        text.insert(&mut txn, 0, &insert);
+        room.binary(&update_message(&txn.encode_update_v1()));
+    });
+    group.finish();
 }
 
 criterion_group!(benches, yjs);

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! yjs/s/<part:08x>              the merged state (a Yjs v1 update), in parts
+//! yjs/v/<part:08x>              its snapshot (delete set, state vector), in parts
 //! yjs/u/<seq:016x>/<part:08x>   each update since, in order, in parts
 //! ```
 //!
@@ -12,14 +13,17 @@
 //! or more tail bytes than the state and at least `MIN_TAIL_BYTES`) and when
 //! the room hibernates, the tail is merged into
 //! the state (`encode_state_as_update_v1` of the document, which drops what
-//! garbage collection removed) and deleted, in the same commit.
+//! garbage collection removed) and deleted, in the same commit; the state's
+//! snapshot is written with it, so a room woken with no updates since can
+//! serve readers without decoding the document ([`super::document`]).
 
 use crate::party::Room;
 use crate::storage::{ListOptions, StorageError};
-use yrs::updates::decoder::Decode;
-use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
+use yrs::updates::encoder::Encode;
+use yrs::{Doc, ReadTxn, StateVector, Transact};
 
 const STATE: &[u8] = b"yjs/s/";
+const SNAPSHOT: &[u8] = b"yjs/v/";
 const TAIL: &[u8] = b"yjs/u/";
 /// Updates in the tail past which it is merged into the state (at least).
 const MAX_TAIL_UPDATES: usize = 512;
@@ -35,6 +39,9 @@ const MIN_TAIL_BYTES: usize = 1 << 20;
 pub(super) struct Log {
     state_parts: u32,
     state_bytes: usize,
+    /// Parts of the state's snapshot (none in a document stored before
+    /// snapshots were, until its next compaction).
+    snapshot_parts: u32,
     /// The tail: each update's sequence number and number of parts.
     tail: Vec<(u64, u32)>,
     tail_bytes: usize,
@@ -42,12 +49,40 @@ pub(super) struct Log {
     next: u64,
 }
 
-fn state_key(part: u32) -> Vec<u8> {
-    format!("yjs/s/{part:08x}").into_bytes()
+/// The document as storage holds it, read at a load.
+#[derive(Debug, Default)]
+pub(super) struct Stored {
+    /// The merged state, a Yjs v1 update (empty for a new document).
+    pub state: Vec<u8>,
+    /// The state's snapshot, v1-encoded, if stored.
+    pub snapshot: Option<Vec<u8>>,
+    /// The updates since, in order.
+    pub tail: Vec<Vec<u8>>,
+}
+
+fn part_key(prefix: &[u8], part: u32) -> Vec<u8> {
+    let mut key = prefix.to_vec();
+    key.extend_from_slice(format!("{part:08x}").as_bytes());
+    key
 }
 
 fn tail_key(seq: u64, part: u32) -> Vec<u8> {
     format!("yjs/u/{seq:016x}/{part:08x}").into_bytes()
+}
+
+/// Writes `bytes` in parts under `prefix`, deleting the parts past them of
+/// the `old` ones; returns the number written.
+fn write_parts(room: &Room, prefix: &[u8], bytes: &[u8], old: u32) -> Result<u32, StorageError> {
+    let storage = room.storage();
+    let mut parts = 0;
+    for part in bytes.chunks(storage.max_value_bytes().max(1)) {
+        storage.put(part_key(prefix, parts), part)?;
+        parts += 1;
+    }
+    for stale in parts..old {
+        storage.delete(part_key(prefix, stale))?;
+    }
+    Ok(parts)
 }
 
 /// The sequence number of a tail key.
@@ -61,53 +96,33 @@ fn list(room: &Room, prefix: &[u8]) -> Result<crate::storage::Entries, StorageEr
 }
 
 impl Log {
-    /// Reads the document from storage into `doc`: the state, then the tail.
-    pub fn load(room: &Room, doc: &Doc) -> Result<Log, String> {
-        let state = list(room, STATE).map_err(|e| format!("cannot read the document: {e}"))?;
-        let mut log = Log { state_parts: state.len() as u32, ..Log::default() };
-        let mut bytes = Vec::with_capacity(state.iter().map(|(_, part)| part.len()).sum());
-        for (_, part) in &state {
-            bytes.extend_from_slice(part);
-        }
-        log.state_bytes = bytes.len();
-        let mut txn = doc.transact_mut();
-        if !bytes.is_empty() {
-            let update = Update::decode_v1(&bytes).map_err(|e| format!("the stored document does not decode: {e}"))?;
-            txn.apply_update(update).map_err(|e| format!("the stored document does not apply: {e}"))?;
-        }
+    /// Reads the document from storage: the state, its snapshot, the tail.
+    pub fn load(room: &Room) -> Result<(Log, Stored), String> {
+        let joined = |prefix: &[u8], what: &str| -> Result<(u32, Vec<u8>), String> {
+            let parts = list(room, prefix).map_err(|e| format!("cannot read the document's {what}: {e}"))?;
+            let mut bytes = Vec::with_capacity(parts.iter().map(|(_, part)| part.len()).sum());
+            for (_, part) in &parts {
+                bytes.extend_from_slice(part);
+            }
+            Ok((parts.len() as u32, bytes))
+        };
+        let (state_parts, state) = joined(STATE, "state")?;
+        let (snapshot_parts, snapshot) = joined(SNAPSHOT, "snapshot")?;
+        let mut log = Log { state_parts, state_bytes: state.len(), snapshot_parts, ..Log::default() };
+        let mut stored = Stored { state, snapshot: (snapshot_parts > 0).then_some(snapshot), tail: Vec::new() };
         let tail = list(room, TAIL).map_err(|e| format!("cannot read the document's updates: {e}"))?;
-        let mut update = Vec::new();
-        let mut current = None;
         for (key, part) in tail {
             let seq = tail_seq(&key).ok_or_else(|| format!("a stored update has a bad key {key:?}"))?;
-            if current != Some(seq) {
-                if let Some(done) = current {
-                    log.apply_stored(&mut txn, done, &mut update)?;
-                }
-                current = Some(seq);
+            if log.tail.last().map(|&(last, _)| last) != Some(seq) {
                 log.tail.push((seq, 0));
+                log.next = seq + 1;
+                stored.tail.push(Vec::new());
             }
             log.tail.last_mut().expect("pushed above").1 += 1;
-            update.extend_from_slice(&part);
+            log.tail_bytes += part.len();
+            stored.tail.last_mut().expect("pushed above").extend_from_slice(&part);
         }
-        if let Some(done) = current {
-            log.apply_stored(&mut txn, done, &mut update)?;
-        }
-        Ok(log)
-    }
-
-    /// Applies stored update `seq` (its parts joined in `update`, emptied).
-    fn apply_stored(
-        &mut self,
-        txn: &mut yrs::TransactionMut<'_>,
-        seq: u64,
-        update: &mut Vec<u8>,
-    ) -> Result<(), String> {
-        self.tail_bytes += update.len();
-        self.next = seq + 1;
-        let decoded = Update::decode_v1(update).map_err(|e| format!("stored update {seq} does not decode: {e}"))?;
-        update.clear();
-        txn.apply_update(decoded).map_err(|e| format!("stored update {seq} does not apply: {e}"))
+        Ok((log, stored))
     }
 
     /// The document's size as stored: its state and the updates since.
@@ -140,27 +155,30 @@ impl Log {
         self.tail.len() >= updates || self.tail_bytes >= self.state_bytes.max(MIN_TAIL_BYTES)
     }
 
-    /// Writes the document as one merged state and deletes the tail.
+    /// Whether a compaction would change what is stored: there is a tail,
+    /// or a state without its snapshot.
+    pub fn compactable(&self) -> bool {
+        !self.tail.is_empty() || (self.state_parts > 0 && self.snapshot_parts == 0)
+    }
+
+    /// Writes the document as one merged state with its snapshot and
+    /// deletes the tail.
     pub fn compact(&mut self, room: &Room, doc: &Doc) -> Result<(), StorageError> {
-        if self.tail.is_empty() {
+        if !self.compactable() {
             return Ok(());
         }
+        let txn = doc.transact();
+        let state = txn.encode_state_as_update_v1(&StateVector::default());
+        let snapshot = txn.snapshot().encode_v1();
+        drop(txn);
+        self.state_parts = write_parts(room, STATE, &state, self.state_parts)?;
+        self.snapshot_parts = write_parts(room, SNAPSHOT, &snapshot, self.snapshot_parts)?;
         let storage = room.storage();
-        let state = doc.transact().encode_state_as_update_v1(&StateVector::default());
-        let mut parts = 0;
-        for part in state.chunks(storage.max_value_bytes().max(1)) {
-            storage.put(state_key(parts), part)?;
-            parts += 1;
-        }
-        for stale in parts..self.state_parts {
-            storage.delete(state_key(stale))?;
-        }
         for (seq, count) in std::mem::take(&mut self.tail) {
             for part in 0..count {
                 storage.delete(tail_key(seq, part))?;
             }
         }
-        self.state_parts = parts;
         self.state_bytes = state.len();
         self.tail_bytes = 0;
         Ok(())

@@ -15,7 +15,8 @@
 //! received survives a crash. The kind hibernates by default: after
 //! `idle_evict_ms` without document traffic the `Doc` is dropped (its tail
 //! merged into the stored state first) and loaded again by the next sync
-//! message. Awareness and its queries are served while it sleeps
+//! message; readers joining are served from the stored state until an
+//! update needs the `Doc` ([`document`]). Awareness and its queries are served while it sleeps
 //! ([`Party::on_message_asleep`]), and so are clean closes: presence traffic
 //! never wakes a document.
 //!
@@ -24,12 +25,14 @@
 //! be. Both pass the party's pre-request hook ([`YjsHooks`]).
 
 mod awareness;
+mod document;
 mod log;
 
 use crate::config::PartyConfig;
 use crate::http::{RequestHead, Response};
 use crate::party::{ConnectCtx, Connection, Lobby, Message, Party, Rejection, Request, Room};
 use crate::room::FailRoom;
+use document::Document;
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use yrs::encoding::read::{Cursor, Read};
@@ -37,7 +40,7 @@ use yrs::encoding::write::Write;
 use yrs::sync::protocol::{MSG_AUTH, MSG_AWARENESS, MSG_QUERY_AWARENESS, MSG_SYNC};
 use yrs::sync::protocol::{MSG_SYNC_STEP_1, MSG_SYNC_STEP_2, MSG_SYNC_UPDATE};
 use yrs::updates::decoder::Decode;
-use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
+use yrs::{Doc, StateVector, Transact, Update};
 
 /// The request header a pre-connect hook sets (any value) to make a
 /// connection read-only; `?readonly` (not `0` or `false`) does it too.
@@ -74,7 +77,7 @@ impl YjsHooks for Open {}
 /// A Yjs document room (the built-in `yjs` kind is `YDoc<Open>`). Register
 /// `YDoc<MyHooks>` on a [`crate::Server`] for one with authentication.
 pub struct YDoc<H: YjsHooks = Open> {
-    doc: Doc,
+    doc: Document,
     log: log::Log,
     /// y-partykit chunked messages being received, by connection id.
     batches: HashMap<Box<str>, Batch>,
@@ -202,13 +205,23 @@ impl<H: YjsHooks> YDoc<H> {
     /// fails the room (its clients see 1011 with the reason); what is
     /// stored stays as it is.
     fn load(room: &Room) -> Self {
-        let doc = Doc::new();
-        match log::Log::load(room, &doc) {
-            Ok(log) => YDoc { doc, log, batches: HashMap::new(), hooks: PhantomData },
-            Err(error) => {
-                tracing::error!(party = room.party(), room = room.id(), %error, "a Yjs document does not load");
-                std::panic::panic_any(FailRoom(error))
-            }
+        let loaded = log::Log::load(room).and_then(|(log, stored)| Ok((log, Document::load(stored)?)));
+        match loaded {
+            Ok((log, doc)) => YDoc { doc, log, batches: HashMap::new(), hooks: PhantomData },
+            Err(error) => Self::unloadable(room, error),
+        }
+    }
+
+    fn unloadable(room: &Room, error: String) -> ! {
+        tracing::error!(party = room.party(), room = room.id(), %error, "a Yjs document does not load");
+        std::panic::panic_any(FailRoom(error))
+    }
+
+    /// The `Doc`, built now if the room was serving its stored state.
+    fn doc(&mut self, room: &Room) -> &Doc {
+        match self.doc.doc() {
+            Ok(_) => self.doc.live().expect("just built"),
+            Err(error) => Self::unloadable(room, error),
         }
     }
 
@@ -216,16 +229,15 @@ impl<H: YjsHooks> YDoc<H> {
     /// to every member but `from`.
     fn apply(&mut self, update: &[u8], from: Option<&str>, room: &Room) -> Result<(), Close> {
         let decoded = untrusted("malformed Yjs update", || Update::decode_v1(update).map_err(|e| e.to_string()))?;
-        if decoded.is_empty() {
+        if decoded.is_empty() || self.doc.knows(&decoded) {
             return Ok(());
         }
         let max = room.config().max_document_bytes;
         if self.log.size() + update.len() > max {
             return Err((1009, format!("the document would exceed its limit of {max} bytes")));
         }
-        untrusted("the update does not apply", || {
-            self.doc.transact_mut().apply_update(decoded).map_err(|e| e.to_string())
-        })?;
+        let doc = self.doc(room);
+        untrusted("the update does not apply", || doc.transact_mut().apply_update(decoded).map_err(|e| e.to_string()))?;
         self.log.append(room, update).map_err(|e| (1011, format!("the update was not stored: {e}")))?;
         if self.log.wants_compaction() {
             self.compact(room);
@@ -236,7 +248,9 @@ impl<H: YjsHooks> YDoc<H> {
     }
 
     fn compact(&mut self, room: &Room) {
-        if let Err(error) = self.log.compact(room, &self.doc) {
+        // A document not built has nothing to compact: it is as stored.
+        let Some(doc) = self.doc.live() else { return };
+        if let Err(error) = self.log.compact(room, doc) {
             // The tail stays, and is read on the next load: nothing is lost.
             tracing::error!(party = room.party(), room = room.id(), %error, "a Yjs document was not compacted");
         }
@@ -252,7 +266,10 @@ impl<H: YjsHooks> YDoc<H> {
                 let sv = untrusted("malformed state vector", || {
                     StateVector::decode_v1(state_vector).map_err(|e| e.to_string())
                 })?;
-                let update = self.doc.transact().encode_state_as_update_v1(&sv);
+                let update = match self.doc.diff(&sv) {
+                    Ok(update) => update,
+                    Err(error) => Self::unloadable(room, error),
+                };
                 sender.send(sync_message(MSG_SYNC_STEP_2, &update).as_slice());
                 Ok(())
             }
@@ -316,8 +333,7 @@ impl<H: YjsHooks> Party for YDoc<H> {
     fn on_connect(&mut self, conn: &Connection<'_>, room: &Room, ctx: &mut ConnectCtx<'_>) -> Result<(), String> {
         let flags = if is_read_only(ctx.request()) { awareness::READ_ONLY } else { 0 };
         awareness::init(conn, flags).map_err(|(_, reason)| reason)?;
-        let state_vector = self.doc.transact().state_vector();
-        conn.send(sync_message(MSG_SYNC_STEP_1, &yrs::updates::encoder::Encode::encode_v1(&state_vector)).as_slice());
+        conn.send(sync_message(MSG_SYNC_STEP_1, &self.doc.state_vector()).as_slice());
         if let Some(all) = awareness::everyone(room, Some(conn.id())) {
             conn.send(all.as_slice());
         }
@@ -373,7 +389,7 @@ impl<H: YjsHooks> Party for YDoc<H> {
     fn on_request(&mut self, request: &Request, room: &Room) -> Response {
         match request.method() {
             "GET" | "HEAD" => {
-                let update = self.doc.transact().encode_state_as_update_v1(&StateVector::default());
+                let update = self.doc.whole();
                 Response::new(200).with_header("content-type", "application/octet-stream").with_body(update)
             }
             "POST" => match self.apply(&request.body, None, room) {

@@ -66,6 +66,23 @@ const metric = async (name) => {
     .reduce((sum, line) => sum + Number(line.split(" ").pop()), 0);
 };
 
+// One provider of each library, synced, both with a's first edit.
+const pair = async (initial) => {
+  const a = provider("y-websocket");
+  const b = provider("y-partykit");
+  await a.synced();
+  await b.synced();
+  a.text.insert(0, initial);
+  await until("b to see the edit", () => b.text.toString() === initial);
+  return [a, b];
+};
+
+// Resolves once more rooms than `after` were evicted and none is resident.
+const hibernated = async (after = 0) => {
+  await until("the room to hibernate", async () => (await metric("dormouse_rooms_evicted_total")) > after);
+  await until("no room resident", async () => (await metric("dormouse_rooms_resident")) === 0);
+};
+
 const getDoc = async () => {
   const response = await fetch(`http://${host}/parties/${party}/${room}`);
   if (response.status !== 200) fail(`GET answered ${response.status}`);
@@ -136,14 +153,8 @@ switch (scenario) {
   }
   // Awareness traffic while the room hibernates leaves it hibernated.
   case "asleep": {
-    const a = provider("y-websocket");
-    const b = provider("y-partykit");
-    await a.synced();
-    await b.synced();
-    a.text.insert(0, "awake");
-    await until("b to see the edit", () => b.text.toString() === "awake");
-    await until("the room to hibernate", async () => (await metric("dormouse_rooms_evicted_total")) >= 1);
-    await until("no room resident", async () => (await metric("dormouse_rooms_resident")) === 0);
+    const [a, b] = await pair("awake");
+    await hibernated();
     const woken = await metric("dormouse_rooms_woken_total");
     for (let i = 0; i < 20; i++) a.p.awareness.setLocalStateField("cursor", { at: i });
     const cursor = () => b.p.awareness.getStates().get(a.doc.clientID)?.cursor?.at === 19;
@@ -181,6 +192,34 @@ switch (scenario) {
     }
     console.log("closed");
     done(writer, watcher);
+  }
+  // A member that went away gets, on its return to the hibernated room,
+  // what changed meanwhile: a deletion only (no clock moved), then an
+  // insert; and a newcomer gets it all.
+  case "away": {
+    const [a, b] = await pair("hello world");
+    const away = async (change, expected) => {
+      b.p.disconnect();
+      await until("b to be away", () => !b.p.wsconnected);
+      const evicted = await metric("dormouse_rooms_evicted_total");
+      change();
+      await until("the server to have the change", async () => (await getDoc()) === expected);
+      await hibernated(evicted);
+      b.p.connect();
+      await until(`b to come back to ${expected}`, () => b.p.synced && b.text.toString() === expected);
+    };
+    await away(() => a.text.delete(0, 6), "world");
+    console.log("ok: a deletion made while away arrives");
+    await away(() => a.text.insert(5, "!"), "world!");
+    console.log("ok: an insert made while away arrives");
+    const c = provider("y-websocket");
+    await c.synced();
+    if (c.text.toString() !== "world!") fail(`a newcomer got ${c.text}`);
+    // b's own disconnects close its socket normally; nothing else closed one.
+    const closedByServer = [...a.closes, ...b.closes].filter(({ code }) => code !== 1000 && code !== 1005);
+    if (closedByServer.length > 0) fail(`a member was closed: ${JSON.stringify(closedByServer)}`);
+    console.log("ok: a newcomer gets it all");
+    done(a, b, c);
   }
   // y-partykit's provider sends a message over 1 MB in chunks between text markers.
   case "chunked": {

@@ -394,15 +394,6 @@ impl Config {
         Ok(config)
     }
 
-    /// The `[limits]` of JavaScript rooms.
-    pub(crate) fn js_limits(&self) -> crate::js::JsLimits {
-        crate::js::JsLimits {
-            heap_bytes_per_core: self.limits.js_heap_bytes_per_core,
-            event_budget: std::time::Duration::from_millis(self.limits.js_event_budget_ms),
-            stack_bytes: self.limits.js_stack_bytes,
-        }
-    }
-
     /// The number of core threads to run.
     pub fn core_count(&self) -> usize {
         self.cores.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))

@@ -26,6 +26,7 @@
 
 mod builtin;
 pub mod config;
+mod core_msg;
 pub mod deflate;
 pub mod http;
 pub(crate) mod js;
@@ -36,6 +37,7 @@ pub mod party;
 mod project;
 mod reactor;
 mod room;
+mod room_key;
 mod route;
 mod server;
 pub mod snapshot;
@@ -74,7 +76,7 @@ pub mod bench {
         /// A room of the JavaScript (or TypeScript) module `main`, with the
         /// default limits, and one connection (`bench`) joined.
         pub fn javascript(store: Arc<dormouse_hibernate::Store>, room: &str, main: &std::path::Path) -> Hibernation {
-            let limits = crate::Config::from_toml("").expect("the defaults are valid").js_limits();
+            let limits = crate::js::JsLimits::of(&crate::Config::from_toml("").expect("the defaults are valid").limits);
             let script = crate::js::Script::load(main, Vec::new(), limits).unwrap_or_else(|e| panic!("{e}"));
             let mut room = Hibernation::of_kind(store, room, Arc::new(crate::js::JsKind::new(script)));
             room.join();
@@ -83,7 +85,7 @@ pub mod bench {
 
         /// Joins one connection, `bench`, and drops what joining sent it.
         pub fn join(&mut self) {
-            let joining = crate::room::Joining {
+            let joining = crate::core_msg::Joining {
                 id: "bench".into(),
                 uri: "/parties/bench/room".into(),
                 head: crate::http::RequestHead {

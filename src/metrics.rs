@@ -3,9 +3,33 @@
 
 use crate::http::Response;
 use crate::party::Request;
-use crate::reactor::CoreStats;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters one core publishes for the server handle, `/metrics` and tests.
+#[derive(Debug, Default)]
+pub(crate) struct CoreStats {
+    pub connections_open: AtomicU64,
+    pub rooms_resident: AtomicU64,
+    /// The counters below are kept by the core in plain integers and
+    /// stored here once per turn.
+    pub rooms_created: AtomicU64,
+    pub rooms_woken: AtomicU64,
+    pub messages_asleep: AtomicU64,
+    pub rooms_evicted: AtomicU64,
+    pub rooms_dropped: AtomicU64,
+    pub snapshots_corrupt: AtomicU64,
+    pub room_events: AtomicU64,
+    pub messages_in: AtomicU64,
+    pub frames_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub broadcasts: AtomicU64,
+    pub broadcasts_compressed: AtomicU64,
+    pub publishes: AtomicU64,
+    pub slow_consumers_closed: AtomicU64,
+    pub frames_dropped: AtomicU64,
+    pub events_shed: AtomicU64,
+}
 
 /// The counter named `name` (without the `dormouse_` prefix and `_total`
 /// suffix) in one core's stats.

@@ -2,69 +2,13 @@
 //! event, admitting connections (with the duplicate-id rule), delivering
 //! events one at a time, and handing the effects they produce to the reactor.
 
-use crate::http::{RequestHead, Response};
+use crate::core_msg::{CoreMsg, Joining, ReplyTo};
+use crate::http::Response;
 use crate::kind::PartyKind;
 use crate::party::{ConnRef, ConnectCtx, Connection, Effect, Member, Message, Party, Request, Room};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::Arc;
-
-/// A room's identity: its party and id. Shared between cores by `Arc`.
-///
-/// It carries its hash, computed once when the key is made (per connection
-/// or request, not per message) with a key chosen per process, so the
-/// core's room tables (`RoomMap`) look a room up without hashing its names
-/// again, and clients cannot choose names that collide or pile onto one core.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct RoomKey {
-    pub party: Box<str>,
-    pub id: Box<str>,
-    hash: u64,
-}
-
-impl std::hash::Hash for RoomKey {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_u64(self.hash);
-    }
-}
-
-impl RoomKey {
-    pub fn new(party: impl Into<Box<str>>, id: impl Into<Box<str>>) -> RoomKey {
-        static KEYS: std::sync::LazyLock<std::hash::RandomState> = std::sync::LazyLock::new(Default::default);
-        let (party, id) = (party.into(), id.into());
-        let hash = std::hash::BuildHasher::hash_one(&*KEYS, (&*party, &*id));
-        RoomKey { party, id, hash }
-    }
-
-    /// The core that owns this room, the same on every core of the process.
-    pub fn owner(&self, cores: usize) -> usize {
-        (self.hash % cores as u64) as usize
-    }
-}
-
-/// Hashes a [`RoomKey`] by the hash it carries.
-#[derive(Default)]
-pub(crate) struct RoomKeyHasher(u64);
-
-impl std::hash::Hasher for RoomKeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is used by `RoomKey`; anything else still hashes.
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-/// A table of rooms, hashed by their keys' own hashes.
-pub(crate) type RoomMap<V> = std::collections::HashMap<Arc<RoomKey>, V, std::hash::BuildHasherDefault<RoomKeyHasher>>;
 
 /// What became of a connection attempt.
 pub(crate) enum Admission {
@@ -153,29 +97,11 @@ pub(crate) struct RoomHost {
     pub deferred: Vec<(u32, ReplyTo)>,
 }
 
-/// Where the response to a request to a room goes.
-#[derive(Debug)]
-pub(crate) enum ReplyTo {
-    /// A socket's HTTP request.
-    Socket(ConnRef),
-    /// Request `id` of room `room` (`Room::request_room`).
-    Room { room: Arc<RoomKey>, id: u32 },
-}
-
-impl ReplyTo {
-    pub fn message(self, response: Box<Response>) -> crate::reactor::CoreMsg {
-        match self {
-            ReplyTo::Socket(conn) => crate::reactor::CoreMsg::Respond { conn, response },
-            ReplyTo::Room { room, id } => crate::reactor::CoreMsg::RoomResponse { room, id, response },
-        }
-    }
-}
-
 /// What one event produced, held until batch `seq` commits.
 pub(crate) struct Held {
     pub seq: u64,
     pub effects: Vec<Effect>,
-    pub reply: Option<crate::reactor::CoreMsg>,
+    pub reply: Option<CoreMsg>,
 }
 
 /// The codec id of party-made snapshot bytes in the envelope.
@@ -189,17 +115,6 @@ pub(crate) enum Origin {
     Restored,
     /// Its snapshot was corrupt or did not restore (kept aside): created fresh.
     Corrupt { error: String, bytes: Vec<u8> },
-}
-
-/// What a new connection brings to the room.
-#[derive(Debug)]
-pub(crate) struct Joining {
-    pub id: String,
-    pub uri: String,
-    pub head: RequestHead,
-    pub protocols: Vec<String>,
-    /// It negotiated permessage-deflate.
-    pub deflate: bool,
 }
 
 /// Checks the tags a party gave a connection against the limits and returns

@@ -5,8 +5,9 @@ use crate::builtin::{Chat, Echo, Relay};
 use crate::config::{Config, IoBackend};
 use crate::http::Response;
 use crate::kind::{Kind, PartyKind};
+use crate::metrics::CoreStats;
 use crate::party::{Party, Request};
-use crate::reactor::{probe_uring, Backend, Core, CoreStats, Epoll, FetchHandler, Inbox, Shared, Uring};
+use crate::reactor::{probe_uring, Backend, Core, Epoll, FetchHandler, Inbox, Placement, Shared, Uring};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -132,7 +133,7 @@ impl Server {
             Some(folder) => Some(crate::static_files::StaticFiles::load(folder, self.config.single_page_app)?),
             None => None,
         };
-        let js_limits = self.config.js_limits();
+        let js_limits = crate::js::JsLimits::of(&self.config.limits);
         for (name, party) in self.config.parties.iter_mut() {
             if let Some(main) = &party.main {
                 let env = party.vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -177,6 +178,7 @@ impl Server {
             wake_fds,
             stopping: Default::default(),
             stats: (0..cores).map(|_| CoreStats::default()).collect(),
+            placement: Placement::new(cores),
             publish_auth: self.config.publish_token.as_ref().map(|token| format!("Bearer {token}")),
             metrics_path: self.config.metrics.enabled.then(|| self.config.metrics.path.clone()),
             static_files,

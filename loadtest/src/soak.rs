@@ -912,14 +912,15 @@ struct Sampler {
 
 impl Sampler {
     fn take(&mut self, stage: &'static str) -> Result<()> {
-        let counts = room_counts(self.addr)?;
-        // The server may still be closing the /metrics request's socket: the
-        // fewest descriptors of a few reads 20 ms apart. A leaked descriptor
-        // stays in every read.
+        let mut counts = room_counts(self.addr)?;
+        // The server may still be closing the previous /metrics request's
+        // socket: the fewest descriptors, and the fewest open connections,
+        // of a few reads 20 ms apart. A leaked one stays in every read.
         let mut fds = target::open_fds(self.pid)?;
         for _ in 0..4 {
             std::thread::sleep(Duration::from_millis(20));
             fds = fds.min(target::open_fds(self.pid)?);
+            counts.connections_open = counts.connections_open.min(room_counts(self.addr)?.connections_open);
         }
         let proc: ProcSample = target::sample(self.pid)?;
         let now = Instant::now();

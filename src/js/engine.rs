@@ -26,6 +26,17 @@ pub(crate) struct JsLimits {
     pub stack_bytes: usize,
 }
 
+impl JsLimits {
+    /// The `[limits]` of JavaScript rooms.
+    pub fn of(limits: &crate::config::Limits) -> JsLimits {
+        JsLimits {
+            heap_bytes_per_core: limits.js_heap_bytes_per_core,
+            event_budget: Duration::from_millis(limits.js_event_budget_ms),
+            stack_bytes: limits.js_stack_bytes,
+        }
+    }
+}
+
 thread_local! {
     static RUNTIME: RefCell<Option<Runtime>> = const { RefCell::new(None) };
     /// When the running call's budget ends, and the last interrupt poll;

@@ -133,6 +133,7 @@ impl Backend for Epoll {
         }
     }
 
+    #[inline]
     fn send<'a>(&mut self, slot: u32, fd: RawFd, frames: impl Iterator<Item = &'a Bytes>, offset: usize) {
         let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX_SEND_FRAMES];
         let mut count = 0;

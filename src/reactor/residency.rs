@@ -21,7 +21,7 @@
 //! nobody uses any more cost nothing after their idle time.
 
 use super::State;
-use crate::room::RoomKey;
+use crate::room_key::RoomKey;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

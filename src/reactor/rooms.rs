@@ -5,11 +5,13 @@
 //! writer, holding an event's effects until its writes commit (strict
 //! durability), and running alarms.
 
-use super::{CoreMsg, State};
+use super::State;
 use crate::config::Durability;
+use crate::core_msg::CoreMsg;
 use crate::http::Response;
 use crate::party::Effect;
-use crate::room::{Held, Origin, RoomFailed, RoomHost, RoomKey};
+use crate::room::{Held, Origin, RoomFailed, RoomHost};
+use crate::room_key::RoomKey;
 use dormouse_hibernate::Batch;
 use std::cmp::Reverse;
 use std::sync::atomic::Ordering;
@@ -172,7 +174,10 @@ impl State {
             CoreMsg::Accepted { conn, .. } | CoreMsg::Refused { conn, .. } | CoreMsg::Respond { conn, .. } => {
                 usize::from(conn.core)
             }
-            CoreMsg::RoomResponse { room, .. } => room.owner(self.shared.cores),
+            CoreMsg::RoomResponse { room, .. } => {
+                let room = room.clone();
+                return self.send_to_owner(room, |_| reply);
+            }
             _ => unreachable!("only replies to a socket's core or a room's owner are held"),
         };
         self.send_to(core, reply);
@@ -333,6 +338,23 @@ impl State {
             }
             None => {
                 self.alarms.remove(room);
+            }
+        }
+    }
+
+    /// The alarms of the rooms this core owns, from the store.
+    pub(super) fn load_alarms(&mut self) {
+        let alarms = match self.shared.store.alarms() {
+            Ok(alarms) => alarms,
+            Err(error) => {
+                tracing::error!(%error, "cannot read the alarms; none are scheduled");
+                return;
+            }
+        };
+        for (key, at_ms) in alarms {
+            let room = Arc::new(RoomKey::new(key.party(), key.room()));
+            if self.owns(&room) && self.shared.kinds.contains_key(key.party()) {
+                self.load_alarm(room, at_ms);
             }
         }
     }

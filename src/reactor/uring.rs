@@ -154,6 +154,7 @@ impl Backend for Uring {
         self.push(entry.user_data(user_data(Op::Recv, slot, 0)));
     }
 
+    #[inline]
     fn send<'a>(&mut self, slot: u32, fd: RawFd, frames: impl Iterator<Item = &'a Bytes>, offset: usize) {
         self.start_send(slot, fd, frames, offset);
     }

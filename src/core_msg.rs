@@ -1,0 +1,163 @@
+//! The messages between cores: what a socket's core sends a room's owner,
+//! what the owner sends back, and what the store's writer reports. Every
+//! message goes over a bounded channel (or, for the core itself, a local
+//! queue) and is handled on arrival in `reactor::messages`.
+//!
+//! | message | from | to | what it carries |
+//! |---|---|---|---|
+//! | `Connect` | a socket's core | the room's owner | an upgrade to admit (`Joining`) |
+//! | `Message` | a socket's core | the room's owner | a member's WebSocket message |
+//! | `Closed` | a socket's core | the room's owner | a member's socket is gone |
+//! | `Request` | a socket's core | the room's owner | an HTTP request to the room |
+//! | `RoomRequest` | a room's owner | another room's owner | `Room::request_room` |
+//! | `RoomResponse` | a room's owner | the caller's owner | the answer to a `RoomRequest` |
+//! | `Accepted`, `Refused` | the room's owner | the socket's core | the answer to `Connect` |
+//! | `Send`, `Close` | the room's owner | the socket's core | a room's `send` or `close` of one member |
+//! | `Broadcast` | a room's owner, or a publish's core | every core with members | one pre-framed message |
+//! | `Respond` | the room's owner | the socket's core | an HTTP response |
+//! | `Published` | each core | the publish's core | members one core reached |
+//! | `Committed` | the store's writer | the room's owner | a storage batch committed (or failed) |
+
+use crate::http::{RequestHead, Response};
+use crate::party::{ConnRef, Request};
+use crate::room_key::RoomKey;
+use bytes::Bytes;
+use smallvec::SmallVec;
+use std::sync::Arc;
+use tungstenite::protocol::frame::Utf8Bytes;
+
+/// A message between cores.
+pub(crate) enum CoreMsg {
+    // To a room's owner core.
+    Connect {
+        conn: ConnRef,
+        room: Arc<RoomKey>,
+        joining: Box<Joining>,
+    },
+    Message {
+        conn: ConnRef,
+        room: Arc<RoomKey>,
+        member: u32,
+        data: Payload,
+    },
+    Closed {
+        conn: ConnRef,
+        room: Arc<RoomKey>,
+        member: u32,
+        close: Box<CloseInfo>,
+    },
+    Request {
+        conn: ConnRef,
+        room: Arc<RoomKey>,
+        request: Box<Request>,
+    },
+    /// From room `from`, its request `id` to room `room` (`Room::request_room`).
+    RoomRequest {
+        from: Arc<RoomKey>,
+        id: u32,
+        room: Arc<RoomKey>,
+        request: Box<Request>,
+    },
+    /// To a room's owner core: the response to its request `id`.
+    RoomResponse {
+        room: Arc<RoomKey>,
+        id: u32,
+        response: Box<Response>,
+    },
+    // To a connection's core.
+    Accepted {
+        conn: ConnRef,
+        room: Arc<RoomKey>,
+        member: u32,
+        protocol: Option<Box<str>>,
+        tags: Box<[Box<str>]>,
+    },
+    Refused {
+        conn: ConnRef,
+        reason: Box<str>,
+    },
+    Send {
+        conn: ConnRef,
+        frame: Bytes,
+    },
+    /// One broadcast, shared by every core it goes to.
+    Broadcast(Arc<Broadcast>),
+    Close {
+        conn: ConnRef,
+        code: u16,
+        reason: Box<str>,
+    },
+    Respond {
+        conn: ConnRef,
+        response: Box<Response>,
+    },
+    /// To a publish request's core: how many local members one core reached.
+    Published {
+        conn: ConnRef,
+        delivered: u64,
+    },
+    /// To a room's owner core, from the store's writer: the room's storage
+    /// batch `seq` committed (or failed with `error`).
+    Committed {
+        room: Arc<RoomKey>,
+        generation: u64,
+        seq: u64,
+        error: Option<Box<str>>,
+    },
+}
+
+/// A pre-framed message for a room's members on one or more cores.
+pub(crate) struct Broadcast {
+    pub room: Arc<RoomKey>,
+    pub frame: Bytes,
+    /// The same message compressed, for members with permessage-deflate.
+    pub deflated: Option<Bytes>,
+    /// Only members carrying this tag.
+    pub tag: Option<Arc<str>>,
+    pub without: SmallVec<[ConnRef; 1]>,
+    /// A publish request waiting for the count of members reached.
+    pub reply: Option<ConnRef>,
+}
+
+const _: () = assert!(size_of::<CoreMsg>() <= 80, "core messages are small; big payloads are boxed");
+
+/// A message's data on its way to the room: text keeps its proof of UTF-8.
+pub(crate) enum Payload {
+    Text(Utf8Bytes),
+    Binary(Bytes),
+}
+
+pub(crate) struct CloseInfo {
+    pub code: u16,
+    pub reason: String,
+    pub error: Option<String>,
+}
+
+/// What a new connection brings to the room.
+#[derive(Debug)]
+pub(crate) struct Joining {
+    pub id: String,
+    pub uri: String,
+    pub head: RequestHead,
+    pub protocols: Vec<String>,
+    /// It negotiated permessage-deflate.
+    pub deflate: bool,
+}
+
+/// Where the response to a request to a room goes.
+#[derive(Debug)]
+pub(crate) enum ReplyTo {
+    /// A socket's HTTP request.
+    Socket(ConnRef),
+    /// Request `id` of room `room` (`Room::request_room`).
+    Room { room: Arc<RoomKey>, id: u32 },
+}
+
+impl ReplyTo {
+    pub fn message(self, response: Box<Response>) -> CoreMsg {
+        match self {
+            ReplyTo::Socket(conn) => CoreMsg::Respond { conn, response },
+            ReplyTo::Room { room, id } => CoreMsg::RoomResponse { room, id, response },
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! Messages between cores on this core: queued per destination during a
+//! turn, passed on at its end (or delivered here for this core's own), and
+//! each arriving [`CoreMsg`] handed to its handler (the table in
+//! `crate::core_msg` says who sends which).
+
+use super::State;
+use crate::core_msg::{CoreMsg, ReplyTo};
+use crossbeam_channel::TrySendError;
+
+impl State {
+    #[inline]
+    pub(super) fn send_to(&mut self, core: usize, msg: CoreMsg) {
+        self.outboxes[core].push_back(msg);
+    }
+
+    /// Whether this core is behind (its inbox was full at the start of the
+    /// turn, its rooms' backlogs behind sliced broadcasts hold a channel's
+    /// worth, or this turn's input for itself does) or another is (this
+    /// core's outbox for it holds a channel's worth beyond its full channel).
+    /// New input from this core's sockets
+    /// (messages, connects, requests, publishes) is then refused, with close
+    /// 1013 or 503, since whatever it causes may have to queue for the core
+    /// that is behind: so outboxes stay bounded. What was taken before, and
+    /// closes and replies, still go, in order.
+    pub(super) fn overloaded(&self) -> bool {
+        let cap = self.shared.limits.core_channel_capacity;
+        self.behind || self.backlogged >= cap || self.outboxes.iter().any(|out| out.len() >= cap)
+    }
+
+    /// Delivers messages this core sent to itself (rooms it owns for sockets
+    /// it holds). Only those present at the start, so a room that keeps
+    /// talking to itself cannot hold the loop.
+    pub(super) fn deliver_local(&mut self) {
+        let own = usize::from(self.index);
+        for _ in 0..self.outboxes[own].len() {
+            let Some(msg) = self.outboxes[own].pop_front() else { break };
+            self.on_core_msg(msg);
+        }
+    }
+
+    /// Passes queued messages to other cores and wakes them. Returns whether
+    /// some could not be passed yet (a full channel).
+    pub(super) fn flush_outboxes(&mut self) -> bool {
+        let mut pending = false;
+        for core in 0..self.outboxes.len() {
+            if core == usize::from(self.index) || self.outboxes[core].is_empty() {
+                continue;
+            }
+            let mut sent = false;
+            while let Some(msg) = self.outboxes[core].pop_front() {
+                match self.shared.senders[core].try_send(msg) {
+                    Ok(()) => sent = true,
+                    Err(TrySendError::Full(msg)) => {
+                        self.outboxes[core].push_front(msg);
+                        pending = true;
+                        break;
+                    }
+                    Err(TrySendError::Disconnected(_)) => {
+                        self.outboxes[core].clear();
+                        break;
+                    }
+                }
+            }
+            if sent {
+                self.shared.wake(core);
+            }
+        }
+        pending
+    }
+
+    /// Hands an arriving message to its handler; one for a local room whose
+    /// sliced broadcast is still going out waits in its backlog.
+    pub(super) fn on_core_msg(&mut self, msg: CoreMsg) {
+        if let Some(lr) = self.busy_room_of(&msg) {
+            self.backlogged += 1;
+            return self.local_rooms[lr as usize].backlog.push_back(msg);
+        }
+        match msg {
+            // For rooms this core owns (owner.rs), and the store's reports.
+            CoreMsg::Connect { conn, room, joining } => self.on_connect(conn, room, *joining),
+            CoreMsg::Message { conn, room, member, data } => self.on_message(conn, &room, member, &data),
+            CoreMsg::Closed { conn, room, member, close } => self.on_closed(conn, &room, member, &close),
+            CoreMsg::Request { conn, room, request } => self.on_room_request(ReplyTo::Socket(conn), room, &request),
+            CoreMsg::RoomRequest { from, id, room, request } => {
+                self.on_room_request(ReplyTo::Room { room: from, id }, room, &request);
+            }
+            CoreMsg::RoomResponse { room, id, response } => self.on_room_response(&room, id, *response),
+            CoreMsg::Committed { room, generation, seq, error } => self.on_committed(&room, generation, seq, error),
+            // For sockets this core holds (ws_path.rs, http_path.rs).
+            CoreMsg::Accepted { conn, room, member, protocol, tags } => {
+                self.on_accepted(conn, room, member, protocol, &tags);
+            }
+            CoreMsg::Refused { conn, reason } => self.on_refused(conn, &reason),
+            CoreMsg::Send { conn, frame } => self.on_send(conn, frame),
+            CoreMsg::Close { conn, code, reason } => self.on_close(conn, code, &reason),
+            CoreMsg::Respond { conn, response } => self.on_respond(conn, &response),
+            // Broadcasts and their counts (fanout.rs, publish.rs).
+            CoreMsg::Broadcast(broadcast) => self.on_broadcast(broadcast),
+            CoreMsg::Published { conn, delivered } => self.on_published(conn, delivered),
+        }
+    }
+}

@@ -127,6 +127,76 @@ pub struct PartyConfig {
     /// closed with 1009.
     #[serde(default = "default_max_document_bytes")]
     pub max_document_bytes: usize,
+    /// Cross-origin HTTP to the party's rooms: `true` (any origin), or
+    /// `{ origins, methods, headers, max_age, credentials }`. Preflights
+    /// are answered without the room; responses to allowed origins carry
+    /// the `Access-Control-Allow-*` headers.
+    #[serde(default)]
+    pub cors: Option<CorsOption>,
+    /// Origins whose pages may open WebSockets to the party's rooms (`*`
+    /// for any); others get 403. Absent: any origin.
+    #[serde(default)]
+    pub ws_origins: Option<Vec<String>>,
+}
+
+/// A party's `cors` option: `true`/`false`, or its rules.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CorsOption {
+    Any(bool),
+    Rules(CorsRules),
+}
+
+/// The rules of `cors = { ... }`; what is left out has a default.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsRules {
+    /// Origins allowed, as browsers send them (`https://app.example`);
+    /// `*` or none: any.
+    #[serde(default)]
+    pub origins: Vec<String>,
+    /// Methods allowed (default GET, HEAD, POST, PUT, PATCH, DELETE).
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Request headers allowed (default: whatever a preflight asks for).
+    #[serde(default)]
+    pub headers: Vec<String>,
+    /// Seconds a browser may cache a preflight's answer (default 600).
+    #[serde(default)]
+    pub max_age: Option<u64>,
+    /// Allow cookies and HTTP auth (`Access-Control-Allow-Credentials`);
+    /// needs a list of origins.
+    #[serde(default)]
+    pub credentials: bool,
+}
+
+impl CorsOption {
+    /// The rules in force, if CORS is on.
+    pub(crate) fn rules(&self) -> Option<std::borrow::Cow<'_, CorsRules>> {
+        match self {
+            CorsOption::Any(false) => None,
+            CorsOption::Any(true) => Some(std::borrow::Cow::Owned(CorsRules::default())),
+            CorsOption::Rules(rules) => Some(std::borrow::Cow::Borrowed(rules)),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CorsOption {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = CorsOption;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("true, false, or a table { origins, methods, headers, max_age, credentials }")
+            }
+            fn visit_bool<E: serde::de::Error>(self, any: bool) -> Result<CorsOption, E> {
+                Ok(CorsOption::Any(any))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<CorsOption, A::Error> {
+                CorsRules::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(CorsOption::Rules)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// Whether a party's sockets may use permessage-deflate.
@@ -162,6 +232,8 @@ impl Default for PartyConfig {
             compression_min_bytes: default_compression_min_bytes(),
             max_state_bytes: None,
             max_document_bytes: default_max_document_bytes(),
+            cors: None,
+            ws_origins: None,
         }
     }
 }
@@ -425,6 +497,15 @@ impl Config {
             if party.idle_evict_ms == 0 {
                 return invalid(&format!("parties.{name}.idle_evict_ms"), "must be greater than 0");
             }
+            if let Some(rules) = party.cors.as_ref().and_then(CorsOption::rules) {
+                let any = rules.origins.is_empty() || rules.origins.iter().any(|o| o == "*");
+                if rules.credentials && any {
+                    return invalid(
+                        &format!("parties.{name}.cors"),
+                        "credentials need a list of origins: with `*` any site could act as the user",
+                    );
+                }
+            }
             if party.idle_drop_ms == 0 {
                 return invalid(&format!("parties.{name}.idle_drop_ms"), "must be greater than 0");
             }
@@ -550,6 +631,21 @@ mod tests {
         assert!(err.to_string().contains("listen_port"), "{err}");
         let err = Config::from_toml("[limits]\nmax_mesage_bytes = 3\n").unwrap_err();
         assert!(err.to_string().contains("max_mesage_bytes"), "{err}");
+    }
+
+    #[test]
+    fn cors_is_true_false_or_rules_and_credentials_need_origins() {
+        let party = |toml: &str| Config::from_toml(&format!("[parties.api]\n{toml}\n"));
+        let rules = party("cors = { origins = [\"https://a.example\"], max_age = 5 }").unwrap();
+        let expected = CorsRules { origins: vec!["https://a.example".into()], max_age: Some(5), ..Default::default() };
+        assert_eq!(rules.parties["api"].cors, Some(CorsOption::Rules(expected)));
+        assert_eq!(party("cors = true").unwrap().parties["api"].cors, Some(CorsOption::Any(true)));
+        let err = party("cors = \"yes\"").unwrap_err().to_string();
+        assert!(err.contains("true, false, or a table"), "{err}");
+        let err = party("cors = { origin = [] }").unwrap_err().to_string();
+        assert!(err.contains("origin"), "{err}");
+        let err = party("cors = { credentials = true }").unwrap_err().to_string();
+        assert!(err.contains("parties.api.cors") && err.contains("credentials need a list of origins"), "{err}");
     }
 
     #[test]

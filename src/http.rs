@@ -346,9 +346,17 @@ impl Response {
     /// a header with CR or LF in its name or value is dropped, so a response
     /// cannot be split.
     pub fn encode(&self, keep_alive: bool) -> Vec<u8> {
+        self.encode_with(keep_alive, &[])
+    }
+
+    /// As `encode`, with `extra` headers (CORS, say) that the response does
+    /// not set itself.
+    pub fn encode_with(&self, keep_alive: bool, extra: &[(String, String)]) -> Vec<u8> {
         let mut out = Vec::with_capacity(128 + self.body.len());
         out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", self.status, reason_phrase(self.status)).as_bytes());
-        for (name, value) in &self.headers {
+        let own = |name: &str| self.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+        let extra = extra.iter().filter(|(name, _)| !own(name));
+        for (name, value) in self.headers.iter().chain(extra) {
             let safe = !name.is_empty() && ![name, value].iter().any(|s| s.contains(['\r', '\n']));
             if safe && !name.eq_ignore_ascii_case("content-length") && !name.eq_ignore_ascii_case("connection") {
                 out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());

@@ -27,6 +27,7 @@
 mod builtin;
 pub mod config;
 mod core_msg;
+mod cors;
 pub mod deflate;
 pub mod http;
 pub(crate) mod js;

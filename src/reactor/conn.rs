@@ -50,6 +50,9 @@ pub(super) struct HttpState {
     pub(super) ws_deflate: Option<&'static str>,
     /// For a publish: cores yet to answer, and members reached so far.
     pub(super) publish: Option<(usize, u64)>,
+    /// The CORS headers its response carries (the party's `cors`, for an
+    /// allowed origin).
+    pub(super) cors: Vec<(String, String)>,
 }
 
 /// One socket. Small, and allocation-free while idle: the read buffer holds

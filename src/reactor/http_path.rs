@@ -5,7 +5,9 @@
 
 use super::conn::{live, HttpState, Phase};
 use super::{overloaded, State, HOOK_FAILED};
+use crate::config::CorsOption;
 use crate::core_msg::CoreMsg;
+use crate::cors;
 use crate::http::{self, BodyDecoder, BodyFraming, HttpError, RequestHead, Response};
 use crate::kind::PartyKind;
 use crate::party::{ConnRef, Lobby, Request};
@@ -38,7 +40,15 @@ impl State {
             framing => Some(BodyDecoder::new(framing, self.shared.limits.max_body_bytes)),
         };
         let has_body = body.is_some();
-        conn.http = Some(Box::new(HttpState { head, body, keep_alive, ws_key: None, ws_deflate: None, publish: None }));
+        conn.http = Some(Box::new(HttpState {
+            head,
+            body,
+            keep_alive,
+            ws_key: None,
+            ws_deflate: None,
+            publish: None,
+            cors: Vec::new(),
+        }));
         if has_body {
             conn.phase = Phase::Body;
         } else {
@@ -73,6 +83,7 @@ impl State {
                 };
                 self.respond(slot, &response, keep_alive);
             }
+            Route::Room { party, .. } if self.cors_answered(slot, party, &request.head, keep_alive) => {}
             Route::Room { party, room_raw, rest: "/_publish" } => {
                 if let Err(response) = self.publish(slot, party, room_raw, &request) {
                     self.respond(slot, &response, keep_alive);
@@ -114,7 +125,8 @@ impl State {
     /// Answers an HTTP request. With keep-alive the socket goes back to
     /// reading the next head (and any pipelined bytes are processed now).
     pub(super) fn respond(&mut self, slot: u32, response: &Response, keep_alive: bool) {
-        self.enqueue(slot, Bytes::from(response.encode(keep_alive)));
+        let cors = live(&mut self.conns, slot).and_then(|c| c.http.as_mut()).map(|h| std::mem::take(&mut h.cors));
+        self.enqueue(slot, Bytes::from(response.encode_with(keep_alive, cors.as_deref().unwrap_or_default())));
         let Some(conn) = live(&mut self.conns, slot) else { return };
         conn.http = None;
         if keep_alive {
@@ -147,5 +159,20 @@ impl State {
         let keep_alive = self.conns[slot as usize].http.as_ref().is_some_and(|h| h.keep_alive);
         self.respond(slot, response, keep_alive);
         self.on_data(slot, None);
+    }
+
+    /// Under the party's `cors`: answers a preflight (true), or notes the
+    /// headers the response to an allowed origin will carry.
+    fn cors_answered(&mut self, slot: u32, party: &str, head: &RequestHead, keep_alive: bool) -> bool {
+        let config = self.shared.party_config(party);
+        let Some(rules) = config.cors.as_ref().and_then(CorsOption::rules) else { return false };
+        if let Some(response) = cors::preflight(&rules, head) {
+            self.respond(slot, &response, keep_alive);
+            return true;
+        }
+        if let Some(http) = self.conns[slot as usize].http.as_mut() {
+            http.cors = cors::response_headers(&rules, head);
+        }
+        false
     }
 }

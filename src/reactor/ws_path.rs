@@ -45,6 +45,10 @@ impl State {
             Some(_) => return self.reject(slot, Response::text(400, "connection id (_pk) is empty or too long")),
             None => random_id(),
         };
+        let config = self.shared.party_config(&room.party);
+        if let Err(response) = crate::cors::ws_origin_allowed(config.ws_origins.as_deref(), &head) {
+            return self.reject(slot, response);
+        }
         let lobby = Lobby { party: &room.party, room: &room.id };
         match guard(|| kind.before_connect(&mut head, &lobby)) {
             Ok(Ok(())) => {}
@@ -58,7 +62,7 @@ impl State {
             self.counters.events_shed += 1;
             return self.reject(slot, overloaded());
         }
-        let compression = self.shared.party_config(&room.party).compression;
+        let compression = config.compression;
         let deflate = upgrade.deflate.filter(|_| compression == CompressionMode::On);
         let conn = &mut self.conns[slot as usize];
         conn.phase = Phase::AwaitConnect;
@@ -71,6 +75,7 @@ impl State {
             ws_key: Some(upgrade.key),
             ws_deflate: deflate,
             publish: None,
+            cors: Vec::new(),
         }));
         let protocols = upgrade.protocols;
         let joining = Box::new(Joining { id, uri, head, protocols, deflate: deflate.is_some() });

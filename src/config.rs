@@ -169,6 +169,13 @@ pub struct CorsRules {
     pub credentials: bool,
 }
 
+impl CorsRules {
+    /// Whether every origin is allowed (`*`, or none listed).
+    pub(crate) fn allows_any_origin(&self) -> bool {
+        self.origins.is_empty() || self.origins.iter().any(|o| o == "*")
+    }
+}
+
 impl CorsOption {
     /// The rules in force, if CORS is on.
     pub(crate) fn rules(&self) -> Option<std::borrow::Cow<'_, CorsRules>> {
@@ -498,8 +505,7 @@ impl Config {
                 return invalid(&format!("parties.{name}.idle_evict_ms"), "must be greater than 0");
             }
             if let Some(rules) = party.cors.as_ref().and_then(CorsOption::rules) {
-                let any = rules.origins.is_empty() || rules.origins.iter().any(|o| o == "*");
-                if rules.credentials && any {
+                if rules.credentials && rules.allows_any_origin() {
                     return invalid(
                         &format!("parties.{name}.cors"),
                         "credentials need a list of origins: with `*` any site could act as the user",

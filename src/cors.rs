@@ -17,17 +17,13 @@ const DEFAULT_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE";
 /// say (Chromium caps it at 7,200 s).
 const DEFAULT_MAX_AGE: u64 = 600;
 
-fn allows_any(rules: &CorsRules) -> bool {
-    rules.origins.is_empty() || rules.origins.iter().any(|o| o == "*")
-}
-
 /// The headers the response to `request` carries under `rules`, if it came
 /// from an allowed origin: `Access-Control-Allow-Origin` (`*`, or the
 /// origin itself: always with credentials, which a browser refuses with
 /// `*`), and `Vary: origin` when the answer depends on it.
 pub(crate) fn response_headers(rules: &CorsRules, request: &RequestHead) -> Vec<(String, String)> {
     let Some(origin) = request.header_str("origin") else { return Vec::new() };
-    let any = allows_any(rules);
+    let any = rules.allows_any_origin();
     if !any && !rules.origins.iter().any(|o| o.eq_ignore_ascii_case(origin)) {
         return Vec::new();
     }

@@ -36,6 +36,14 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub rate_limits: RateLimits,
+    /// Proxies (addresses or CIDR blocks, e.g. `["10.0.0.0/8", "::1"]`)
+    /// whose `Forwarded` or `X-Forwarded-For` header names the client for
+    /// the per-IP rate limits. Empty (default): every peer is the client;
+    /// such headers from anyone else are ignored.
+    #[serde(default, deserialize_with = "networks")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Most room objects held in memory at once, over all cores (each core
     /// holds at most its share). Past it, the least recently used room that
     /// can go is evicted to disk (or dropped, when it keeps its object only
@@ -295,6 +303,77 @@ pub enum SlowConsumerPolicy {
     Close,
     /// Keep it open and drop the frames that do not fit (counted in metrics).
     Drop,
+}
+
+/// A list of networks, each a CIDR block or a single address.
+fn networks<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    let entries = Vec::<String>::deserialize(deserializer)?;
+    entries
+        .iter()
+        .map(|entry| {
+            let entry = entry.trim();
+            entry
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!("{entry:?} is not an address or a CIDR block (e.g. 10.0.0.0/8)"))
+                })
+        })
+        .collect()
+}
+
+/// What happens to a message over its connection's rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitAction {
+    /// Close the connection with 1008 "rate limit" (default).
+    #[default]
+    Close,
+    /// Discard the message (counted in metrics); the connection stays.
+    Drop,
+}
+
+/// Rate limits, applied by the reactor before any room sees the traffic.
+/// A bucket holds one second of its rate: a client may spend a second's
+/// worth at once, then the rate. 0 turns a limit off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimits {
+    /// WebSocket messages (text, binary, ping) one connection may send per
+    /// second (1,000): far above what a person or a 120 Hz game sends, far
+    /// below what a runaway loop does to a large room.
+    pub messages_per_sec: u64,
+    /// Bytes of those messages (decoded) per connection per second
+    /// (16 MiB). At least `limits.max_message_bytes`, so any legal message
+    /// can pass.
+    pub bytes_per_sec: u64,
+    /// Past either: `close` (default) or `drop`.
+    pub action: RateLimitAction,
+    /// WebSocket upgrades per client IP per second (off by default: behind
+    /// NAT or an untrusted proxy many people share an address, and the load
+    /// tester opens tens of thousands of sockets from one). Past it: 429
+    /// with `Retry-After`.
+    pub connections_per_ip_per_sec: u64,
+    /// Other HTTP requests per client IP per second (off by default, for the
+    /// same reasons). Past it: 429 with `Retry-After`.
+    pub requests_per_ip_per_sec: u64,
+    /// Client addresses tracked at once for the per-IP limits (65,536,
+    /// ~64 B each). When every one was active within the last second, a new
+    /// address is let through untracked (and counted).
+    pub max_tracked_ips: usize,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            messages_per_sec: 1000,
+            bytes_per_sec: 16 << 20,
+            action: RateLimitAction::Close,
+            connections_per_ip_per_sec: 0,
+            requests_per_ip_per_sec: 0,
+            max_tracked_ips: 65_536,
+        }
+    }
 }
 
 /// Every bound the server enforces. Defaults are chosen so that one peer can
@@ -583,6 +662,16 @@ impl Config {
         if l.max_connections_per_core > (1 << 24) {
             return invalid("limits.max_connections_per_core", "must be at most 16777216");
         }
+        let r = &self.rate_limits;
+        if r.bytes_per_sec != 0 && r.bytes_per_sec < l.max_message_bytes as u64 {
+            return invalid(
+                "rate_limits.bytes_per_sec",
+                "must be 0 (no limit) or at least limits.max_message_bytes, or a message of legal size could never pass",
+            );
+        }
+        if r.max_tracked_ips == 0 {
+            return invalid("rate_limits.max_tracked_ips", "must be greater than 0");
+        }
         Ok(())
     }
 }
@@ -623,6 +712,8 @@ mod tests {
         let defaults = Config::from_toml("").unwrap();
         assert_eq!(format!("{:?}", reference.limits), format!("{:?}", defaults.limits));
         assert_eq!(format!("{:?}", reference.metrics), format!("{:?}", defaults.metrics));
+        assert_eq!(format!("{:?}", reference.rate_limits), format!("{:?}", defaults.rate_limits));
+        assert_eq!(reference.trusted_proxies, defaults.trusted_proxies);
         let main = PartyConfig { kind: Some("relay".into()), hibernate_option: Some(false), ..PartyConfig::default() };
         assert_eq!(format!("{:?}", reference.parties["main"]), format!("{main:?}"));
         assert_eq!(
@@ -672,5 +763,20 @@ mod tests {
         assert!(err.to_string().contains("metrics.path"), "{err}");
         let err = Config::from_toml("[limits]\nslow_consumer = \"ignore\"\n").unwrap_err();
         assert!(err.to_string().contains("slow_consumer"), "{err}");
+        let err = Config::from_toml("[rate_limits]\nbytes_per_sec = 1000\n").unwrap_err();
+        assert!(err.to_string().contains("rate_limits.bytes_per_sec"), "{err}");
+        let err = Config::from_toml("[rate_limits]\naction = \"ignore\"\n").unwrap_err();
+        assert!(err.to_string().contains("action"), "{err}");
+        let err = Config::from_toml("trusted_proxies = [\"10.0.0.0/33\"]\n").unwrap_err();
+        assert!(err.to_string().contains("trusted_proxies") && err.to_string().contains("10.0.0.0/33"), "{err}");
+    }
+
+    #[test]
+    fn trusted_proxies_are_blocks_or_single_addresses_and_rate_limits_can_be_off() {
+        let config = Config::from_toml("trusted_proxies = [\"10.0.0.0/8\", \"::1\", \" 192.0.2.7 \"]\n").unwrap();
+        let nets: Vec<String> = config.trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(nets, ["10.0.0.0/8", "::1/128", "192.0.2.7/32"]);
+        let off = Config::from_toml("[rate_limits]\nmessages_per_sec = 0\nbytes_per_sec = 0\n").unwrap();
+        assert_eq!((off.rate_limits.messages_per_sec, off.rate_limits.bytes_per_sec), (0, 0));
     }
 }

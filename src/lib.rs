@@ -25,6 +25,7 @@
 #![deny(unsafe_code)]
 
 mod builtin;
+mod client_ip;
 pub mod config;
 mod core_msg;
 mod cors;
@@ -36,6 +37,7 @@ mod metrics;
 mod outq;
 pub mod party;
 mod project;
+mod rate_limit;
 mod reactor;
 mod room;
 mod room_key;

@@ -29,6 +29,11 @@ pub(crate) struct CoreStats {
     pub slow_consumers_closed: AtomicU64,
     pub frames_dropped: AtomicU64,
     pub events_shed: AtomicU64,
+    pub rate_limited_messages: AtomicU64,
+    pub rate_limited_closes: AtomicU64,
+    pub rate_limited_connects: AtomicU64,
+    pub rate_limited_requests: AtomicU64,
+    pub rate_untracked_ips: AtomicU64,
 }
 
 /// The counter named `name` (without the `dormouse_` prefix and `_total`
@@ -156,6 +161,36 @@ const METRICS: &[Metric] = &[
         kind: "counter",
         help: "Messages (closed 1013), connects, requests and publishes (503) refused while their room's storage, or a core, was behind.",
         value: |s| &s.events_shed,
+    },
+    Metric {
+        name: "dormouse_rate_limited_messages_total",
+        kind: "counter",
+        help: "WebSocket messages over their connection's rate limit (dropped, or the one that closed it).",
+        value: |s| &s.rate_limited_messages,
+    },
+    Metric {
+        name: "dormouse_rate_limited_closes_total",
+        kind: "counter",
+        help: "Connections closed with 1008 for sending over their rate limit.",
+        value: |s| &s.rate_limited_closes,
+    },
+    Metric {
+        name: "dormouse_rate_limited_connects_total",
+        kind: "counter",
+        help: "WebSocket upgrades refused with 429 for their client IP's rate.",
+        value: |s| &s.rate_limited_connects,
+    },
+    Metric {
+        name: "dormouse_rate_limited_requests_total",
+        kind: "counter",
+        help: "HTTP requests refused with 429 for their client IP's rate.",
+        value: |s| &s.rate_limited_requests,
+    },
+    Metric {
+        name: "dormouse_rate_untracked_ips_total",
+        kind: "counter",
+        help: "Requests let through untracked because every tracked client IP was active (rate_limits.max_tracked_ips).",
+        value: |s| &s.rate_untracked_ips,
     },
 ];
 

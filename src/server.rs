@@ -7,7 +7,8 @@ use crate::http::Response;
 use crate::kind::{Kind, PartyKind};
 use crate::metrics::CoreStats;
 use crate::party::{Party, Request};
-use crate::reactor::{probe_uring, Backend, Core, Epoll, FetchHandler, Inbox, Placement, Shared, Uring};
+use crate::rate_limit::{IpLimiter, Rate};
+use crate::reactor::{probe_uring, Backend, ConnRates, Core, Epoll, FetchHandler, Inbox, Placement, Shared, Uring};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -188,6 +189,14 @@ impl Server {
             max_resident_per_core: (self.config.max_resident_rooms / cores).max(1),
             draining: Default::default(),
             cores_closed: Default::default(),
+            epoch: std::time::Instant::now(),
+            conn_rates: ConnRates::of(&self.config.rate_limits),
+            ip_limiter: IpLimiter::new(
+                Rate::per_sec(self.config.rate_limits.connections_per_ip_per_sec),
+                Rate::per_sec(self.config.rate_limits.requests_per_ip_per_sec),
+                self.config.rate_limits.max_tracked_ips,
+            ),
+            trusted_proxies: self.config.trusted_proxies.clone(),
             _data_dir_lock: data_dir_lock,
         });
         let backend = match self.config.io {

@@ -29,8 +29,9 @@ fn child_server() {
     let toml = format!(
         "listen = \"127.0.0.1:0\"\ncores = 2\ndata_dir = '{dir}'\n\
          [parties.durable]\nhibernate = true\nidle_evict_ms = {idle_evict_ms}\n\
-         [parties.chat]\nkind = \"chat\"\nhistory = 5000\n"
-    );
+         [parties.chat]\nkind = \"chat\"\nhistory = 5000\n\
+         [rate_limits]\nmessages_per_sec = 0\n"
+    ); // The writers pipeline thousands of puts, far past a person's rate.
     let server =
         dormouse::Server::new(dormouse::Config::from_toml(&toml).unwrap()).party::<Durable>("durable").start().unwrap();
     server.stop_on_signals().unwrap();

@@ -298,7 +298,9 @@ fn a_flood_into_a_room_busy_with_sliced_broadcasts_is_refused_not_backlogged() {
     // meanwhile. Past a channel's worth (1,024) the core refuses new input,
     // from the next turn on, instead of backlogging the whole flood; the
     // flood is several turns' worth of reads.
-    let mut config = config("[limits]\nfanout_slice = 1\ncore_channel_capacity = 1024\n");
+    // No rate limit: the flood must reach the room, for the backlog to refuse it.
+    let mut config =
+        config("[limits]\nfanout_slice = 1\ncore_channel_capacity = 1024\n[rate_limits]\nmessages_per_sec = 0\n");
     config.cores = Some(1);
     let server = Server::new(config).party::<dormouse::Relay>("main").start().expect("server starts");
     let addr = server.local_addr();

@@ -66,7 +66,11 @@ fn relay_batch(sender: &mut Client, reader: &mut Client, next: &mut usize) {
 }
 
 fn a_client_that_never_reads_is_closed_and_memory_stays_bounded() {
-    let server = start("[limits]\nmax_write_backlog_bytes = 262144\nclose_timeout_ms = 120000\n");
+    // No rate limit: the sender's 64 MiB must reach the room.
+    let server = start(
+        "[limits]\nmax_write_backlog_bytes = 262144\nclose_timeout_ms = 120000\n\
+         [rate_limits]\nmessages_per_sec = 0\nbytes_per_sec = 0\n",
+    );
     let addr = server.local_addr();
     let mut sender = Client::connect(addr, "/parties/main/slow?_pk=sender");
     let mut reader = Client::connect(addr, "/parties/main/slow?_pk=reader");

@@ -147,6 +147,7 @@ impl State {
             decoder: ws::Decoder::new(),
             http: None,
         }) as u32;
+        self.reset_rates(slot);
         self.head_timers.push_back((deadline_ms, slot, self.next_gen));
         self.rearm.push((slot, self.next_gen));
         self.shared.stats[usize::from(self.index)].connections_open.fetch_add(1, Ordering::Relaxed);

@@ -11,6 +11,7 @@ use crate::cors;
 use crate::http::{self, BodyDecoder, BodyFraming, HttpError, RequestHead, Response};
 use crate::kind::PartyKind;
 use crate::party::{ConnRef, Lobby, Request};
+use crate::rate_limit::IpAction;
 use crate::room::guard;
 use crate::room_key::RoomKey;
 use crate::route::{self, Route};
@@ -27,6 +28,10 @@ impl State {
             Ok(upgrade) => upgrade,
             Err(e) => return self.http_error(slot, &e),
         };
+        let action = if upgrade.is_some() { IpAction::Connect } else { IpAction::Request };
+        if !self.ip_admitted(slot, &head, action) {
+            return;
+        }
         let keep_alive = head.keep_alive();
         let conn = &mut self.conns[slot as usize];
         if let Some(upgrade) = upgrade {

@@ -25,6 +25,7 @@
 //! | `placement.rs` | where a room runs, and the one way a message leaves for it |
 //! | `rooms.rs` | rooms that outlive memory: wake, evict, durability, alarms, timers |
 //! | `residency.rs` | the eviction queues and the bound on resident rooms |
+//! | `rate.rs` | rate limits: each socket's message and byte buckets, each client IP's |
 //! | `stats.rs` | the core's counters, stored for `/metrics` once per turn |
 //! | `backend.rs`, `uring.rs`, `epoll.rs` | the I/O backends behind one trait |
 
@@ -37,6 +38,7 @@ mod messages;
 mod owner;
 mod placement;
 mod publish;
+mod rate;
 mod residency;
 mod rooms;
 mod stats;
@@ -50,6 +52,7 @@ pub(crate) use backend::Backend;
 pub use conn::CONN_RECORD_BYTES;
 pub(crate) use epoll::Epoll;
 pub(crate) use placement::Placement;
+pub(crate) use rate::ConnRates;
 pub(crate) use uring::{probe as probe_uring, Uring};
 
 use crate::config::{Limits, PartyConfig};
@@ -131,6 +134,15 @@ pub(crate) struct Shared {
     pub draining: AtomicBool,
     /// Cores whose sockets are all closed, during a graceful shutdown.
     pub cores_closed: std::sync::atomic::AtomicUsize,
+    /// The cores' common clock origin (`now_ms` counts from it), so that
+    /// times they pass to the shared IP limiter agree.
+    pub epoch: Instant,
+    /// Each WebSocket's message and byte limits.
+    pub conn_rates: ConnRates,
+    /// Each client IP's upgrade and request limits, if any is set.
+    pub ip_limiter: Option<crate::rate_limit::IpLimiter>,
+    /// Proxies trusted to name the client (`trusted_proxies`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The exclusive lock on `data_dir`, held while the store is open.
     pub _data_dir_lock: std::fs::File,
 }
@@ -214,6 +226,10 @@ struct State {
     close_timers: VecDeque<(u64, u32, u32)>,
     epoch: Instant,
     now_ms: u64,
+    /// Each socket's rate buckets (message and byte arrival times, see
+    /// `rate.rs`), by slot: beside the records, not in them, so the
+    /// fan-out's walk over records does not carry them.
+    conn_rates: Vec<[u64; 2]>,
     ws_events: Vec<WsEvent>,
     effects: Vec<Effect>,
     /// The inbox was full at the start of this turn (see `overloaded`).
@@ -259,8 +275,9 @@ impl State {
             rearm: Vec::new(),
             head_timers: VecDeque::new(),
             close_timers: VecDeque::new(),
-            epoch: Instant::now(),
+            epoch: shared.epoch,
             now_ms: 0,
+            conn_rates: Vec::new(),
             ws_events: Vec::new(),
             effects: Vec::new(),
             behind: false,

@@ -45,6 +45,17 @@ pub(super) struct Counters {
     /// Messages, connects, requests and publishes refused because their
     /// room's storage, or a core, was behind.
     pub(super) events_shed: u64,
+    /// WebSocket messages over their connection's rate limit (dropped, or
+    /// the one that closed it).
+    pub(super) rate_limited_messages: u64,
+    /// Connections closed with 1008 for their rate.
+    pub(super) rate_limited_closes: u64,
+    /// Upgrades refused with 429 for their client IP's rate.
+    pub(super) rate_limited_connects: u64,
+    /// HTTP requests refused with 429 for their client IP's rate.
+    pub(super) rate_limited_requests: u64,
+    /// Requests let through untracked because the IP table was full.
+    pub(super) rate_untracked_ips: u64,
 }
 
 impl Counters {
@@ -66,6 +77,11 @@ impl Counters {
             (&stats.slow_consumers_closed, self.slow_consumers_closed),
             (&stats.frames_dropped, self.frames_dropped),
             (&stats.events_shed, self.events_shed),
+            (&stats.rate_limited_messages, self.rate_limited_messages),
+            (&stats.rate_limited_closes, self.rate_limited_closes),
+            (&stats.rate_limited_connects, self.rate_limited_connects),
+            (&stats.rate_limited_requests, self.rate_limited_requests),
+            (&stats.rate_untracked_ips, self.rate_untracked_ips),
         ];
         for (stat, value) in pairs {
             stat.store(value, Ordering::Relaxed);

@@ -150,9 +150,16 @@ impl State {
         let Some(conn) = live(&mut self.conns, slot) else { return };
         let phase = conn.phase;
         match (phase, event) {
-            (Phase::Open, WsEvent::Text(text)) => self.forward_to_room(slot, Payload::Text(text)),
-            (Phase::Open, WsEvent::Binary(data)) => self.forward_to_room(slot, Payload::Binary(data)),
-            (Phase::Open | Phase::Closing, WsEvent::Ping(data)) => self.enqueue(slot, ws::pong_frame(&data)),
+            (Phase::Open, WsEvent::Text(text)) if self.within_rate(slot, text.len()) => {
+                self.forward_to_room(slot, Payload::Text(text))
+            }
+            (Phase::Open, WsEvent::Binary(data)) if self.within_rate(slot, data.len()) => {
+                self.forward_to_room(slot, Payload::Binary(data))
+            }
+            (Phase::Open, WsEvent::Ping(data)) if self.within_rate(slot, data.len()) => {
+                self.enqueue(slot, ws::pong_frame(&data))
+            }
+            (Phase::Closing, WsEvent::Ping(data)) => self.enqueue(slot, ws::pong_frame(&data)),
             (Phase::Open, WsEvent::Close { code, reason }) => {
                 // Echo the peer's code (RFC 6455 §5.5.1), then close.
                 self.enqueue(slot, ws::close_frame(code, ""));

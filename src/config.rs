@@ -44,6 +44,15 @@ pub struct Config {
     /// such headers from anyone else are ignored.
     #[serde(default, deserialize_with = "networks")]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Let rooms' outbound requests (`fetch`) reach loopback, private,
+    /// link-local and other local addresses. Off: a room cannot be used to
+    /// call the services next to the server.
+    #[serde(default)]
+    pub allow_private_fetch: bool,
+    /// Networks rooms may fetch from although they are private (an
+    /// internal API, say), as CIDR blocks or addresses.
+    #[serde(default, deserialize_with = "networks")]
+    pub fetch_allow: Vec<ipnet::IpNet>,
     /// Most room objects held in memory at once, over all cores (each core
     /// holds at most its share). Past it, the least recently used room that
     /// can go is evicted to disk (or dropped, when it keeps its object only
@@ -443,6 +452,20 @@ pub struct Limits {
     /// bounded. A bound on memory, not a rate limit: group commit keeps a
     /// healthy disk far below it even under clients that pipeline writes.
     pub max_pending_events_per_room: usize,
+    /// Outbound requests (`fetch`) one room may have in flight (16). Past
+    /// it `fetch` fails at once.
+    pub max_fetches_per_room: usize,
+    /// Outbound requests in flight per core (256), every room together.
+    /// Past it a request fails at once; with `max_fetch_response_bytes`
+    /// this bounds the memory responses may hold.
+    pub max_fetches_per_core: usize,
+    /// Largest outbound response body (4 MiB). Past it the request fails.
+    pub max_fetch_response_bytes: usize,
+    /// Time for an outbound request, redirects and body included (30 s).
+    pub fetch_timeout_ms: u64,
+    /// Threads that run outbound requests, started as needed (32): how many
+    /// are in progress at once; the rest wait their turn.
+    pub fetch_threads: usize,
 }
 
 impl Default for Limits {
@@ -470,6 +493,11 @@ impl Default for Limits {
             js_heap_bytes_per_core: 256 << 20,
             js_event_budget_ms: 100,
             js_stack_bytes: 512 << 10,
+            max_fetches_per_room: 16,
+            max_fetches_per_core: 256,
+            max_fetch_response_bytes: 4 << 20,
+            fetch_timeout_ms: 30_000,
+            fetch_threads: 32,
         }
     }
 }
@@ -631,6 +659,11 @@ impl Config {
             ("limits.js_heap_bytes_per_core", l.js_heap_bytes_per_core as u64),
             ("limits.js_event_budget_ms", l.js_event_budget_ms),
             ("limits.js_stack_bytes", l.js_stack_bytes as u64),
+            ("limits.max_fetches_per_room", l.max_fetches_per_room as u64),
+            ("limits.max_fetches_per_core", l.max_fetches_per_core as u64),
+            ("limits.max_fetch_response_bytes", l.max_fetch_response_bytes as u64),
+            ("limits.fetch_timeout_ms", l.fetch_timeout_ms),
+            ("limits.fetch_threads", l.fetch_threads as u64),
             ("max_resident_rooms", self.max_resident_rooms as u64),
         ];
         for (key, value) in positive {
@@ -661,6 +694,9 @@ impl Config {
         }
         if l.max_connections_per_core > (1 << 24) {
             return invalid("limits.max_connections_per_core", "must be at most 16777216");
+        }
+        if l.fetch_threads > 1024 {
+            return invalid("limits.fetch_threads", "must be at most 1024");
         }
         let r = &self.rate_limits;
         if r.bytes_per_sec != 0 && r.bytes_per_sec < l.max_message_bytes as u64 {
@@ -714,6 +750,10 @@ mod tests {
         assert_eq!(format!("{:?}", reference.metrics), format!("{:?}", defaults.metrics));
         assert_eq!(format!("{:?}", reference.rate_limits), format!("{:?}", defaults.rate_limits));
         assert_eq!(reference.trusted_proxies, defaults.trusted_proxies);
+        assert_eq!(
+            (reference.allow_private_fetch, &reference.fetch_allow),
+            (defaults.allow_private_fetch, &defaults.fetch_allow)
+        );
         let main = PartyConfig { kind: Some("relay".into()), hibernate_option: Some(false), ..PartyConfig::default() };
         assert_eq!(format!("{:?}", reference.parties["main"]), format!("{main:?}"));
         assert_eq!(
@@ -767,6 +807,10 @@ mod tests {
         assert!(err.to_string().contains("rate_limits.bytes_per_sec"), "{err}");
         let err = Config::from_toml("[rate_limits]\naction = \"ignore\"\n").unwrap_err();
         assert!(err.to_string().contains("action"), "{err}");
+        let err = Config::from_toml("[limits]\nfetch_threads = 5000\n").unwrap_err();
+        assert!(err.to_string().contains("limits.fetch_threads"), "{err}");
+        let err = Config::from_toml("fetch_allow = [\"localhost\"]\n").unwrap_err();
+        assert!(err.to_string().contains("fetch_allow"), "{err}");
         let err = Config::from_toml("trusted_proxies = [\"10.0.0.0/33\"]\n").unwrap_err();
         assert!(err.to_string().contains("trusted_proxies") && err.to_string().contains("10.0.0.0/33"), "{err}");
     }

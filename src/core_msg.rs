@@ -17,14 +17,27 @@
 //! | `Respond` | the room's owner | the socket's core | an HTTP response |
 //! | `Published` | each core | the publish's core | members one core reached |
 //! | `Committed` | the store's writer | the room's owner | a storage batch committed (or failed) |
+//! | `Fetched` | a fetch thread | the room's owner | the outcome of a room's `fetch` |
 
 use crate::http::{RequestHead, Response};
+use crate::outbound::FetchError;
 use crate::party::{ConnRef, Request};
 use crate::room_key::RoomKey;
 use bytes::Bytes;
 use smallvec::SmallVec;
 use std::sync::Arc;
 use tungstenite::protocol::frame::Utf8Bytes;
+
+/// Where the outcome of a room's outbound request goes: its owner core,
+/// the room (the host of `generation`: one made since is another object
+/// and never sees it) and the request's id.
+#[derive(Debug)]
+pub(crate) struct FetchTicket {
+    pub core: u16,
+    pub room: Arc<RoomKey>,
+    pub generation: u64,
+    pub id: u32,
+}
 
 /// A message between cores.
 pub(crate) enum CoreMsg {
@@ -63,6 +76,12 @@ pub(crate) enum CoreMsg {
         room: Arc<RoomKey>,
         id: u32,
         response: Box<Response>,
+    },
+    /// To a room's owner core, from a fetch thread: the outcome of its
+    /// outbound request.
+    Fetched {
+        ticket: Box<FetchTicket>,
+        outcome: Box<Result<Response, FetchError>>,
     },
     // To a connection's core.
     Accepted {

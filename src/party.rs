@@ -10,6 +10,7 @@
 
 use crate::config::PartyConfig;
 use crate::http::{RequestHead, Response};
+use crate::outbound::{FetchError, FetchRequest};
 use crate::storage::{RoomStore, Savepoint, Storage};
 use bytes::Bytes;
 use dormouse_hibernate::Store;
@@ -227,6 +228,11 @@ pub trait Party: 'static {
     /// [`Room::request_room`].
     fn on_room_response(&mut self, _id: u32, _response: Response, _room: &Room) {}
 
+    /// The outcome of request `id` this room made with [`Room::fetch`]: a
+    /// response (of any status), or why there is none (a refused address,
+    /// a timeout, a body over the limit, the network).
+    fn on_fetch_response(&mut self, _id: u32, _outcome: Result<Response, FetchError>, _room: &Room) {}
+
     /// A message for a room whose object hibernates, before it is woken:
     /// return true when it was handled without the object; it then does
     /// not wake the room and does not reach `on_message`. The room's
@@ -368,6 +374,12 @@ pub(crate) enum Effect {
         room: String,
         request: Box<Request>,
     },
+    /// An HTTP request to the outside; its outcome comes back as
+    /// `on_fetch_response(id, ..)`.
+    Fetch {
+        id: u32,
+        request: Box<FetchRequest>,
+    },
     /// The answer to an HTTP request this room deferred (see
     /// `Room::defer_response`).
     Reply {
@@ -408,6 +420,10 @@ pub struct Room {
     pub(crate) room_requests: Cell<(u32, u32)>,
     /// Set by `on_request` to answer later: the token of its `Effect::Reply`.
     pub(crate) deferred: Cell<Option<u32>>,
+    /// Outbound requests sent and not settled yet, and the id of the next.
+    pub(crate) fetches: Cell<(u32, u32)>,
+    /// `limits.max_fetches_per_room`.
+    pub(crate) max_fetches: u32,
 }
 
 impl Room {
@@ -427,6 +443,8 @@ impl Room {
             timer_ms: Cell::new(None),
             room_requests: Cell::new((0, 1)),
             deferred: Cell::new(None),
+            fetches: Cell::new((0, 1)),
+            max_fetches: 16,
             id,
             party,
             members: slab::Slab::new(),
@@ -510,6 +528,25 @@ impl Room {
         self.room_requests.set((waiting + 1, id.wrapping_add(1).max(1)));
         let (party, room, request) = (party.to_owned(), room.to_owned(), Box::new(request));
         self.effects.borrow_mut().push(Effect::RoomRequest { id, party, room, request });
+        Some(id)
+    }
+
+    /// Sends an HTTP request to the outside (an `http://` or `https://`
+    /// URL): it runs on the server's fetch threads, never on a core, and
+    /// its outcome (a response of any status, or why there is none) comes
+    /// back to this room's `on_fetch_response` with the returned id, as an
+    /// event of its own. The room keeps handling other events meanwhile,
+    /// and is not evicted while requests are out. Private and local
+    /// addresses are refused unless the config allows them
+    /// (`allow_private_fetch`, `fetch_allow`). At most
+    /// `limits.max_fetches_per_room` at once; past it, `None`.
+    pub fn fetch(&self, request: FetchRequest) -> Option<u32> {
+        let (waiting, id) = self.fetches.get();
+        if waiting >= self.max_fetches {
+            return None;
+        }
+        self.fetches.set((waiting + 1, id.wrapping_add(1).max(1)));
+        self.effects.borrow_mut().push(Effect::Fetch { id, request: Box::new(request) });
         Some(id)
     }
 

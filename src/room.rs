@@ -5,6 +5,7 @@
 use crate::core_msg::{CoreMsg, Joining, ReplyTo};
 use crate::http::Response;
 use crate::kind::PartyKind;
+use crate::outbound::FetchError;
 use crate::party::{ConnRef, ConnectCtx, Connection, Effect, Member, Message, Party, Request, Room};
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -449,10 +450,18 @@ impl RoomHost {
         guard(|| party.on_room_response(id, response, room))
     }
 
-    /// Whether the room waits for another room's response or owes one: it
-    /// stays in memory until not.
+    /// The outcome of the room's outbound request `id`.
+    pub fn fetch_response(&mut self, id: u32, outcome: Result<Response, FetchError>) -> Result<(), RoomFailed> {
+        let (waiting, next) = self.room.fetches.get();
+        self.room.fetches.set((waiting.saturating_sub(1), next));
+        let (party, room) = (self.party.as_mut().expect("a room waiting for a fetch is awake"), &self.room);
+        guard(|| party.on_fetch_response(id, outcome, room))
+    }
+
+    /// Whether the room waits for another room's response or an outbound
+    /// request's, or owes one: it stays in memory until not.
     pub fn is_waiting(&self) -> bool {
-        self.room.room_requests.get().0 > 0 || !self.deferred.is_empty()
+        self.room.room_requests.get().0 > 0 || self.room.fetches.get().0 > 0 || !self.deferred.is_empty()
     }
 
     /// The sockets of every member, for closing them when the room fails.

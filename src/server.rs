@@ -3,9 +3,11 @@
 
 use crate::builtin::{Chat, Echo, Relay};
 use crate::config::{Config, IoBackend};
+use crate::core_msg::{CoreMsg, FetchTicket};
 use crate::http::Response;
 use crate::kind::{Kind, PartyKind};
 use crate::metrics::CoreStats;
+use crate::outbound::{AddressPolicy, FetchSettings, Outbound};
 use crate::party::{Party, Request};
 use crate::rate_limit::{IpLimiter, Rate};
 use crate::reactor::{probe_uring, Backend, ConnRates, Core, Epoll, FetchHandler, Inbox, Placement, Shared, Uring};
@@ -168,6 +170,30 @@ impl Server {
         };
         let store = dormouse_hibernate::Store::open(&data_dir, store_config)
             .map_err(|source| StartError::Store { path: data_dir.clone(), source })?;
+        let outbound = {
+            let limits = &self.config.limits;
+            let settings = FetchSettings {
+                threads: limits.fetch_threads,
+                queue: limits.max_fetches_per_core.saturating_mul(cores),
+                timeout_ms: limits.fetch_timeout_ms,
+                max_response_bytes: limits.max_fetch_response_bytes as u64,
+                policy: AddressPolicy::new(self.config.allow_private_fetch, self.config.fetch_allow.clone()),
+            };
+            let senders = senders.clone();
+            let wakes = wake_fds.iter().map(std::fs::File::try_clone).collect::<std::io::Result<Vec<_>>>()?;
+            Outbound::new(
+                settings,
+                Arc::new(move |ticket: Box<FetchTicket>, outcome| {
+                    let core = usize::from(ticket.core);
+                    // A stopped core has nobody left to tell.
+                    if senders[core].send(CoreMsg::Fetched { ticket, outcome: Box::new(outcome) }).is_ok() {
+                        // A failed write means the eventfd is saturated: the
+                        // core is being woken anyway.
+                        let _ = std::io::Write::write(&mut &wakes[core], &1u64.to_ne_bytes());
+                    }
+                }),
+            )
+        };
         let party_configs = self.config.parties.iter().map(|(name, p)| (name.clone(), Arc::new(p.clone()))).collect();
         let shared = Arc::new(Shared {
             limits,
@@ -197,6 +223,7 @@ impl Server {
                 self.config.rate_limits.max_tracked_ips,
             ),
             trusted_proxies: self.config.trusted_proxies.clone(),
+            outbound,
             _data_dir_lock: data_dir_lock,
         });
         let backend = match self.config.io {

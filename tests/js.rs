@@ -24,6 +24,7 @@ backend_tests!(
     the_partykit_chat_example_runs,
     commonjs_packages_are_bundled,
     rooms_call_other_rooms_through_context_parties,
+    fetch_reaches_the_outside_from_messages_and_requests,
 );
 
 use common::*;
@@ -537,4 +538,40 @@ fn a_module_with_a_syntax_error_stops_start_up_with_its_place() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("bad.js:3:"), "{stderr}");
+}
+
+fn fetch_reaches_the_outside_from_messages_and_requests() {
+    let up = common::upstream::upstream();
+    let toml = format!("fetch_allow = [\"127.0.0.1\"]\n[parties.fetching]\nmain = '{}'\n", module("fetch.js"));
+    let server = dormouse::Server::new(config(&toml)).start().expect("the JS party starts");
+    let addr = server.local_addr();
+    let base = format!("http://{}", up.addr);
+    let mut client = Client::connect(addr, "/parties/fetching/r1");
+    client.send_text(&format!("get {base}/hello"));
+    assert_eq!(client.recv_text(), "200 true yes hello");
+    client.send_text(&format!("get {base}/echo"));
+    assert_eq!(client.recv_text(), "201 true null GET r1 ", "the room's header went out");
+    client.send_text(&format!("post {base}/echo"));
+    assert_eq!(client.recv_text(), "201 true POST js from js");
+    client.send_text(&format!("json {base}/json"));
+    assert_eq!(client.recv_text(), "n=1");
+    client.send_text(&format!("bytes {base}/big"));
+    assert_eq!(client.recv_text(), "bytes=5000");
+    client.send_text(&format!("abort {base}/hold"));
+    assert_eq!(client.recv_text(), "TimeoutError: The operation timed out");
+    // Loopback without fetch_allow, and a bad URL: a TypeError, as a
+    // browser's failed fetch is.
+    let refused = dormouse::Server::new(config(&format!("[parties.fetching]\nmain = '{}'\n", module("fetch.js"))))
+        .start()
+        .unwrap();
+    let mut other = Client::connect(refused.local_addr(), "/parties/fetching/r");
+    other.send_text(&format!("get {base}/hello"));
+    let answer = other.recv_text();
+    assert!(answer.starts_with("TypeError: fetch failed: ") && answer.contains("private or local"), "{answer}");
+    other.send_text("get nowhere");
+    assert!(other.recv_text().starts_with("TypeError: "));
+    // onRequest awaiting a fetch: its response waits for the upstream's.
+    let proxied = http(addr, "GET", &format!("/parties/fetching/r2?url={base}/hello"), "", "");
+    assert_eq!((proxied.status, proxied.text()), (200, "proxied hello".to_owned()));
+    drop(up.release);
 }

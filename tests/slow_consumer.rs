@@ -25,6 +25,15 @@ const BATCH: usize = 100;
 /// show.
 const AFTER_DROP: usize = 96 * 1024;
 
+/// Held by each test here: the memory test reads the whole process's RSS,
+/// which another test's flood running beside it would grow (48 MiB once,
+/// under load).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let kib: u64 =
@@ -66,6 +75,7 @@ fn relay_batch(sender: &mut Client, reader: &mut Client, next: &mut usize) {
 }
 
 fn a_client_that_never_reads_is_closed_and_memory_stays_bounded() {
+    let _alone = one_at_a_time();
     // No rate limit: the sender's 64 MiB must reach the room.
     let server = start(
         "[limits]\nmax_write_backlog_bytes = 262144\nclose_timeout_ms = 120000\n\
@@ -155,6 +165,7 @@ fn read_frames_to_end(client: &mut Client) -> (Vec<WholeFrame>, std::io::Result<
 }
 
 fn a_slow_client_that_reads_again_gets_whole_frames_then_the_1008_then_eof() {
+    let _alone = one_at_a_time();
     // The client reads again well within the close timeout.
     let server = start("[limits]\nmax_write_backlog_bytes = 262144\nclose_timeout_ms = 20000\n");
     let addr = server.local_addr();
@@ -174,6 +185,7 @@ fn a_slow_client_that_reads_again_gets_whole_frames_then_the_1008_then_eof() {
 }
 
 fn a_slow_client_that_does_not_read_in_time_is_reset_not_left_with_a_cut_frame() {
+    let _alone = one_at_a_time();
     // 60 KB frames (the rest of a cut one and the close then fit in the
     // kernel's buffers: whole frames, the close, EOF), and 6 MB ones (they
     // do not: a reset).

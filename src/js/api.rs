@@ -444,6 +444,28 @@ fn install_storage<'js>(ctx: &Ctx<'js>, native: &Object<'js>) -> rquickjs::Resul
             },
         )?,
     )?;
+    // fetch(): a request to the outside, on the server's fetch threads.
+    native.set(
+        "fetch",
+        Function::new(
+            ctx.clone(),
+            |ctx: Ctx<'js>, method: String, url: String, headers: Vec<Vec<String>>, body: Value<'js>| {
+                let headers = headers
+                    .into_iter()
+                    .filter_map(|pair| <[String; 2]>::try_from(pair).ok().map(|[name, value]| (name, value)))
+                    .collect();
+                let body = body_of(&body)?.unwrap_or_default();
+                let request =
+                    crate::outbound::FetchRequest { method, url, headers, body: body.into(), timeout_ms: None };
+                in_room(&ctx, |room| {
+                    room.fetch(request).ok_or_else(|| {
+                        let max = room.max_fetches;
+                        Exception::throw_range(&ctx, &format!("{max} fetch() requests are already in flight"))
+                    })
+                })
+            },
+        )?,
+    )?;
     native.set(
         "respondLater",
         Function::new(

@@ -256,7 +256,9 @@ impl JsParty {
                                     // nothing that will come.
                                     Err(rquickjs::Error::WouldBlock)
                                         if name == "onRequest"
-                                            && (room.room_requests.get().0 > 0 || room.timer_ms.get().is_some()) =>
+                                            && (room.room_requests.get().0 > 0
+                                                || room.fetches.get().0 > 0
+                                                || room.timer_ms.get().is_some()) =>
                                     {
                                         // The response is sent when the promise settles.
                                         let token = room.defer_response();
@@ -266,7 +268,7 @@ impl JsParty {
                                         return Ok(None);
                                     }
                                     Err(rquickjs::Error::WouldBlock) => {
-                                        if room.room_requests.get().0 == 0 {
+                                        if room.room_requests.get().0 == 0 && room.fetches.get().0 == 0 {
                                             tracing::warn!(
                                                 party = room.party(),
                                                 room = room.id(),
@@ -548,6 +550,33 @@ impl Party for JsParty {
                     response.headers.iter().map(|(name, value)| vec![name.clone(), value.clone()]).collect();
                 let body = ArrayBuffer::new(ctx.clone(), response.body.to_vec())?.into_value();
                 Ok(vec![id.into_js(ctx)?, response.status.into_js(ctx)?, headers.into_js(ctx)?, body])
+            },
+            ignore,
+        );
+    }
+
+    /// The outcome of a `fetch()` to the outside.
+    fn on_fetch_response(&mut self, id: u32, outcome: Result<Response, crate::outbound::FetchError>, room: &Room) {
+        let _ = self.run(
+            room,
+            "__fetchOutcome",
+            |ctx, _| match &outcome {
+                Ok(response) => {
+                    let headers: Vec<Vec<String>> =
+                        response.headers.iter().map(|(name, value)| vec![name.clone(), value.clone()]).collect();
+                    let body = ArrayBuffer::new(ctx.clone(), response.body.to_vec())?.into_value();
+                    Ok(vec![id.into_js(ctx)?, response.status.into_js(ctx)?, headers.into_js(ctx)?, body])
+                }
+                Err(error) => {
+                    let undefined = Value::new_undefined(ctx.clone());
+                    Ok(vec![
+                        id.into_js(ctx)?,
+                        0.into_js(ctx)?,
+                        undefined.clone(),
+                        undefined,
+                        error.0.clone().into_js(ctx)?,
+                    ])
+                }
             },
             ignore,
         );

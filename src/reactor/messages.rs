@@ -85,6 +85,7 @@ impl State {
                 self.on_room_request(ReplyTo::Room { room: from, id }, room, &request);
             }
             CoreMsg::RoomResponse { room, id, response } => self.on_room_response(&room, id, *response),
+            CoreMsg::Fetched { ticket, outcome } => self.on_fetched(&ticket, *outcome),
             CoreMsg::Committed { room, generation, seq, error } => self.on_committed(&room, generation, seq, error),
             // For sockets this core holds (ws_path.rs, http_path.rs).
             CoreMsg::Accepted { conn, room, member, protocol, tags } => {

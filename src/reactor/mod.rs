@@ -141,6 +141,8 @@ pub(crate) struct Shared {
     pub conn_rates: ConnRates,
     /// Each client IP's upgrade and request limits, if any is set.
     pub ip_limiter: Option<crate::rate_limit::IpLimiter>,
+    /// The threads that run rooms' outbound requests.
+    pub outbound: crate::outbound::Outbound<Box<crate::core_msg::FetchTicket>>,
     /// Proxies trusted to name the client (`trusted_proxies`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The exclusive lock on `data_dir`, held while the store is open.
@@ -230,6 +232,9 @@ struct State {
     /// `rate.rs`), by slot: beside the records, not in them, so the
     /// fan-out's walk over records does not carry them.
     conn_rates: Vec<[u64; 2]>,
+    /// Outbound requests of this core's rooms not settled yet (at most
+    /// `limits.max_fetches_per_core`).
+    fetches_in_flight: usize,
     ws_events: Vec<WsEvent>,
     effects: Vec<Effect>,
     /// The inbox was full at the start of this turn (see `overloaded`).
@@ -278,6 +283,7 @@ impl State {
             epoch: shared.epoch,
             now_ms: 0,
             conn_rates: Vec::new(),
+            fetches_in_flight: 0,
             ws_events: Vec::new(),
             effects: Vec::new(),
             behind: false,

@@ -4,8 +4,9 @@
 //! room asks for, turned into messages; and a failed room reset.
 
 use super::{rooms_full, State, STORAGE_BEHIND};
-use crate::core_msg::{Broadcast, CloseInfo, CoreMsg, Joining, Payload, ReplyTo};
+use crate::core_msg::{Broadcast, CloseInfo, CoreMsg, FetchTicket, Joining, Payload, ReplyTo};
 use crate::http::Response;
+use crate::outbound::FetchError;
 use crate::party::{ConnRef, Effect, Message, Request};
 use crate::room::{Admission, RoomFailed};
 use crate::room_key::RoomKey;
@@ -106,6 +107,23 @@ impl State {
         }
     }
 
+    /// The outcome of an outbound request a room of this core made.
+    pub(super) fn on_fetched(&mut self, ticket: &FetchTicket, outcome: Result<Response, FetchError>) {
+        self.fetches_in_flight = self.fetches_in_flight.saturating_sub(1);
+        // The room stays in memory while it waits; gone or made anew, the
+        // one that asked failed since.
+        let Some(host) =
+            self.hosts.get_mut(&ticket.room).filter(|host| host.is_awake() && host.generation == ticket.generation)
+        else {
+            return;
+        };
+        self.counters.room_events += 1;
+        match host.fetch_response(ticket.id, outcome) {
+            Ok(()) => self.after_event(&ticket.room, None),
+            Err(failed) => self.fail_room(&ticket.room, &failed),
+        }
+    }
+
     /// An HTTP request to a room, from a socket or from another room.
     pub(super) fn on_room_request(&mut self, reply: ReplyTo, room: Arc<RoomKey>, request: &Request) {
         if self.storage_behind(&room) {
@@ -161,6 +179,7 @@ impl State {
             effects.clear();
             return;
         };
+        let generation = host.generation;
         let cores_with_members: SmallVec<[usize; 8]> =
             host.room.members_per_core.iter().enumerate().filter(|(_, n)| n.get() > 0).map(|(core, _)| core).collect();
         for effect in effects.drain(..) {
@@ -186,6 +205,21 @@ impl State {
                         let from = room.clone();
                         let key = Arc::new(RoomKey::new(party, target));
                         self.send_to_owner(key, |room| CoreMsg::RoomRequest { from, id, room, request });
+                    }
+                }
+                Effect::Fetch { id, request } => {
+                    let ticket = Box::new(FetchTicket { core: self.index, room: room.clone(), generation, id });
+                    self.fetches_in_flight += 1;
+                    let refused = if self.fetches_in_flight > self.shared.limits.max_fetches_per_core {
+                        Some(ticket)
+                    } else {
+                        self.shared.outbound.submit(ticket, request).err()
+                    };
+                    if let Some(ticket) = refused {
+                        let max = self.shared.limits.max_fetches_per_core;
+                        let error = FetchError(format!("{max} outbound requests are already in flight on this core"));
+                        let own = usize::from(self.index);
+                        self.send_to(own, CoreMsg::Fetched { ticket, outcome: Box::new(Err(error)) });
                     }
                 }
                 Effect::Reply { token, response } => {

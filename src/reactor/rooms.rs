@@ -64,7 +64,7 @@ impl State {
         let config = shared.party_config(&room.party);
         let hibernates = config.hibernate;
         let alarm = self.alarms.get(room).copied();
-        let new_room = crate::party::Room::new(
+        let mut new_room = crate::party::Room::new(
             room.id.to_string(),
             room.party.to_string(),
             shared.cores,
@@ -73,6 +73,7 @@ impl State {
             shared.store.clone(),
             alarm,
         );
+        new_room.max_fetches = u32::try_from(shared.limits.max_fetches_per_room).unwrap_or(u32::MAX);
         let snapshot = if hibernates {
             shared.store.snapshot(&new_room.store.key).unwrap_or_else(|error| {
                 tracing::error!(party = %room.party, room = %room.id, %error, "cannot read a snapshot; starting fresh");

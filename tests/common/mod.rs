@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod upstream;
 
 use dormouse::{
     Config, ConnectCtx, Connection, Lobby, Message, Party, Rejection, Request, RequestHead, Response, Room, Server,

@@ -36,7 +36,7 @@
     });
     return frames.join("\n");
   };
-  const shared = { bytesOf };
+  const shared = { bytesOf, fetch: (input, init) => outboundFetch(input, init) };
   const chunks = {};
   const load = (name) => (chunks[name] ??= native.chunk(name)(native, shared));
   // A global that is made on first use, and then is an ordinary property.
@@ -164,6 +164,37 @@
     const { Response } = load("web");
     waiting.resolve(new Response(status === 204 || status === 304 ? null : body, { status, headers }));
   };
+  // fetch(): requests to the outside waiting for their outcome, by ticket.
+  // Each settles in a later event of this room (src/outbound), or at once
+  // when its signal aborts (the request itself runs on, unheard).
+  const fetches = new Map();
+  const outboundFetch = (input, init = {}) => {
+    const { Request } = load("web");
+    const request = input instanceof Request ? new Request(input.url, { method: input.method, headers: input.headers,
+      body: input._body, signal: input.signal, ...init }) : new Request(String(input), init);
+    const signal = request.signal;
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    let ticket;
+    try {
+      ticket = native.fetch(request.method, request.url, [...request.headers.entries()], request._body);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return new Promise((resolve, reject) => {
+      fetches.set(ticket, { resolve, reject, url: request.url });
+      signal?.addEventListener("abort", () => { if (fetches.delete(ticket)) reject(signal.reason); });
+    });
+  };
+  const fetchOutcome = (ticket, status, headers, body, error) => {
+    const waiting = fetches.get(ticket);
+    if (waiting === undefined) return;
+    fetches.delete(ticket);
+    if (error !== undefined) return waiting.reject(new TypeError(`fetch failed: ${error}`));
+    const { Response } = load("web");
+    const response = new Response(status === 204 || status === 304 ? null : body, { status, headers });
+    Object.defineProperty(response, "url", { value: waiting.url, enumerable: true });
+    waiting.resolve(response);
+  };
   // onRequest still waiting at the end of its event: its answer goes out
   // when it settles.
   const answerLater = (promise, token) => {
@@ -229,6 +260,7 @@
     room,
     runTimers,
     roomResponse,
+    fetchOutcome,
     answerLater,
     dispatch,
     connection,

@@ -52,9 +52,17 @@
     signal = new AbortSignal();
     abort(reason) { this.signal._abort(reason); }
   }
-  const fetch = async () => {
-    throw new TypeError("fetch() is not available in dormouse rooms yet: outbound HTTP is a planned feature");
+  AbortSignal.timeout = (ms) => {
+    const controller = new AbortController();
+    setTimeout(() => {
+      const reason = new Error("The operation timed out");
+      reason.name = "TimeoutError";
+      controller.abort(reason);
+    }, ms);
+    return controller.signal;
   };
+  // In core.js, beside the rest of the room's pending work.
+  const fetch = (input, init) => shared.fetch(input, init);
   return {
     TextEncoder, TextDecoder, crypto, AbortController, AbortSignal, fetch,
     atob: (text) => native.atob(String(text)),

@@ -88,6 +88,7 @@
       this.method = (init.method ?? "GET").toUpperCase();
       this.headers = new Headers(init.headers);
       this._body = init.body == null ? null : bytesOf(init.body);
+      this.signal = init.signal ?? null;
     }
   }
 

@@ -32,6 +32,10 @@ pub struct Config {
     /// Without one the endpoint is off and answers 404.
     #[serde(default)]
     pub publish_token: Option<String>,
+    /// Token of the inspector page at `/_dormouse/` (16+ printable
+    /// characters). Without one the inspector is off (404).
+    #[serde(default)]
+    pub inspector_token: Option<String>,
     #[serde(default)]
     pub metrics: MetricsConfig,
     #[serde(default)]
@@ -594,6 +598,9 @@ impl Config {
             }
         }
         for (name, party) in &self.parties {
+            if name == "_dormouse" {
+                return invalid("parties._dormouse", "the name is the inspector's own");
+            }
             if !is_valid_party_name(name) {
                 return invalid(&format!("parties.{name}"), "a party name is 1-64 characters of a-z, 0-9, '-' and '_'");
             }
@@ -626,9 +633,11 @@ impl Config {
                 return invalid(&format!("parties.{name}.history"), "must be between 1 and 100000");
             }
         }
-        if let Some(token) = &self.publish_token {
-            if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
-                return invalid("publish_token", "must be at least 16 printable ASCII characters without spaces");
+        for (key, token) in [("publish_token", &self.publish_token), ("inspector_token", &self.inspector_token)] {
+            if let Some(token) = token {
+                if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic() && b != b';') {
+                    return invalid(key, "must be at least 16 printable ASCII characters without spaces or ';'");
+                }
             }
         }
         if self.metrics.enabled {
@@ -807,6 +816,10 @@ mod tests {
         assert!(err.to_string().contains("rate_limits.bytes_per_sec"), "{err}");
         let err = Config::from_toml("[rate_limits]\naction = \"ignore\"\n").unwrap_err();
         assert!(err.to_string().contains("action"), "{err}");
+        let err = Config::from_toml("inspector_token = \"short\"\n").unwrap_err();
+        assert!(err.to_string().contains("inspector_token"), "{err}");
+        let err = Config::from_toml("[parties._dormouse]\nkind = \"relay\"\n").unwrap_err();
+        assert!(err.to_string().contains("inspector's own"), "{err}");
         let err = Config::from_toml("[limits]\nfetch_threads = 5000\n").unwrap_err();
         assert!(err.to_string().contains("limits.fetch_threads"), "{err}");
         let err = Config::from_toml("fetch_allow = [\"localhost\"]\n").unwrap_err();

@@ -31,6 +31,7 @@ mod core_msg;
 mod cors;
 pub mod deflate;
 pub mod http;
+mod inspector;
 pub(crate) mod js;
 mod kind;
 mod metrics;

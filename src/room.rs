@@ -96,6 +96,8 @@ pub(crate) struct RoomHost {
     pub scheduled_timer: Option<u64>,
     /// HTTP requests the room deferred, by token, and where their answer goes.
     pub deferred: Vec<(u32, ReplyTo)>,
+    /// Events since the inspector last looked (`reactor/inspect.rs`).
+    pub events_this_second: u32,
 }
 
 /// What one event produced, held until batch `seq` commits.
@@ -151,6 +153,7 @@ impl RoomHost {
             scheduled_alarm,
             scheduled_timer: None,
             deferred: Vec::new(),
+            events_this_second: 0,
             party: None,
             kind,
             room,

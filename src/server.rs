@@ -5,6 +5,7 @@ use crate::builtin::{Chat, Echo, Relay};
 use crate::config::{Config, IoBackend};
 use crate::core_msg::{CoreMsg, FetchTicket};
 use crate::http::Response;
+use crate::inspector;
 use crate::kind::{Kind, PartyKind};
 use crate::metrics::CoreStats;
 use crate::outbound::{AddressPolicy, FetchSettings, Outbound};
@@ -194,6 +195,11 @@ impl Server {
                 }),
             )
         };
+        let inspector = self.config.inspector_token.clone().map(|token| {
+            self.kinds.insert(inspector::PARTY.to_owned(), Arc::new(Kind::<inspector::Feed>::new()));
+            self.config.parties.entry(inspector::PARTY.to_owned()).or_default();
+            Arc::new(inspector::Inspector::new(token, cores))
+        });
         let party_configs = self.config.parties.iter().map(|(name, p)| (name.clone(), Arc::new(p.clone()))).collect();
         let shared = Arc::new(Shared {
             limits,
@@ -224,6 +230,7 @@ impl Server {
             ),
             trusted_proxies: self.config.trusted_proxies.clone(),
             outbound,
+            inspector,
             _data_dir_lock: data_dir_lock,
         });
         let backend = match self.config.io {

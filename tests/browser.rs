@@ -3,7 +3,9 @@
 //! what it saw back over HTTP. Browsers always offer permessage-deflate, so
 //! this is where compression meets the client most users have; and what a
 //! browser sees for an oversized message. And CORS as a browser enforces
-//! it: a page on one server calling rooms on another.
+//! it: a page on one server calling rooms on another. And the inspector
+//! page, driven over the DevTools protocol: log in, watch a room appear,
+//! and a screenshot for the README.
 //!
 //! Chromium comes from Debian's package (`apt-get install chromium`), which
 //! the test installs when it is missing, as `.ci/run` does.
@@ -13,6 +15,7 @@ mod common;
 backend_tests!(
     chromium_negotiates_deflate_round_trips_compressed_messages_and_sees_1009,
     a_page_on_another_origin_reads_rooms_that_allow_it_and_no_others,
+    the_inspector_logs_in_and_shows_a_room_appear,
 );
 
 use std::path::Path;
@@ -183,4 +186,115 @@ fn a_page_on_another_origin_reads_rooms_that_allow_it_and_no_others() {
     // The POST ran once, after its preflight; the blocked GET ran too (only
     // the browser hid its answer).
     assert_eq!(rooms.counter("rooms_created"), 3, "counter, echo and main rooms");
+}
+
+/// Headless Chromium driven over the DevTools protocol (one page).
+struct DevTools {
+    child: std::process::Child,
+    socket: tungstenite::WebSocket<std::net::TcpStream>,
+    next_id: u64,
+}
+
+impl DevTools {
+    fn open(browser: &Path, url: &str) -> DevTools {
+        use std::io::BufRead;
+        let profile = common::fresh_data_dir();
+        let mut child = Command::new(browser)
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--window-size=1280,900"])
+            .args(["--remote-debugging-port=0", "--disable-background-networking", "--disable-component-update"])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let port = loop {
+            let mut line = String::new();
+            assert!(stderr.read_line(&mut line).unwrap() > 0, "Chromium ended before its DevTools listened");
+            if let Some(rest) = line.trim().strip_prefix("DevTools listening on ws://127.0.0.1:") {
+                break rest.split('/').next().unwrap().parse::<u16>().unwrap();
+            }
+        };
+        // Keep draining its log so that it never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        // DevTools answers only a Host that is an address or localhost.
+        let request = format!("GET /json/list HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\n\r\n");
+        let list = common::http_raw(([127, 0, 0, 1], port).into(), request.as_bytes());
+        let targets: serde_json::Value = serde_json::from_slice(&list.body).unwrap();
+        let page = targets.as_array().unwrap().iter().find(|t| t["type"] == "page").expect("a page target");
+        let ws_url = page["webSocketDebuggerUrl"].as_str().unwrap().to_owned();
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let (socket, _) = tungstenite::client(ws_url.as_str(), stream).expect("DevTools WebSocket");
+        DevTools { child, socket, next_id: 0 }
+    }
+
+    fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let message = serde_json::json!({ "id": id, "method": method, "params": params }).to_string();
+        self.socket.send(tungstenite::Message::text(message)).unwrap();
+        loop {
+            let tungstenite::Message::Text(text) = self.socket.read().unwrap() else { continue };
+            let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
+            if answer["id"] == id {
+                assert!(answer.get("error").is_none(), "{method}: {answer}");
+                return answer["result"].clone();
+            }
+        }
+    }
+
+    /// The value of a JavaScript expression in the page.
+    fn eval(&mut self, expression: &str) -> serde_json::Value {
+        let params = serde_json::json!({ "expression": expression, "returnByValue": true, "awaitPromise": true });
+        self.call("Runtime.evaluate", params)["result"]["value"].clone()
+    }
+
+    /// Waits (30 s at most) until `expression` is true in the page.
+    fn until(&mut self, expression: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.eval(expression) != serde_json::Value::Bool(true) {
+            assert!(std::time::Instant::now() < deadline, "the page never showed {expression}");
+            // The page updates each second: asking 20 times a second is plenty.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for DevTools {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn the_inspector_logs_in_and_shows_a_room_appear() {
+    let browser = chromium();
+    let token = "inspector-token-for-the-test";
+    let server = common::start(&format!("inspector_token = \"{token}\"\n"));
+    let addr = server.local_addr();
+    let mut page = DevTools::open(browser, &format!("http://{addr}/_dormouse/"));
+    // Not logged in: the form, and nothing else.
+    page.until("!!document.querySelector('#login:not(.hidden)') && !!document.querySelector('#board.hidden')");
+    page.eval(&format!("document.querySelector('input[name=token]').value = '{token}'; document.getElementById('login').submit(); true"));
+    page.until("document.getElementById('status').textContent === 'live'");
+    // A room appears, with its member, among the busiest.
+    let mut member = common::Client::connect(addr, "/parties/echo/visible-room?_pk=ann");
+    member.send_text("hello");
+    assert_eq!(member.recv_text(), "hello");
+    page.until("[...document.querySelectorAll('#busiest tr')].some((tr) => tr.textContent.includes('visible-room'))");
+    page.until("[...document.querySelectorAll('#parties tr')].some((tr) => tr.textContent.startsWith('echo'))");
+    page.until("Number(document.getElementById('connections').textContent) >= 1");
+    let shot = page.call("Page.captureScreenshot", serde_json::json!({ "format": "png" }));
+    let png =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, shot["data"].as_str().unwrap()).unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/inspector.png");
+    std::fs::write(&path, png).unwrap();
+    // Without the cookie, the feed and the API refuse.
+    let refused = common::Client::try_connect(addr, "/_dormouse/live", "");
+    assert_eq!(refused.response.status, 401);
+    assert_eq!(common::http(addr, "GET", "/_dormouse/api/snapshot", "", "").status, 401);
+    assert_eq!(common::http(addr, "GET", "/parties/_dormouse/live", "", "").status, 404);
 }

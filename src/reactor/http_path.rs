@@ -74,7 +74,12 @@ impl State {
             Route::Other => {
                 let found =
                     self.shared.static_files.as_ref().and_then(|files| files.answer(request.method(), request.path()));
-                let response = if self.shared.metrics_path.as_deref() == Some(request.head.path()) {
+                let path = request.head.path();
+                let inspector =
+                    self.shared.inspector.as_ref().filter(|_| path == "/_dormouse" || path.starts_with("/_dormouse/"));
+                let response = if let Some(inspector) = inspector {
+                    inspector.respond(&request)
+                } else if self.shared.metrics_path.as_deref() == Some(request.head.path()) {
                     crate::metrics::respond(&request, &self.shared.stats)
                 } else if let Some(file) = found {
                     file

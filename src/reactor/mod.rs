@@ -26,6 +26,7 @@
 //! | `rooms.rs` | rooms that outlive memory: wake, evict, durability, alarms, timers |
 //! | `residency.rs` | the eviction queues and the bound on resident rooms |
 //! | `rate.rs` | rate limits: each socket's message and byte buckets, each client IP's |
+//! | `inspect.rs` | the inspector's summary of the core's rooms, and (core 0) its live feed |
 //! | `stats.rs` | the core's counters, stored for `/metrics` once per turn |
 //! | `backend.rs`, `uring.rs`, `epoll.rs` | the I/O backends behind one trait |
 
@@ -34,6 +35,7 @@ mod conn;
 mod epoll;
 mod fanout;
 mod http_path;
+mod inspect;
 mod messages;
 mod owner;
 mod placement;
@@ -143,6 +145,8 @@ pub(crate) struct Shared {
     pub ip_limiter: Option<crate::rate_limit::IpLimiter>,
     /// The threads that run rooms' outbound requests.
     pub outbound: crate::outbound::Outbound<Box<crate::core_msg::FetchTicket>>,
+    /// The inspector (`inspector_token`), if on.
+    pub inspector: Option<Arc<crate::inspector::Inspector>>,
     /// Proxies trusted to name the client (`trusted_proxies`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The exclusive lock on `data_dir`, held while the store is open.
@@ -235,6 +239,8 @@ struct State {
     /// Outbound requests of this core's rooms not settled yet (at most
     /// `limits.max_fetches_per_core`).
     fetches_in_flight: usize,
+    /// When this core next reports to the inspector.
+    next_inspect_ms: u64,
     ws_events: Vec<WsEvent>,
     effects: Vec<Effect>,
     /// The inbox was full at the start of this turn (see `overloaded`).
@@ -284,6 +290,7 @@ impl State {
             now_ms: 0,
             conn_rates: Vec::new(),
             fetches_in_flight: 0,
+            next_inspect_ms: 0,
             ws_events: Vec::new(),
             effects: Vec::new(),
             behind: false,

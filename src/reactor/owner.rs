@@ -160,6 +160,9 @@ impl State {
     pub(super) fn fail_room(&mut self, room: &Arc<RoomKey>, failed: &RoomFailed) {
         let reason = failed.reason();
         tracing::error!(party = %room.party, room = %room.id, %reason, "the room was reset");
+        if let Some(inspector) = &self.shared.inspector {
+            inspector.room_failed(super::rooms::wall_ms(), &room.party, &room.id, &reason);
+        }
         let Some(mut host) = self.hosts.remove(room) else { return };
         for (_, reply) in host.deferred.drain(..) {
             self.send_reply(reply.message(Box::new(Response::text(500, reason.clone().into_owned()))));

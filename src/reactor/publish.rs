@@ -5,17 +5,11 @@
 use super::conn::Phase;
 use super::{overloaded, State};
 use crate::core_msg::{Broadcast, CoreMsg};
-use crate::http::Response;
+use crate::http::{constant_time_eq, Response};
 use crate::party::{ConnRef, Message, Request};
 use crate::route;
 use smallvec::SmallVec;
 use std::sync::Arc;
-
-/// Compares a secret without an early exit, so the time taken does not tell
-/// how much of a guess was right.
-pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
 
 impl State {
     /// The publish API: broadcasts the body to the room's members on every

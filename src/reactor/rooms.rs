@@ -131,6 +131,7 @@ impl State {
             return;
         };
         host.last_event_ms = now_ms;
+        host.events_this_second = host.events_this_second.saturating_add(1);
         let strict = host.room.config.durability == Durability::Strict;
         let batch = host.room.store.take_batch();
         let alarm = host.room.alarm_ms.get();

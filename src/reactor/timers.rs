@@ -53,6 +53,7 @@ impl State {
             .flatten()
             .map(|&(deadline, _, _)| deadline)
             .chain(self.next_evict_ms())
+            .chain(self.next_inspect_ms())
             .min();
         let wait = match next {
             Some(deadline) => Duration::from_millis(deadline.saturating_sub(self.now_ms)),

@@ -53,6 +53,7 @@ impl<B: Backend> Core<B> {
             self.st.run_due_alarms();
             self.st.run_due_timers();
             self.st.evict_idle();
+            self.st.inspect();
             self.st.submit_pending();
             self.rearm_receives();
             // Counters first: whatever a client sees as a result of this

@@ -10,6 +10,7 @@ use super::{overloaded, State, HOOK_FAILED, OVERLOADED};
 use crate::config::CompressionMode;
 use crate::core_msg::{CloseInfo, CoreMsg, Joining, Payload};
 use crate::http::{self, RequestHead, Response};
+use crate::inspector;
 use crate::party::{ConnRef, Lobby};
 use crate::room::guard;
 use crate::room_key::RoomKey;
@@ -33,7 +34,15 @@ pub(super) fn random_id() -> String {
 impl State {
     pub(super) fn on_upgrade(&mut self, slot: u32, mut head: RequestHead, upgrade: http::Upgrade) {
         let (party, room_raw) = match route::route(head.path()) {
+            // The inspector's feed is reached only by its own path, where
+            // its cookie goes (and no room sees it).
+            Route::Room { party, .. } if party == inspector::PARTY => {
+                return self.reject(slot, Response::text(404, format!("Party {party} not found")));
+            }
             Route::Room { party, room_raw, .. } => (party.to_owned(), room_raw.to_owned()),
+            Route::Other if head.path() == inspector::LIVE_PATH && self.shared.inspector.is_some() => {
+                (inspector::PARTY.to_owned(), inspector::ROOM.to_owned())
+            }
             Route::Other => return self.reject(slot, Response::text(404, "Not found")),
         };
         let (kind, room) = match self.resolve(&party, &room_raw) {
@@ -45,6 +54,11 @@ impl State {
             Some(_) => return self.reject(slot, Response::text(400, "connection id (_pk) is empty or too long")),
             None => random_id(),
         };
+        if &*room.party == inspector::PARTY
+            && !self.shared.inspector.as_ref().is_some_and(|inspector| inspector.authorized(&head))
+        {
+            return self.reject(slot, Response::text(401, "the inspector token is required"));
+        }
         let config = self.shared.party_config(&room.party);
         if let Err(response) = crate::cors::ws_origin_allowed(config.ws_origins.as_deref(), &head) {
             return self.reject(slot, response);

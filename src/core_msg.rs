@@ -18,6 +18,7 @@
 //! | `Published` | each core | the publish's core | members one core reached |
 //! | `Committed` | the store's writer | the room's owner | a storage batch committed (or failed) |
 //! | `Fetched` | a fetch thread | the room's owner | the outcome of a room's `fetch` |
+//! | `LinkFrame`, `LinkClosed` | a core, to itself | (the core holding a room's socket to another room) | a frame for it, its close |
 
 use crate::http::{RequestHead, Response};
 use crate::outbound::FetchError;
@@ -26,7 +27,6 @@ use crate::room_key::RoomKey;
 use bytes::Bytes;
 use smallvec::SmallVec;
 use std::sync::Arc;
-use tungstenite::protocol::frame::Utf8Bytes;
 
 /// Where the outcome of a room's outbound request goes: its owner core,
 /// the room (the host of `generation`: one made since is another object
@@ -101,6 +101,19 @@ pub(crate) enum CoreMsg {
     },
     /// One broadcast, shared by every core it goes to.
     Broadcast(Arc<Broadcast>),
+    /// A broadcast's frame for a room's socket to another room (a link,
+    /// `reactor/links.rs`), from this core's fan-out to itself.
+    LinkFrame {
+        conn: ConnRef,
+        frame: Bytes,
+    },
+    /// A link is closed (by either end); from its core to itself, after
+    /// the frames that came before the close.
+    LinkClosed {
+        conn: ConnRef,
+        code: u16,
+        reason: Box<str>,
+    },
     Close {
         conn: ConnRef,
         code: u16,
@@ -140,11 +153,7 @@ pub(crate) struct Broadcast {
 
 const _: () = assert!(size_of::<CoreMsg>() <= 80, "core messages are small; big payloads are boxed");
 
-/// A message's data on its way to the room: text keeps its proof of UTF-8.
-pub(crate) enum Payload {
-    Text(Utf8Bytes),
-    Binary(Bytes),
-}
+pub(crate) use crate::party::Payload;
 
 pub(crate) struct CloseInfo {
     pub code: u16,

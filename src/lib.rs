@@ -53,9 +53,12 @@ pub mod yjs;
 
 pub use builtin::{Chat, Echo, Relay};
 pub use config::{CompressionMode, Config, Durability, Limits, MetricsConfig, PartyConfig, SlowConsumerPolicy};
-pub use http::{RequestHead, Response};
+pub use http::{Header, RequestHead, Response};
 pub use outbound::{FetchError, FetchRequest};
-pub use party::{ConnectCtx, Connection, Lobby, Message, Party, Rejection, Request, Room, StateTooLarge};
+pub use party::{
+    ConnectCtx, Connection, Lobby, Message, Parties, Party, Rejection, Request, Room, RoomSocketEvent, RoomStub,
+    StateTooLarge,
+};
 pub use server::{Server, ServerHandle, ShutdownTrigger, StartError};
 pub use storage::{ListOptions, Storage, StorageError};
 pub use yjs::{YDoc, YjsHooks};

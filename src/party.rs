@@ -19,6 +19,7 @@ use smallvec::SmallVec;
 use std::cell::{Cell, RefCell};
 use std::hash::BuildHasher;
 use std::sync::Arc;
+use tungstenite::protocol::frame::Utf8Bytes;
 
 /// A WebSocket message as a room sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,6 +234,11 @@ pub trait Party: 'static {
     /// a timeout, a body over the limit, the network).
     fn on_fetch_response(&mut self, _id: u32, _outcome: Result<Response, FetchError>, _room: &Room) {}
 
+    /// An event on socket `socket` this room opened with
+    /// [`Room::connect_room`]: its opening, a message from the room at the
+    /// other end, its close.
+    fn on_room_socket(&mut self, _socket: u32, _event: RoomSocketEvent<'_>, _room: &Room) {}
+
     /// A message for a room whose object hibernates, before it is woken:
     /// return true when it was handled without the object; it then does
     /// not wake the room and does not reach `on_message`. The room's
@@ -346,6 +352,13 @@ impl IdIndex {
     }
 }
 
+/// A message's data on its way to a room: text keeps its proof of UTF-8.
+#[derive(Debug)]
+pub(crate) enum Payload {
+    Text(Utf8Bytes),
+    Binary(Bytes),
+}
+
 /// A side effect requested by room logic, carried out after the callback.
 #[derive(Debug)]
 pub(crate) enum Effect {
@@ -380,6 +393,25 @@ pub(crate) enum Effect {
         id: u32,
         request: Box<FetchRequest>,
     },
+    /// A WebSocket-like connection to another room (`Room::connect_room`);
+    /// its events come back as `on_room_socket(socket, ..)`.
+    SocketOpen {
+        socket: u32,
+        party: String,
+        room: String,
+        head: Box<RequestHead>,
+    },
+    /// A message on an open socket of `SocketOpen`.
+    SocketSend {
+        socket: u32,
+        data: Payload,
+    },
+    /// This room closes its socket `socket`.
+    SocketClose {
+        socket: u32,
+        code: u16,
+        reason: String,
+    },
     /// The answer to an HTTP request this room deferred (see
     /// `Room::defer_response`).
     Reply {
@@ -390,6 +422,27 @@ pub(crate) enum Effect {
 
 /// Requests to other rooms one room may have waiting at once.
 pub const MAX_ROOM_REQUESTS: u32 = 64;
+
+/// Sockets to other rooms one room may hold at once (opening or open).
+pub const MAX_ROOM_SOCKETS: usize = 64;
+
+/// What happens on a socket a room opened to another room with
+/// [`Room::connect_room`], delivered to [`Party::on_room_socket`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomSocketEvent<'a> {
+    /// The other room admitted it (its `on_connect` returned `Ok`): it is
+    /// a member there, and [`Room::socket_send`] works.
+    Open,
+    /// The other room sent it a message (a `send` or a broadcast that
+    /// reached it).
+    Message(Message<'a>),
+    /// The socket is closed: by the other room (its code and reason), by
+    /// this room's [`Room::socket_close`], or refused before it opened
+    /// (1011 and why: a party that does not exist, a room id that is not
+    /// valid, an `on_connect` that said no, a room that failed). Nothing
+    /// follows it.
+    Close { code: u16, reason: &'a str },
+}
 
 /// The room a callback runs in: its identity, its connections, and the
 /// effects the callback asks for.
@@ -424,6 +477,10 @@ pub struct Room {
     pub(crate) fetches: Cell<(u32, u32)>,
     /// `limits.max_fetches_per_room`.
     pub(crate) max_fetches: u32,
+    /// Sockets to other rooms, by id, and whether each is open yet; the
+    /// id of the next.
+    pub(crate) sockets: RefCell<SmallVec<[(u32, bool); 2]>>,
+    pub(crate) next_socket: Cell<u32>,
 }
 
 impl Room {
@@ -445,6 +502,8 @@ impl Room {
             deferred: Cell::new(None),
             fetches: Cell::new((0, 1)),
             max_fetches: 16,
+            sockets: RefCell::new(SmallVec::new()),
+            next_socket: Cell::new(1),
             id,
             party,
             members: slab::Slab::new(),
@@ -529,6 +588,90 @@ impl Room {
         let (party, room, request) = (party.to_owned(), room.to_owned(), Box::new(request));
         self.effects.borrow_mut().push(Effect::RoomRequest { id, party, room, request });
         Some(id)
+    }
+
+    /// Opens a connection to room `room` of party `party`, in process, that
+    /// behaves as one of that room's WebSocket members: it goes through its
+    /// `connection_tags` and `on_connect` (its pre-connect hook does not
+    /// run) with `path` after the room's URL (`""`, or `/...` and a query),
+    /// gets its `send`s and the broadcasts its tags match, and its
+    /// messages reach that room's `on_message`, across cores and through
+    /// hibernation like any member's. Its events come back to this room's
+    /// [`Party::on_room_socket`] with the returned id, each as an event of
+    /// its own: `Open` first (or `Close`, if refused). The room keeps
+    /// handling other events meanwhile, and is not evicted while it holds
+    /// sockets. At most [`MAX_ROOM_SOCKETS`] at once; past it, `None`.
+    pub fn connect_room(&self, party: &str, room: &str, path: &str) -> Option<u32> {
+        self.connect_room_with(party, room, path, Vec::new())
+    }
+
+    /// [`Room::connect_room`], with headers the other room's `on_connect`
+    /// sees on the request.
+    pub fn connect_room_with(
+        &self,
+        party: &str,
+        room: &str,
+        path: &str,
+        headers: Vec<crate::http::Header>,
+    ) -> Option<u32> {
+        let mut sockets = self.sockets.borrow_mut();
+        if sockets.len() >= MAX_ROOM_SOCKETS {
+            return None;
+        }
+        let socket = self.next_socket.get();
+        self.next_socket.set(socket.wrapping_add(1).max(1));
+        sockets.push((socket, false));
+        let encoded = percent_encoding::utf8_percent_encode(room, percent_encoding::NON_ALPHANUMERIC);
+        let path = if path.is_empty() || path.starts_with(['/', '?']) { path.to_owned() } else { format!("/{path}") };
+        let head = Box::new(RequestHead {
+            method: "GET".to_owned(),
+            target: format!("/parties/{party}/{encoded}{path}"),
+            minor_version: 1,
+            headers,
+        });
+        let (party, room) = (party.to_owned(), room.to_owned());
+        self.effects.borrow_mut().push(Effect::SocketOpen { socket, party, room, head });
+        Some(socket)
+    }
+
+    /// Sends `message` on socket `socket` (from [`Room::connect_room`]) to
+    /// the room at its other end. False, and nothing sent, unless it is
+    /// open (its `Open` came and its `Close` did not).
+    pub fn socket_send<'m>(&self, socket: u32, message: impl Into<Message<'m>>) -> bool {
+        if !self.sockets.borrow().contains(&(socket, true)) {
+            return false;
+        }
+        let data = match message.into() {
+            Message::Text(text) => Payload::Text(text.to_owned().into()),
+            Message::Binary(data) => Payload::Binary(Bytes::copy_from_slice(data)),
+        };
+        self.effects.borrow_mut().push(Effect::SocketSend { socket, data });
+        true
+    }
+
+    /// Closes socket `socket` (from [`Room::connect_room`]): the other room
+    /// hears `on_close` with `code` and `reason`, and this room's
+    /// `on_room_socket` gets its `Close` in a later event.
+    pub fn socket_close(&self, socket: u32, code: u16, reason: &str) {
+        if self.sockets.borrow().iter().any(|&(s, _)| s == socket) {
+            let reason = reason.to_owned();
+            self.effects.borrow_mut().push(Effect::SocketClose { socket, code, reason });
+        }
+    }
+
+    /// The rooms of party `party`, addressed by id: `room.parties("main")
+    /// .get("lobby").fetch(request)`, PartyKit's
+    /// `room.context.parties.main.get("lobby")`. (`Room::party` is this
+    /// room's own party name.)
+    pub fn parties<'r>(&'r self, party: &'r str) -> Parties<'r> {
+        Parties { room: self, party }
+    }
+
+    /// Whether the room waits for something that arrives as an event of
+    /// its own: another room's answer, an outbound request's, a socket's
+    /// opening or its messages.
+    pub(crate) fn awaits_events(&self) -> bool {
+        self.room_requests.get().0 > 0 || self.fetches.get().0 > 0 || !self.sockets.borrow().is_empty()
     }
 
     /// Sends an HTTP request to the outside (an `http://` or `https://`
@@ -655,6 +798,41 @@ impl Room {
 
     pub fn connection_count(&self) -> usize {
         self.members.len()
+    }
+}
+
+/// The rooms of one party, from [`Room::parties`].
+#[derive(Clone, Copy)]
+pub struct Parties<'r> {
+    room: &'r Room,
+    party: &'r str,
+}
+
+impl<'r> Parties<'r> {
+    /// Room `id` of the party (made on its first event, like any room).
+    pub fn get(self, id: &'r str) -> RoomStub<'r> {
+        RoomStub { room: self.room, party: self.party, id }
+    }
+}
+
+/// Another room, as this room reaches it: [`Room::request_room`] and
+/// [`Room::connect_room`] addressed once.
+#[derive(Clone, Copy)]
+pub struct RoomStub<'r> {
+    room: &'r Room,
+    party: &'r str,
+    id: &'r str,
+}
+
+impl RoomStub<'_> {
+    /// An HTTP request to the room's `on_request`; see [`Room::request_room`].
+    pub fn fetch(self, request: Request) -> Option<u32> {
+        self.room.request_room(self.party, self.id, request)
+    }
+
+    /// A socket to the room; see [`Room::connect_room`].
+    pub fn socket(self, path: &str) -> Option<u32> {
+        self.room.connect_room(self.party, self.id, path)
     }
 }
 

@@ -6,7 +6,7 @@ use crate::core_msg::{CoreMsg, Joining, ReplyTo};
 use crate::http::Response;
 use crate::kind::PartyKind;
 use crate::outbound::FetchError;
-use crate::party::{ConnRef, ConnectCtx, Connection, Effect, Member, Message, Party, Request, Room};
+use crate::party::{ConnRef, ConnectCtx, Connection, Effect, Member, Message, Party, Request, Room, RoomSocketEvent};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -98,6 +98,9 @@ pub(crate) struct RoomHost {
     pub deferred: Vec<(u32, ReplyTo)>,
     /// Events since the inspector last looked (`reactor/inspect.rs`).
     pub events_this_second: u32,
+    /// The room's sockets to other rooms (`Room::connect_room`): each id
+    /// and its link on this core (`reactor/links.rs`).
+    pub links: Vec<(u32, u32)>,
 }
 
 /// What one event produced, held until batch `seq` commits.
@@ -154,6 +157,7 @@ impl RoomHost {
             scheduled_timer: None,
             deferred: Vec::new(),
             events_this_second: 0,
+            links: Vec::new(),
             party: None,
             kind,
             room,
@@ -461,10 +465,32 @@ impl RoomHost {
         guard(|| party.on_fetch_response(id, outcome, room))
     }
 
+    /// An event on the room's socket `socket` to another room. After a
+    /// close the socket is gone (on both sides of the room).
+    pub fn socket_event(&mut self, socket: u32, event: RoomSocketEvent<'_>) -> Result<(), RoomFailed> {
+        {
+            let mut sockets = self.room.sockets.borrow_mut();
+            let Some(at) = sockets.iter().position(|&(s, _)| s == socket) else { return Ok(()) };
+            match event {
+                RoomSocketEvent::Open => sockets[at].1 = true,
+                RoomSocketEvent::Close { .. } => {
+                    sockets.swap_remove(at);
+                }
+                RoomSocketEvent::Message(_) => {}
+            }
+        }
+        if matches!(event, RoomSocketEvent::Close { .. }) {
+            self.links.retain(|&(s, _)| s != socket);
+        }
+        let (party, room) = (self.party.as_mut().expect("a room is woken before it gets an event"), &self.room);
+        guard(|| party.on_room_socket(socket, event, room))
+    }
+
     /// Whether the room waits for another room's response or an outbound
-    /// request's, or owes one: it stays in memory until not.
+    /// request's, holds sockets to other rooms, or owes an answer: it
+    /// stays in memory until not.
     pub fn is_waiting(&self) -> bool {
-        self.room.room_requests.get().0 > 0 || self.room.fetches.get().0 > 0 || !self.deferred.is_empty()
+        self.room.awaits_events() || !self.deferred.is_empty()
     }
 
     /// The sockets of every member, for closing them when the room fails.

@@ -407,6 +407,12 @@ impl ServerHandle {
         self.backend
     }
 
+    /// The core that owns room `room` of party `party` (where its object
+    /// runs), of `0..cores`.
+    pub fn owner_core(&self, party: &str, room: &str) -> usize {
+        self.shared.placement.owner(&crate::room_key::RoomKey::new(party, room))
+    }
+
     /// The address the server listens on (with the real port when 0 was asked).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr

@@ -436,6 +436,28 @@ pub fn binary_frame(payload: &[u8]) -> Bytes {
     frame(OpCode::Data(Data::Binary), payload)
 }
 
+/// The payload of one unmasked, uncompressed server text or binary frame
+/// (one this server made), and whether it is text: what a room's socket to
+/// another room receives (`reactor/links.rs`). `None` for anything else.
+pub fn server_frame_payload(frame: &[u8]) -> Option<(bool, &[u8])> {
+    let mut cursor = Cursor::new(frame);
+    let (header, len) = FrameHeader::parse(&mut cursor).ok()??;
+    let start = usize::try_from(cursor.position()).ok()?;
+    let text = match header.opcode {
+        OpCode::Data(Data::Text) => true,
+        OpCode::Data(Data::Binary) => false,
+        _ => return None,
+    };
+    if header.mask.is_some()
+        || header.rsv1
+        || !header.is_final
+        || start.checked_add(usize::try_from(len).ok()?)? != frame.len()
+    {
+        return None;
+    }
+    Some((text, &frame[start..]))
+}
+
 pub fn ping_frame(payload: &[u8]) -> Bytes {
     frame(OpCode::Control(Control::Ping), payload)
 }
@@ -560,6 +582,16 @@ mod tests {
         assert_eq!(result, Err(WsError::MessageTooBig));
         let mut at_limit = client_frame(true, 2, &[0; 10]);
         assert!(Decoder::new().decode(&mut at_limit, &limits, None, &mut |_| {}).1.is_ok());
+    }
+
+    #[test]
+    fn server_frames_give_back_their_payload() {
+        assert_eq!(server_frame_payload(&text_frame(b"hi")), Some((true, &b"hi"[..])));
+        let long = vec![7u8; 70_000];
+        assert_eq!(server_frame_payload(&binary_frame(&long)), Some((false, &long[..])));
+        assert_eq!(server_frame_payload(&ping_frame(b"x")), None);
+        assert_eq!(server_frame_payload(&deflated_frame(true, b"hello")), None);
+        assert_eq!(server_frame_payload(&text_frame(b"hi")[..3]), None);
     }
 
     #[test]

@@ -391,6 +391,20 @@ fn rooms_call_other_rooms_through_context_parties() {
     // A cycle (lobby -> game -> lobby) does not deadlock.
     assert_eq!(http(addr, "GET", "/parties/lobby/main/cycle", "", "").text(), "lobby got: game saw plain");
     assert_eq!(http(addr, "GET", "/parties/lobby/main/nowhere", "", "").text(), r#"404 no party "nope""#);
+    // A socket to another room is a member there: greeted by its onConnect,
+    // answered by its onMessage, reached by its broadcasts (as a client of
+    // that room is); its close is heard on both sides.
+    let mut bob = Client::connect(addr, "/parties/game/g1?_pk=bob");
+    assert_eq!(bob.recv_text(), "welcome /parties/game/g1?_pk=bob");
+    assert_eq!(
+        http(addr, "GET", "/parties/lobby/main/watch?game=g1", "", "").text(),
+        "welcome /parties/game/g1/live?via=lobby | count 5 | lobby was here | closed 4001 | state 3"
+    );
+    assert_eq!(bob.recv_text(), "lobby was here");
+    assert_eq!(
+        http(addr, "GET", "/parties/lobby/main/refused", "", "").text(),
+        r#"the room socket was refused: no party "nope""#
+    );
 }
 
 fn commonjs_packages_are_bundled() {

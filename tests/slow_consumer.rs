@@ -119,6 +119,10 @@ fn a_client_that_never_reads_is_closed_and_memory_stays_bounded() {
 /// Broadcast frames of 60 KB, as in the black-box report.
 const BIG: usize = 60_000;
 
+/// The floods here must reach the room, whatever the machine's speed: no
+/// per-connection rate limit (a 6 MB flood passes the default 16 MiB/s).
+const UNLIMITED: &str = "[rate_limits]\nmessages_per_sec = 0\nbytes_per_sec = 0\n";
+
 /// Relays big messages from `sender` until the server gives up on a
 /// member (the slow-consumer counter moves).
 fn flood_until_slow_consumer(addr: SocketAddr, sender: &mut Client, frame_bytes: usize) {
@@ -167,7 +171,7 @@ fn read_frames_to_end(client: &mut Client) -> (Vec<WholeFrame>, std::io::Result<
 fn a_slow_client_that_reads_again_gets_whole_frames_then_the_1008_then_eof() {
     let _alone = one_at_a_time();
     // The client reads again well within the close timeout.
-    let server = start("[limits]\nmax_write_backlog_bytes = 262144\nclose_timeout_ms = 20000\n");
+    let server = start(&format!("[limits]\nmax_write_backlog_bytes = 262144\nclose_timeout_ms = 20000\n{UNLIMITED}"));
     let addr = server.local_addr();
     let mut sender = Client::connect(addr, "/parties/main/big?_pk=sender");
     let mut slow = slow_client(addr, "/parties/main/big?_pk=slow");
@@ -191,7 +195,7 @@ fn a_slow_client_that_does_not_read_in_time_is_reset_not_left_with_a_cut_frame()
     // do not: a reset).
     for (frame_bytes, backlog) in [(BIG, 262_144), (6 << 20, 16 << 20)] {
         let limits = format!("max_write_backlog_bytes = {backlog}\nmax_message_bytes = {}\n", 8 << 20);
-        let server = start(&format!("[limits]\n{limits}close_timeout_ms = 300\n"));
+        let server = start(&format!("[limits]\n{limits}close_timeout_ms = 300\n{UNLIMITED}"));
         not_read_in_time(&server, frame_bytes);
     }
 }

@@ -86,6 +86,16 @@ pub(super) fn body_of(value: &Value<'_>) -> rquickjs::Result<Option<Vec<u8>>> {
     }
 }
 
+/// Request headers from the prelude's `[[name, value]...]` (other shapes
+/// are left out).
+fn headers_of(pairs: Vec<Vec<String>>) -> Vec<crate::http::Header> {
+    pairs
+        .into_iter()
+        .filter_map(|pair| <[String; 2]>::try_from(pair).ok())
+        .map(|[name, value]| crate::http::Header { name, value: value.into_bytes() })
+        .collect()
+}
+
 /// A response from the prelude's `[status, [[name, value]...], body]`.
 pub(super) fn response_of(status: u16, headers: Vec<Vec<String>>, body: Vec<u8>) -> crate::http::Response {
     let mut response = crate::http::Response::new(status).with_body(body);
@@ -426,13 +436,7 @@ fn install_storage<'js>(ctx: &Ctx<'js>, native: &Object<'js>) -> rquickjs::Resul
                     method,
                     target: format!("/parties/{party}/{encoded}{path}"),
                     minor_version: 1,
-                    headers: headers
-                        .into_iter()
-                        .filter_map(|pair| match <[String; 2]>::try_from(pair) {
-                            Ok([name, value]) => Some(crate::http::Header { name, value: value.into_bytes() }),
-                            Err(_) => None,
-                        })
-                        .collect(),
+                    headers: headers_of(headers),
                 };
                 let request = crate::party::Request { head, body: body.into() };
                 in_room(&ctx, |room| {
@@ -443,6 +447,39 @@ fn install_storage<'js>(ctx: &Ctx<'js>, native: &Object<'js>) -> rquickjs::Resul
                 })
             },
         )?,
+    )?;
+    // room.context.parties.<party>.get(id).socket(): a connection to
+    // another room, a member there; its events come as __socketEvent.
+    native.set(
+        "roomSocket",
+        Function::new(
+            ctx.clone(),
+            |ctx: Ctx<'js>, party: String, target: String, path: String, headers: Vec<Vec<String>>| {
+                let headers = headers_of(headers);
+                in_room(&ctx, |room| {
+                    room.connect_room_with(&party, &target, &path, headers).ok_or_else(|| {
+                        let max = crate::party::MAX_ROOM_SOCKETS;
+                        Exception::throw_range(&ctx, &format!("{max} sockets to other rooms are already open"))
+                    })
+                })
+            },
+        )?,
+    )?;
+    native.set(
+        "roomSocketSend",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>, socket: u32, message: Value<'js>| {
+            let message = outgoing(&ctx, &message)?;
+            in_room(&ctx, |room| Ok(room.socket_send(socket, message.as_message())))
+        })?,
+    )?;
+    native.set(
+        "roomSocketClose",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>, socket: u32, code: u16, reason: String| {
+            in_room(&ctx, |room| {
+                room.socket_close(socket, code, &reason);
+                Ok(())
+            })
+        })?,
     )?;
     // fetch(): a request to the outside, on the server's fetch threads.
     native.set(

@@ -256,9 +256,7 @@ impl JsParty {
                                     // nothing that will come.
                                     Err(rquickjs::Error::WouldBlock)
                                         if name == "onRequest"
-                                            && (room.room_requests.get().0 > 0
-                                                || room.fetches.get().0 > 0
-                                                || room.timer_ms.get().is_some()) =>
+                                            && (room.awaits_events() || room.timer_ms.get().is_some()) =>
                                     {
                                         // The response is sent when the promise settles.
                                         let token = room.defer_response();
@@ -268,7 +266,7 @@ impl JsParty {
                                         return Ok(None);
                                     }
                                     Err(rquickjs::Error::WouldBlock) => {
-                                        if room.room_requests.get().0 == 0 && room.fetches.get().0 == 0 {
+                                        if !room.awaits_events() && room.timer_ms.get().is_none() {
                                             tracing::warn!(
                                                 party = room.party(),
                                                 room = room.id(),
@@ -550,6 +548,29 @@ impl Party for JsParty {
                     response.headers.iter().map(|(name, value)| vec![name.clone(), value.clone()]).collect();
                 let body = ArrayBuffer::new(ctx.clone(), response.body.to_vec())?.into_value();
                 Ok(vec![id.into_js(ctx)?, response.status.into_js(ctx)?, headers.into_js(ctx)?, body])
+            },
+            ignore,
+        );
+    }
+
+    /// An event of a socket from `room.context.parties.<p>.get(id).socket()`.
+    fn on_room_socket(&mut self, socket: u32, event: crate::party::RoomSocketEvent<'_>, room: &Room) {
+        use crate::party::RoomSocketEvent;
+        let _ = self.run(
+            room,
+            "__socketEvent",
+            |ctx, _| {
+                let (kind, data) = match event {
+                    RoomSocketEvent::Open => ("open", Value::new_undefined(ctx.clone())),
+                    RoomSocketEvent::Message(message) => ("message", message_value(ctx, message)?),
+                    RoomSocketEvent::Close { code, reason } => {
+                        let pair = rquickjs::Array::new(ctx.clone())?;
+                        pair.set(0, code)?;
+                        pair.set(1, reason)?;
+                        ("close", pair.into_value())
+                    }
+                };
+                Ok(vec![socket.into_js(ctx)?, kind.into_js(ctx)?, data])
             },
             ignore,
         );

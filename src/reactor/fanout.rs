@@ -4,6 +4,7 @@
 //! turns, with what arrives for the room meanwhile held back in order.
 
 use super::conn::{mark_dirty, ConnRecord, Phase};
+use super::links::LINK_BIT;
 use super::State;
 use crate::core_msg::{Broadcast, CoreMsg};
 use crate::party::ConnRef;
@@ -43,6 +44,8 @@ pub(super) struct FanOut<'a> {
     pub(super) conns: &'a mut slab::Slab<ConnRecord>,
     pub(super) dirty: &'a mut Vec<u32>,
     pub(super) slow: &'a mut Vec<u32>,
+    /// Recipients that are links (`links.rs`), left for `reach_links`.
+    pub(super) links: &'a mut Vec<u32>,
 }
 
 impl FanOut<'_> {
@@ -62,7 +65,12 @@ impl FanOut<'_> {
         let deflated = broadcast.deflated.as_ref().unwrap_or(plain);
         let mut delivered = 0;
         for slot in recipients {
-            let Some(conn) = self.conns.get_mut(slot as usize) else { continue };
+            let Some(conn) = self.conns.get_mut(slot as usize) else {
+                if slot & LINK_BIT != 0 {
+                    self.links.push(slot);
+                }
+                continue;
+            };
             if conn.phase != Phase::Open || !conn.joined || conn.local_room != lr {
                 continue;
             }
@@ -88,6 +96,9 @@ impl State {
         let lr = match msg {
             CoreMsg::Broadcast(broadcast) => *self.local_room_ids.get(&broadcast.room)?,
             CoreMsg::Accepted { room, .. } => *self.local_room_ids.get(room)?,
+            CoreMsg::Send { conn, .. } | CoreMsg::Close { conn, .. } if super::links::is_link(*conn) => {
+                self.link_local_room(*conn)?
+            }
             CoreMsg::Send { conn, .. } | CoreMsg::Close { conn, .. } => {
                 self.conns.get(conn.slot as usize).filter(|c| c.gen == conn.gen && c.joined)?.local_room
             }
@@ -117,8 +128,10 @@ impl State {
             return;
         }
         self.fanout_this_turn += recipients.len();
-        let mut out = FanOut { conns: &mut self.conns, dirty: &mut self.dirty, slow: &mut self.slow };
+        let mut out =
+            FanOut { conns: &mut self.conns, dirty: &mut self.dirty, slow: &mut self.slow, links: &mut self.link_hits };
         let delivered = out.write(recipients, lr, &broadcast, self.index, self.shared.limits.max_write_backlog_bytes);
+        let delivered = delivered + self.reach_links(lr, &broadcast);
         self.after_fan_out(delivered);
         self.reply_published(&broadcast, delivered);
     }
@@ -132,10 +145,20 @@ impl State {
             let Some(lr) = self.busy_rooms.pop_front() else { break };
             let job = self.local_rooms[lr as usize].job.as_mut().expect("a busy room has a job");
             let end = job.slots.len().min(job.next + budget.min(slice));
-            let mut out = FanOut { conns: &mut self.conns, dirty: &mut self.dirty, slow: &mut self.slow };
+            let mut out = FanOut {
+                conns: &mut self.conns,
+                dirty: &mut self.dirty,
+                slow: &mut self.slow,
+                links: &mut self.link_hits,
+            };
             let slice = job.slots[job.next..end].iter().copied();
-            let delivered =
+            let mut delivered =
                 out.write(slice, lr, &job.broadcast, self.index, self.shared.limits.max_write_backlog_bytes);
+            if !self.link_hits.is_empty() {
+                let broadcast = job.broadcast.clone();
+                delivered += self.reach_links(lr, &broadcast);
+            }
+            let job = self.local_rooms[lr as usize].job.as_mut().expect("a busy room has a job");
             budget -= end - job.next;
             self.fanout_this_turn += end - job.next;
             job.next = end;
@@ -165,6 +188,17 @@ impl State {
             self.on_core_msg(msg);
         }
         self.forget_room_if_unused(lr);
+    }
+
+    /// This core's local room for `room`, made if it has none.
+    pub(super) fn local_room_for(&mut self, room: Arc<RoomKey>) -> u32 {
+        if let Some(&id) = self.local_room_ids.get(&room) {
+            return id;
+        }
+        let lr = LocalRoom { key: room.clone(), index: TagIndex::new(), job: None, backlog: VecDeque::new() };
+        let id = self.local_rooms.insert(lr) as u32;
+        self.local_room_ids.insert(room, id);
+        id
     }
 
     /// Drops a local room with no members and nothing in progress.

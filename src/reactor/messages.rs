@@ -3,6 +3,7 @@
 //! each arriving [`CoreMsg`] handed to its handler (the table in
 //! `crate::core_msg` says who sends which).
 
+use super::links::is_link;
 use super::State;
 use crate::core_msg::{CoreMsg, ReplyTo};
 use crossbeam_channel::TrySendError;
@@ -88,6 +89,15 @@ impl State {
             CoreMsg::Fetched { ticket, outcome } => self.on_fetched(&ticket, *outcome),
             CoreMsg::Committed { room, generation, seq, error } => self.on_committed(&room, generation, seq, error),
             // For sockets this core holds (ws_path.rs, http_path.rs).
+            // For rooms' sockets to other rooms (links.rs).
+            CoreMsg::Accepted { conn, room, member, tags, .. } if is_link(conn) => {
+                self.on_link_accepted(conn, room, member, &tags);
+            }
+            CoreMsg::Refused { conn, reason } if is_link(conn) => self.on_link_refused(conn, &reason),
+            CoreMsg::Send { conn, frame } if is_link(conn) => self.on_link_send(conn, frame),
+            CoreMsg::Close { conn, code, reason } if is_link(conn) => self.on_link_close(conn, code, reason),
+            CoreMsg::LinkFrame { conn, frame } => self.on_link_frame(conn, &frame),
+            CoreMsg::LinkClosed { conn, code, reason } => self.on_link_closed(conn, code, &reason),
             CoreMsg::Accepted { conn, room, member, protocol, tags } => {
                 self.on_accepted(conn, room, member, protocol, &tags);
             }

@@ -19,6 +19,7 @@
 //! | `write.rs` | frames out: the write queue, slow consumers, send completions |
 //! | `publish.rs` | the publish API (`POST .../_publish`) |
 //! | `fanout.rs` | `LocalRoom`, tag-filtered broadcasts to local members, sliced over turns |
+//! | `links.rs` | sockets between rooms: a room's connection to another, as a member there |
 //! | `timers.rs` | socket deadlines (head, close), and how long a turn may wait |
 //! | `messages.rs` | the core-to-core outboxes, and each arriving `CoreMsg` to its handler |
 //! | `owner.rs` | a room owner's handling of events for its rooms, their effects, failures |
@@ -36,6 +37,7 @@ mod epoll;
 mod fanout;
 mod http_path;
 mod inspect;
+mod links;
 mod messages;
 mod owner;
 mod placement;
@@ -201,6 +203,11 @@ struct State {
     fanout_this_turn: usize,
     /// Sockets found over their write backlog by the last fan-out.
     slow: Vec<u32>,
+    /// Links (rooms' sockets to other rooms) the last fan-out reached.
+    link_hits: Vec<u32>,
+    /// The sockets this core's rooms hold to other rooms (at most
+    /// `MAX_ROOM_SOCKETS` per room).
+    links: slab::Slab<links::Link>,
     counters: Counters,
     /// Rooms this core owns. Boxed: a table sized for a peak of resident
     /// rooms then costs a pointer per slot, not a whole host.
@@ -271,6 +278,8 @@ impl State {
             busy_rooms: VecDeque::new(),
             fanout_this_turn: 0,
             slow: Vec::new(),
+            link_hits: Vec::new(),
+            links: slab::Slab::new(),
             counters: Counters::default(),
             hosts: RoomMap::default(),
             evict_queues: Vec::new(),

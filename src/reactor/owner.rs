@@ -174,6 +174,8 @@ impl State {
             let reason = reason.as_ref().into();
             self.send_to(usize::from(conn.core), CoreMsg::Close { conn, code: 1011, reason });
         }
+        // Its sockets to other rooms go with it.
+        self.drop_links(&host.links, 1011, &reason);
     }
 
     /// Carries out what the room asked for, draining `effects`.
@@ -225,6 +227,11 @@ impl State {
                         self.send_to(own, CoreMsg::Fetched { ticket, outcome: Box::new(Err(error)) });
                     }
                 }
+                Effect::SocketOpen { socket, party, room: target, head } => {
+                    self.open_link(room, socket, (party, target), *head);
+                }
+                Effect::SocketSend { socket, data } => self.link_send(room, socket, data),
+                Effect::SocketClose { socket, code, reason } => self.link_close(room, socket, code, reason),
                 Effect::Reply { token, response } => {
                     let Some(host) = self.hosts.get_mut(room) else { continue };
                     let Some(at) = host.deferred.iter().position(|(t, _)| *t == token) else { continue };

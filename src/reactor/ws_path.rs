@@ -4,7 +4,6 @@
 //! and the member leaving its room.
 
 use super::conn::{live, HttpState, Phase};
-use super::fanout::LocalRoom;
 use super::http_path::empty_head;
 use super::{overloaded, State, HOOK_FAILED, OVERLOADED};
 use crate::config::CompressionMode;
@@ -17,8 +16,7 @@ use crate::room_key::RoomKey;
 use crate::route::{self, Route};
 use crate::ws::{self, WsEvent};
 use bytes::Bytes;
-use dormouse_tags::{MemberKey, TagIndex};
-use std::collections::VecDeque;
+use dormouse_tags::MemberKey;
 use std::sync::Arc;
 
 /// A fresh connection id for a client that sent no `_pk`: a random (version
@@ -119,15 +117,7 @@ impl State {
             .into_iter()
             .collect();
         self.enqueue(slot, Bytes::from(http::switching_protocols(&key, protocol.as_deref(), &extensions)));
-        let local_room = match self.local_room_ids.get(&room) {
-            Some(&id) => id,
-            None => {
-                let lr = LocalRoom { key: room.clone(), index: TagIndex::new(), job: None, backlog: VecDeque::new() };
-                let id = self.local_rooms.insert(lr) as u32;
-                self.local_room_ids.insert(room, id);
-                id
-            }
-        };
+        let local_room = self.local_room_for(room);
         let key = self.local_rooms[local_room as usize].index.join(slot, tags, &mut self.tag_names);
         let conn = &mut self.conns[slot as usize];
         conn.local_room = local_room;

@@ -145,7 +145,14 @@
           const ticket = native.roomFetch(party, id, request.method, path, [...request.headers.entries()], body);
           return new Promise((resolve, reject) => roomRequests.set(ticket, { resolve, reject }));
         },
-        socket() { throw new Error("room.context.parties.<party>.get(id).socket() is not available yet; use fetch()"); },
+        // A WebSocket to that room, in process, a member there (its
+        // onConnect decides); resolves once it is open.
+        socket(pathOrInit, init) {
+          const ws = openRoomSocket(party, id, pathOrInit, init);
+          return new Promise((resolve, reject) => { ws._settle = { resolve, reject }; });
+        },
+        // PartyKit's older form: the socket at once, still connecting.
+        connect() { return openRoomSocket(party, id); },
       });
       const parties = new Proxy({}, {
         get: (_, party) => (typeof party === "string" ? { get: (id) => stub(party, String(id)) } : undefined),
@@ -154,6 +161,89 @@
       Object.defineProperty(room, "context", { value: context, enumerable: true });
       return context;
     },
+  };
+  // Sockets to other rooms, by ticket: what socket() resolves with, a
+  // WebSocket as a room sees it. Its events come in events of their own
+  // (src/reactor/links.rs), through socketEvent.
+  const roomSockets = new Map();
+  class RoomSocket {
+    static CONNECTING = 0;
+    static OPEN = 1;
+    static CLOSING = 2;
+    static CLOSED = 3;
+    #ticket;
+    #listeners = { open: [], message: [], close: [], error: [] };
+    constructor(ticket, url) {
+      this.#ticket = ticket;
+      this.url = url;
+      this.readyState = 0;
+      this.binaryType = "arraybuffer";
+      this.protocol = "";
+      this.extensions = "";
+      this.onopen = this.onmessage = this.onclose = this.onerror = null;
+    }
+    get CONNECTING() { return 0; }
+    get OPEN() { return 1; }
+    get CLOSING() { return 2; }
+    get CLOSED() { return 3; }
+    // A Workers WebSocket from a fetch needs accept(); this one is accepted.
+    accept() {}
+    send(message) {
+      if (this.readyState !== 1) throw new Error(`InvalidStateError: the socket is ${this.readyState === 0 ? "still connecting" : "closed"}`);
+      native.roomSocketSend(this.#ticket, bytesOf(message));
+    }
+    close(code = 1000, reason = "") {
+      if (this.readyState >= 2) return;
+      this.readyState = 2;
+      native.roomSocketClose(this.#ticket, Number(code), String(reason));
+    }
+    addEventListener(type, f) { if (typeof f === "function") this.#listeners[type]?.push(f); }
+    removeEventListener(type, f) {
+      const own = this.#listeners[type];
+      if (own) this.#listeners[type] = own.filter((g) => g !== f);
+    }
+    _emit(type, event) {
+      const handlers = [...this.#listeners[type]];
+      if (typeof this[`on${type}`] === "function") handlers.unshift(this[`on${type}`]);
+      for (const f of handlers) {
+        try { f.call(this, event); } catch (error) { console.error(`a room socket's ${type} listener threw:`, error); }
+      }
+    }
+  }
+  const openRoomSocket = (party, id, pathOrInit, init) => {
+    let path = "";
+    if (typeof pathOrInit === "string") path = pathOrInit; else init = pathOrInit ?? init;
+    if (path !== "" && !path.startsWith("/") && !path.startsWith("?")) path = `/${path}`;
+    const headers = [];
+    if (init?.headers !== undefined) {
+      const { Headers } = load("web");
+      for (const pair of new Headers(init.headers).entries()) headers.push(pair);
+    }
+    const ticket = native.roomSocket(party, id, path, headers);
+    const ws = new RoomSocket(ticket, `/parties/${party}/${encodeURIComponent(id)}${path}`);
+    roomSockets.set(ticket, ws);
+    return ws;
+  };
+  const socketEvent = (ticket, type, data) => {
+    const ws = roomSockets.get(ticket);
+    if (ws === undefined) return;
+    if (type === "open") {
+      ws.readyState = 1;
+      ws._settle?.resolve(ws);
+      ws._emit("open", { type, target: ws });
+    } else if (type === "message") {
+      ws._emit("message", { type, data, target: ws });
+    } else {
+      roomSockets.delete(ticket);
+      const [code, reason] = data;
+      const opened = ws.readyState !== 0;
+      ws.readyState = 3;
+      if (!opened) {
+        ws._settle?.reject(new Error(`the room socket was refused: ${reason || code}`));
+        ws._emit("error", { type: "error", message: reason, target: ws });
+      }
+      ws._emit("close", { type, code, reason, wasClean: code !== 1006 && code !== 1011, target: ws });
+    }
   };
   // Requests to other rooms waiting for their answer, by ticket.
   const roomRequests = new Map();
@@ -260,6 +350,7 @@
     room,
     runTimers,
     roomResponse,
+    socketEvent,
     fetchOutcome,
     answerLater,
     dispatch,

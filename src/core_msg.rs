@@ -18,6 +18,8 @@
 //! | `Published` | each core | the publish's core | members one core reached |
 //! | `Committed` | the store's writer | the room's owner | a storage batch committed (or failed) |
 //! | `Fetched` | a fetch thread | the room's owner | the outcome of a room's `fetch` |
+//! | `Inspect` | the inspector request's core | the room's owner | an admin's ask of one room (detail, evict, close) |
+//! | `InspectBacklog` | the room's owner, then each core in turn | the cores holding its listed connections | a room's detail, gathering backlogs |
 //! | `LinkFrame`, `LinkClosed` | a core, to itself | (the core holding a room's socket to another room) | a frame for it, its close |
 
 use crate::http::{RequestHead, Response};
@@ -82,6 +84,18 @@ pub(crate) enum CoreMsg {
     Fetched {
         ticket: Box<FetchTicket>,
         outcome: Box<Result<Response, FetchError>>,
+    },
+    /// To a room's owner core: what an admin asks of the room.
+    Inspect {
+        conn: ConnRef,
+        room: Arc<RoomKey>,
+        action: Box<crate::inspector::Action>,
+    },
+    /// A room's detail on its way through the cores holding its listed
+    /// connections, to the inspector request `conn`.
+    InspectBacklog {
+        conn: ConnRef,
+        detail: Box<crate::inspector::RoomDetail>,
     },
     // To a connection's core.
     Accepted {

@@ -898,6 +898,16 @@ impl<'r> Connection<'r> {
         self.room.effects.borrow_mut().push(Effect::Close { to: self.member().conn, code, reason: reason.to_owned() });
     }
 
+    /// Where the connection's socket is (for the inspector).
+    pub(crate) fn conn_ref(&self) -> ConnRef {
+        self.member().conn
+    }
+
+    /// The size of the state attached to the connection.
+    pub(crate) fn state_len(&self) -> usize {
+        self.member().state.borrow().as_ref().map_or(0, |s| s.len())
+    }
+
     /// The state attached to this connection, if any.
     pub fn state(&self) -> Option<Vec<u8>> {
         self.member().state.borrow().as_ref().map(|s| s.to_vec())

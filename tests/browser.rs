@@ -282,7 +282,7 @@ impl DevTools {
 fn the_inspector_logs_in_and_shows_a_room_appear() {
     let browser = chromium();
     let token = "inspector-token-for-the-test";
-    let server = common::start(&format!("inspector_token = \"{token}\"\n"));
+    let server = common::start(&format!("inspector_token = \"{token}\"\n[parties.durable]\nhibernate = true\n"));
     let addr = server.local_addr();
     let mut page = DevTools::open(browser, &format!("http://{addr}/_dormouse/"));
     // Not logged in: the form, and nothing else.
@@ -296,12 +296,33 @@ fn the_inspector_logs_in_and_shows_a_room_appear() {
     page.until("[...document.querySelectorAll('#busiest tr')].some((tr) => tr.textContent.includes('visible-room'))");
     page.until("[...document.querySelectorAll('#parties tr')].some((tr) => tr.textContent.startsWith('echo'))");
     page.until("Number(document.getElementById('connections').textContent) >= 1");
+    // The room's detail lists its connection, with the action to close it.
+    let row = "[...document.querySelectorAll('#busiest tr')].find((tr) => tr.textContent.includes('visible-room'))";
+    page.eval(&format!("{row}.querySelector('button').click(); true"));
+    page.until("document.getElementById('detail-name').textContent === 'echo/visible-room'");
+    page.until("[...document.querySelectorAll('#members tr')].some((tr) => tr.textContent.startsWith('ann'))");
+    page.until("document.getElementById('detail-figures').textContent.startsWith('in memory · 1 connections')");
     let shot = page.call("Page.captureScreenshot", serde_json::json!({ "format": "png" }));
     let png =
         base64::Engine::decode(&base64::engine::general_purpose::STANDARD, shot["data"].as_str().unwrap()).unwrap();
     assert!(png.starts_with(b"\x89PNG"), "a PNG");
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/inspector.png");
     std::fs::write(&path, png).unwrap();
+    // Closing it from the page closes the client's socket.
+    page.eval("[...document.querySelectorAll('#members tr')].find((tr) => tr.textContent.startsWith('ann')).querySelector('button').click(); true");
+    assert_eq!(member.expect_close(), (1008, "closed by an administrator".to_owned()));
+    page.until("document.getElementById('detail-figures').textContent.startsWith('in memory · 0 connections')");
+    // Any room by name, evicted from the page to its snapshot.
+    let mut cat = common::Client::connect(addr, "/parties/durable/kept?_pk=cat");
+    cat.send_text("inc");
+    assert_eq!(cat.recv_text(), "count:1");
+    page.eval("document.getElementById('find-party').value = 'durable'; document.getElementById('find-room').value = 'kept'; document.getElementById('find').requestSubmit(); true");
+    page.until("document.getElementById('detail-figures').textContent.startsWith('in memory · 1 connections')");
+    page.eval("document.getElementById('detail-evict').click(); true");
+    page.until("document.getElementById('detail-figures').textContent.startsWith('hibernated · 1 connections')");
+    assert_eq!(server.counter("rooms_evicted"), 1);
+    cat.send_text("inc");
+    assert_eq!(cat.recv_text(), "count:2", "woken with its memory");
     // Without the cookie, the feed and the API refuse.
     let refused = common::Client::try_connect(addr, "/_dormouse/live", "");
     assert_eq!(refused.response.status, 401);

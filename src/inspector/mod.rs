@@ -12,10 +12,17 @@
 //! by the token: a login form sets an `HttpOnly` cookie for `/_dormouse`
 //! only (so no room's request carries it), or an API client sends
 //! `Authorization: Bearer <token>`.
+//!
+//! One room's detail (`GET /_dormouse/api/room?party=P&room=R`) and the
+//! admin's actions on it (`POST /_dormouse/api/evict?party=P&room=R`,
+//! `POST /_dormouse/api/close?party=P&room=R&id=C`) are asked of the room's
+//! owner core (`reactor/inspect.rs`), which answers from the room as it is;
+//! the detail then passes the cores holding its listed connections, each
+//! adding what it has queued for them, and the last one answers.
 
 use crate::http::{RequestHead, Response};
 use crate::metrics::CoreStats;
-use crate::party::{Party, Request, Room};
+use crate::party::{ConnRef, Party, Request, Room};
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -36,6 +43,14 @@ const HISTORY: usize = 300;
 /// Recent room failures kept.
 const ERRORS: usize = 50;
 
+/// Storage entries read, at most, to size one room's storage.
+pub const USAGE_ENTRIES: usize = 4096;
+/// Connections one room's detail lists by default, and at most.
+const DETAIL_MEMBERS: usize = 200;
+const DETAIL_MEMBERS_MAX: usize = 2000;
+/// The close an admin gives a connection.
+pub const ADMIN_CLOSE: (u16, &str) = (1008, "closed by an administrator");
+
 /// One room as the inspector lists it.
 #[derive(Debug, Clone, Serialize)]
 pub struct RoomSummary {
@@ -45,6 +60,66 @@ pub struct RoomSummary {
     /// Events handled in the last second.
     pub events_per_sec: u64,
     pub awake: bool,
+    /// Committed storage (a floor when `storage_complete` is false) and
+    /// snapshot bytes.
+    pub storage_bytes: u64,
+    pub storage_complete: bool,
+    pub snapshot_bytes: u64,
+}
+
+/// What an admin asks of one room.
+#[derive(Debug)]
+pub enum Action {
+    /// Its figures and (up to `limit` of) its connections.
+    Detail { limit: usize },
+    /// Evict its object to its snapshot now.
+    Evict,
+    /// Close its connection `id` (`ADMIN_CLOSE`).
+    Close { id: String },
+}
+
+/// A request to the room API: which room, and what of it.
+#[derive(Debug)]
+pub struct RoomAsk {
+    pub party: String,
+    pub room: String,
+    pub action: Action,
+}
+
+/// One room, as its detail shows it.
+#[derive(Debug, Serialize)]
+pub struct RoomDetail {
+    pub party: String,
+    pub room: String,
+    /// Its object is in memory (else hibernated, or on disk only).
+    pub awake: bool,
+    /// Its owner core holds it (awake or hibernated with its members).
+    pub hosted: bool,
+    pub members_total: u64,
+    pub members: Vec<MemberDetail>,
+    pub storage_bytes: u64,
+    pub storage_complete: bool,
+    pub snapshot_bytes: u64,
+    pub alarm_ms: Option<u64>,
+    /// Cores still to add their connections' backlogs.
+    #[serde(skip)]
+    pub(crate) cores_left: Vec<u16>,
+}
+
+/// One connection of a room's detail.
+#[derive(Debug, Serialize)]
+pub struct MemberDetail {
+    pub id: String,
+    pub tags: Vec<String>,
+    pub state_bytes: u64,
+    pub core: u16,
+    /// Bytes queued for it and not yet written; none for a socket of
+    /// another room (which has no write queue).
+    pub backlog_bytes: Option<u64>,
+    /// It is another room's socket (`Room::connect_room`).
+    pub room_socket: bool,
+    #[serde(skip)]
+    pub(crate) conn: ConnRef,
 }
 
 impl RoomSummary {
@@ -221,6 +296,46 @@ impl Inspector {
             .into_iter()
             .flatten()
             .any(|given| crate::http::constant_time_eq(given.as_bytes(), self.token.as_bytes()))
+    }
+
+    /// What a request to the room API asks (`None` for any other path),
+    /// or the answer when it cannot be asked (no token, wrong method, no
+    /// room named).
+    pub fn room_ask(&self, request: &Request) -> Option<Result<RoomAsk, Response>> {
+        let (method, what) = match request.path() {
+            "/_dormouse/api/room" => ("GET", 0),
+            "/_dormouse/api/evict" => ("POST", 1),
+            "/_dormouse/api/close" => ("POST", 2),
+            _ => return None,
+        };
+        Some(self.parse_ask(request, method, what))
+    }
+
+    fn parse_ask(&self, request: &Request, method: &str, what: u8) -> Result<RoomAsk, Response> {
+        if !self.authorized(&request.head) {
+            let refusal = Response::text(401, "the inspector token is required");
+            return Err(refusal.with_header("www-authenticate", "Bearer"));
+        }
+        if request.method() != method {
+            return Err(Response::text(405, format!("use {method}")).with_header("allow", method));
+        }
+        let query = request.query();
+        let param = |name: &str| crate::route::query_param(query, name).map(std::borrow::Cow::into_owned);
+        let (Some(party), Some(room)) = (param("party"), param("room")) else {
+            return Err(Response::text(400, "name the room: ?party=P&room=R"));
+        };
+        let action = match what {
+            0 => {
+                let limit = param("limit").and_then(|l| l.parse().ok()).unwrap_or(DETAIL_MEMBERS);
+                Action::Detail { limit: limit.min(DETAIL_MEMBERS_MAX) }
+            }
+            1 => Action::Evict,
+            _ => match param("id") {
+                Some(id) => Action::Close { id },
+                None => return Err(Response::text(400, "name the connection: &id=C")),
+            },
+        };
+        Ok(RoomAsk { party, room, action })
     }
 
     /// Answers a request under `/_dormouse`.

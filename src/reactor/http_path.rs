@@ -78,7 +78,11 @@ impl State {
                 let inspector =
                     self.shared.inspector.as_ref().filter(|_| path == "/_dormouse" || path.starts_with("/_dormouse/"));
                 let response = if let Some(inspector) = inspector {
-                    inspector.respond(&request)
+                    match inspector.room_ask(&request) {
+                        Some(Ok(ask)) => return self.ask_room(slot, ask, keep_alive),
+                        Some(Err(refusal)) => refusal,
+                        None => inspector.respond(&request),
+                    }
                 } else if self.shared.metrics_path.as_deref() == Some(request.head.path()) {
                     crate::metrics::respond(&request, &self.shared.stats)
                 } else if let Some(file) = found {

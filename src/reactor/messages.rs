@@ -88,6 +88,9 @@ impl State {
             CoreMsg::RoomResponse { room, id, response } => self.on_room_response(&room, id, *response),
             CoreMsg::Fetched { ticket, outcome } => self.on_fetched(&ticket, *outcome),
             CoreMsg::Committed { room, generation, seq, error } => self.on_committed(&room, generation, seq, error),
+            // The inspector's asks of one room (inspect.rs).
+            CoreMsg::Inspect { conn, room, action } => self.on_inspect(conn, &room, *action),
+            CoreMsg::InspectBacklog { conn, detail } => self.on_inspect_backlog(conn, detail),
             // For sockets this core holds (ws_path.rs, http_path.rs).
             // For rooms' sockets to other rooms (links.rs).
             CoreMsg::Accepted { conn, room, member, tags, .. } if is_link(conn) => {

@@ -44,4 +44,4 @@ pub use config::{check_batch_len, check_key, check_value, ListOptions, StoreConf
 pub use error::StoreError;
 pub use overlay::Overlay;
 pub use room_key::RoomKey;
-pub use store::{Done, Store};
+pub use store::{Done, Store, Usage};

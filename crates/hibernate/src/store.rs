@@ -71,6 +71,18 @@ pub(crate) enum Msg {
     Flush(Sender<()>),
 }
 
+/// What one room takes in the store ([`Store::usage`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// Bytes of its storage's keys and values as stored (several short
+    /// keys past the inline limit share one entry).
+    pub storage_bytes: u64,
+    /// Whether every entry was counted (else `storage_bytes` is a floor).
+    pub complete: bool,
+    /// Bytes of its hibernation snapshot, 0 without one.
+    pub snapshot_bytes: u64,
+}
+
 /// Snapshots, room storage, alarms and quarantined snapshots, in one LMDB
 /// environment.
 ///
@@ -215,6 +227,31 @@ impl Store {
     pub fn snapshot(&self, room: &RoomKey) -> Result<Option<Vec<u8>>, StoreError> {
         self.check_room(room)?;
         self.read(|txn| Ok(self.shared.dbs.snapshots.get(txn, room.as_bytes())?.map(<[u8]>::to_vec)))
+    }
+
+    /// How much of the store `room` takes, from committed data: its
+    /// storage (LMDB keys and values, at most `max_entries` of them read,
+    /// so a big room costs a bounded read) and its snapshot.
+    pub fn usage(&self, room: &RoomKey, max_entries: usize) -> Result<Usage, StoreError> {
+        self.check_room(room)?;
+        let shared = &*self.shared;
+        self.read(|txn| {
+            let snapshot_bytes = shared.dbs.snapshots.get(txn, room.as_bytes())?.map_or(0, |s| s.len() as u64);
+            let mut usage = Usage { storage_bytes: 0, complete: true, snapshot_bytes };
+            let Some(number) = room_number(&shared.dbs, txn, room)? else { return Ok(usage) };
+            let (start, end) = (Layout::room_start(number), Layout::room_end(number));
+            let range = shared.dbs.storage.range(txn, &(Bound::Included(&start[..]), Bound::Excluded(&end[..])))?;
+            for (read, entry) in range.enumerate() {
+                if read == max_entries {
+                    usage.complete = false;
+                    break;
+                }
+                let (key, value) = entry?;
+                // Less the room number every key of the room starts with.
+                usage.storage_bytes += (key.len() - start.len() + value.len()) as u64;
+            }
+            Ok(usage)
+        })
     }
 
     /// `room`'s alarm time, in milliseconds.

@@ -341,3 +341,26 @@ fn deleted_rooms_leave_nothing_behind() {
         })
         .expect("read");
 }
+
+#[test]
+fn usage_counts_a_rooms_storage_and_snapshot_and_stops_where_told() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = open(&dir);
+    let (a, b) = (RoomKey::new("main", "a"), RoomKey::new("main", "b"));
+    let empty = store.usage(&a, 100).expect("usage");
+    assert_eq!(empty, crate::Usage { storage_bytes: 0, complete: true, snapshot_bytes: 0 });
+    let mut batch = Batch::default();
+    for i in 0..10u8 {
+        batch.put(&a, &[b'k', i], &[i; 100]);
+    }
+    batch.put(&b, b"other", &[0; 5000]);
+    batch.put_snapshot(&a, envelope::encode(1, &[7; 300]));
+    commit(&store, batch).expect("the batch commits");
+    let usage = store.usage(&a, 100).expect("usage");
+    assert_eq!(usage.storage_bytes, 10 * (2 + 100), "ten keys of 2 bytes and values of 100, not room b's");
+    assert!(usage.complete);
+    assert_eq!(usage.snapshot_bytes as usize, envelope::encode(1, &[7; 300]).len());
+    let partial = store.usage(&a, 4).expect("usage");
+    assert_eq!((partial.storage_bytes, partial.complete), (4 * 102, false));
+    assert_eq!(store.usage(&b, 100).expect("usage").storage_bytes, 5 + 5000);
+}

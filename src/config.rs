@@ -57,6 +57,11 @@ pub struct Config {
     /// internal API, say), as CIDR blocks or addresses.
     #[serde(default, deserialize_with = "networks")]
     pub fetch_allow: Vec<ipnet::IpNet>,
+    /// A PEM file of the certificate authorities rooms' `https://` fetches
+    /// trust, instead of the built-in Mozilla roots (for a private CA).
+    /// Unset: the Mozilla roots.
+    #[serde(default)]
+    pub fetch_ca_file: Option<std::path::PathBuf>,
     /// Most room objects held in memory at once, over all cores (each core
     /// holds at most its share). Past it, the least recently used room that
     /// can go is evicted to disk (or dropped, when it keeps its object only

@@ -38,6 +38,9 @@ pub enum StartError {
     Backend { backend: &'static str, source: std::io::Error },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// `fetch_ca_file` cannot be read, or holds no certificate.
+    #[error("{0}")]
+    FetchCa(String),
     #[error("party {0:?} is configured but no kind is registered for it")]
     UnknownParty(String),
     /// The PartyKit project (`partykit.json`) cannot be read.
@@ -179,6 +182,10 @@ impl Server {
                 timeout_ms: limits.fetch_timeout_ms,
                 max_response_bytes: limits.max_fetch_response_bytes as u64,
                 policy: AddressPolicy::new(self.config.allow_private_fetch, self.config.fetch_allow.clone()),
+                roots: match &self.config.fetch_ca_file {
+                    Some(path) => Some(crate::outbound::read_roots(path).map_err(StartError::FetchCa)?),
+                    None => None,
+                },
             };
             let senders = senders.clone();
             let wakes = wake_fds.iter().map(std::fs::File::try_clone).collect::<std::io::Result<Vec<_>>>()?;

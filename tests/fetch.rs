@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::upstream::upstream;
+use common::upstream::{upstream, upstream_tls};
 use common::{config, wait_for_counter, Client};
 use dormouse::{FetchError, FetchRequest, Message, Party, Response, Room, Server, ServerHandle};
 
@@ -15,6 +15,7 @@ backend_tests!(
     a_room_fetches_from_an_allowed_upstream_and_hears_the_response_as_an_event,
     loopback_is_refused_by_default_and_on_a_redirect,
     allow_private_fetch_lifts_the_deny_list,
+    https_is_fetched_from_a_server_the_trusted_cas_vouch_for_and_refused_otherwise,
     timeouts_oversized_bodies_and_bad_urls_fail_the_request_not_the_room,
     a_room_has_at_most_its_share_of_requests_in_flight,
     a_hibernating_room_waiting_for_a_response_is_not_evicted,
@@ -130,6 +131,36 @@ fn allow_private_fetch_lifts_the_deny_list() {
     client.send_text(&format!("GET http://localhost:{}/hello", up.addr.port()));
     assert_eq!(client.recv_text(), "sent 1");
     assert_eq!(client.recv_text(), "1 200 yes hello");
+}
+
+fn https_is_fetched_from_a_server_the_trusted_cas_vouch_for_and_refused_otherwise() {
+    let up = upstream_tls();
+    let ca = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls/ca.pem");
+    let trusting = start(&format!("{ALLOW_LOOPBACK}\nfetch_ca_file = '{}'", ca.display()), "", 10_000);
+    let mut client = Client::connect(trusting.local_addr(), "/parties/fetcher/r");
+    client.send_text(&format!("GET https://{}/hello", up.addr));
+    assert_eq!(client.recv_text(), "sent 1");
+    assert_eq!(client.recv_text(), "1 200 yes hello");
+    client.send_text(&format!("POST https://{}/echo over tls", up.addr));
+    assert_eq!(client.recv_text(), "sent 2");
+    assert_eq!(client.recv_text(), "2 201 - POST r over tls");
+    // Plain HTTP to a TLS server is no response, and the room goes on.
+    client.send_text(&format!("GET http://{}/hello", up.addr));
+    assert_eq!(client.recv_text(), "sent 3");
+    assert!(client.recv_text().starts_with("3 error "));
+    // With Mozilla's roots only, the test CA vouches for nothing.
+    let default = start(ALLOW_LOOPBACK, "", 10_000);
+    let mut client = Client::connect(default.local_addr(), "/parties/fetcher/r");
+    client.send_text(&format!("GET https://{}/hello", up.addr));
+    assert_eq!(client.recv_text(), "sent 1");
+    let refused = client.recv_text();
+    assert!(refused.starts_with("1 error ") && refused.to_lowercase().contains("certificate"), "{refused}");
+    // A CA file that holds no certificate stops the server at start-up.
+    let empty = common::fresh_data_dir().join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    let toml = format!("fetch_ca_file = '{}'\n", empty.display());
+    let error = Server::new(config(&toml)).party::<Fetcher>("fetcher").start().err().expect("the server refuses");
+    assert!(error.to_string().contains("no certificate"), "{error}");
 }
 
 fn timeouts_oversized_bodies_and_bad_urls_fail_the_request_not_the_room() {

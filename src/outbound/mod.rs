@@ -79,6 +79,26 @@ pub struct FetchSettings {
     pub timeout_ms: u64,
     pub max_response_bytes: u64,
     pub policy: AddressPolicy,
+    /// The CAs `https://` requests trust; `None`: Mozilla's roots.
+    pub roots: Option<Vec<ureq::tls::Certificate<'static>>>,
+}
+
+/// The certificates of a PEM file (`fetch_ca_file`), for
+/// [`FetchSettings::roots`]; an error says what is wrong with it.
+pub fn read_roots(path: &std::path::Path) -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("fetch_ca_file {}: {e}", path.display()))?;
+    let mut roots = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(ureq::tls::PemItem::Certificate(cert)) => roots.push(cert),
+            Ok(_) => {}
+            Err(e) => return Err(format!("fetch_ca_file {}: {e}", path.display())),
+        }
+    }
+    if roots.is_empty() {
+        return Err(format!("fetch_ca_file {}: no certificate in it", path.display()));
+    }
+    Ok(roots)
 }
 
 type Deliver<T> = Arc<dyn Fn(T, Result<Response, FetchError>) + Send + Sync>;
@@ -120,6 +140,12 @@ impl<T: Send + 'static> Outbound<T> {
             .max_idle_connections_per_host(settings.threads)
             .timeout_global(Some(Duration::from_millis(settings.timeout_ms)))
             .user_agent(concat!("dormouse/", env!("CARGO_PKG_VERSION")))
+            .tls_config(match &settings.roots {
+                Some(roots) => {
+                    ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::new_with_certs(roots)).build()
+                }
+                None => ureq::tls::TlsConfig::default(),
+            })
             .build();
         let resolver = policy::GuardedResolver { policy: settings.policy.clone() };
         let agent =

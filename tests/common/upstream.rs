@@ -1,9 +1,10 @@
 //! A small HTTP/1.1 server on loopback for the tests of rooms' outbound
-//! requests (`tests/fetch.rs`, `tests/js.rs`).
+//! requests (`tests/fetch.rs`, `tests/js.rs`), plain or over TLS with the
+//! test CA's certificate (`tests/tls`).
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::mpsc;
 
 /// An HTTP/1.1 upstream on 127.0.0.1: `/hello` (with `x-upstream: yes`),
@@ -16,6 +17,28 @@ pub struct Upstream {
 }
 
 pub fn upstream() -> Upstream {
+    listen(None)
+}
+
+/// The same upstream over TLS, with a certificate for 127.0.0.1 and
+/// localhost signed by the test CA (`tests/tls/ca.pem`).
+pub fn upstream_tls() -> Upstream {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls");
+    let certs = CertificateDer::pem_file_iter(dir.join("server.pem")).unwrap().map(Result::unwrap).collect();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    listen(Some(std::sync::Arc::new(config)))
+}
+
+fn listen(tls: Option<std::sync::Arc<rustls::ServerConfig>>) -> Upstream {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let (release, held) = mpsc::channel::<()>();
@@ -23,16 +46,21 @@ pub fn upstream() -> Upstream {
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { return };
-            let held = held.clone();
-            std::thread::spawn(move || serve(stream, addr, &held));
+            let (held, tls) = (held.clone(), tls.clone());
+            std::thread::spawn(move || match tls {
+                None => serve(stream, addr, &held),
+                Some(config) => {
+                    let Ok(connection) = rustls::ServerConnection::new(config) else { return };
+                    serve(rustls::StreamOwned::new(connection, stream), addr, &held);
+                }
+            });
         }
     });
     Upstream { addr, release }
 }
 
-fn serve(stream: TcpStream, addr: SocketAddr, held: &std::sync::Mutex<mpsc::Receiver<()>>) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut writer = stream;
+fn serve(stream: impl Read + Write, addr: SocketAddr, held: &std::sync::Mutex<mpsc::Receiver<()>>) {
+    let mut reader = BufReader::new(stream);
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
@@ -43,7 +71,9 @@ fn serve(stream: TcpStream, addr: SocketAddr, held: &std::sync::Mutex<mpsc::Rece
         let (mut length, mut room) = (0, String::new());
         loop {
             let mut header = String::new();
-            reader.read_line(&mut header).unwrap();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                return;
+            }
             let header = header.trim_end();
             if header.is_empty() {
                 break;
@@ -56,7 +86,9 @@ fn serve(stream: TcpStream, addr: SocketAddr, held: &std::sync::Mutex<mpsc::Rece
             }
         }
         let mut body = vec![0; length];
-        reader.read_exact(&mut body).unwrap();
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
         let (status, extra, answer) = match path.as_str() {
             "/hello" => ("200 OK", "x-upstream: yes\r\n".to_owned(), "hello".to_owned()),
             "/echo" => ("201 Created", String::new(), format!("{method} {room} {}", String::from_utf8_lossy(&body))),
@@ -73,7 +105,8 @@ fn serve(stream: TcpStream, addr: SocketAddr, held: &std::sync::Mutex<mpsc::Rece
             _ => ("404 Not Found", String::new(), "no".to_owned()),
         };
         let response = format!("HTTP/1.1 {status}\r\ncontent-length: {}\r\n{extra}\r\n{answer}", answer.len());
-        if writer.write_all(response.as_bytes()).is_err() {
+        let writer = reader.get_mut();
+        if writer.write_all(response.as_bytes()).and_then(|()| writer.flush()).is_err() {
             return;
         }
     }

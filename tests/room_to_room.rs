@@ -1,11 +1,14 @@
-//! Sockets between rooms (`Room::connect_room`, `room.parties(p).get(id)
-//! .socket(..)`): a room's connection to another room is a member there,
-//! across cores and through hibernation, and what happens on it reaches
-//! the room that opened it. Driven by real clients of both rooms.
+//! Rooms calling rooms, in process: requests (`Room::request_room`,
+//! `room.parties(p).get(id).fetch(..)`) reach the other room's `on_request`
+//! and come back as an event, and sockets (`Room::connect_room`, `.socket(..)`)
+//! are members of the other room; both across cores and through
+//! hibernation. Driven by real clients of both rooms. (The JavaScript API
+//! over the same is in `tests/js.rs`.)
 
 mod common;
 
 backend_tests!(
+    a_room_request_reaches_a_room_on_another_core_through_its_hibernation,
     a_room_socket_is_a_member_of_the_other_room_across_cores,
     a_room_socket_closes_from_either_end_and_when_either_room_fails,
     refused_room_sockets_close_with_the_reason,
@@ -13,10 +16,11 @@ backend_tests!(
 );
 
 use common::*;
-use dormouse::{ConnectCtx, Connection, Message, Party, Room, RoomSocketEvent, ServerHandle};
+use dormouse::{ConnectCtx, Connection, Message, Party, Request, Room, RoomSocketEvent, ServerHandle};
 
-/// Drives its sockets to other rooms from its members' messages: `open P
-/// R [PATH]` (answers `opening N`, or `too many`), `send N TEXT` (answers
+/// Drives its requests and sockets to other rooms from its members'
+/// messages: `fetch P R` (a GET; every member hears `response N STATUS
+/// BODY`), `open P R [PATH]` (answers `opening N`, or `too many`), `send N TEXT` (answers
 /// `sent N true|false`), `close N` (code 4001), `boom` (panics). Tells
 /// every member what its sockets bring: `open N`, `msg N TEXT`, `close N
 /// CODE REASON`. Hibernates (with an empty snapshot) when let; `status`
@@ -47,10 +51,26 @@ impl Party for Caller {
                 sender.send(format!("sent {socket} {sent}").as_str());
             }
             ["close", socket] => room.socket_close(socket.parse().unwrap(), 4001, "caller done"),
+            ["fetch", party, id] => {
+                let head = dormouse::RequestHead {
+                    method: "GET".to_owned(),
+                    target: format!("/parties/{party}/{id}"),
+                    minor_version: 1,
+                    headers: Vec::new(),
+                };
+                let request = Request { head, body: Default::default() };
+                let id = room.parties(party).get(id).fetch(request).expect("under the bound");
+                sender.send(format!("fetching {id}").as_str());
+            }
             ["boom"] => panic!("the caller asked to panic"),
             ["status"] => sender.send(format!("restored={}", self.restored).as_str()),
             _ => sender.send(format!("unknown {text}").as_str()),
         }
+    }
+
+    fn on_room_response(&mut self, id: u32, response: dormouse::Response, room: &Room) {
+        let body = String::from_utf8_lossy(&response.body);
+        room.broadcast(format!("response {id} {} {body}", response.status).as_str(), &[]);
     }
 
     fn on_room_socket(&mut self, socket: u32, event: RoomSocketEvent<'_>, room: &Room) {
@@ -117,6 +137,26 @@ fn open(client: &mut Client, party: &str, room: &str, path: &str) -> u32 {
     let socket = opening.strip_prefix("opening ").unwrap_or_else(|| panic!("not opening: {opening}")).to_owned();
     assert_eq!(client.recv_text(), format!("open {socket}"));
     socket.parse().unwrap()
+}
+
+fn a_room_request_reaches_a_room_on_another_core_through_its_hibernation() {
+    let server = serve("[parties.durable]\nhibernate = true\nidle_evict_ms = 20\n");
+    let addr = server.local_addr();
+    let target = elsewhere(&server, "c1", "durable");
+    let mut bob = Client::connect(addr, &format!("/parties/durable/{target}?_pk=bob"));
+    bob.send_text("inc");
+    assert_eq!(bob.recv_text(), "count:1");
+    wait_for_counter(&server, "rooms_evicted", 1);
+    // The request wakes the other room, which answers from its memory.
+    let mut ann = Client::connect(addr, "/parties/caller/c1?_pk=ann");
+    ann.send_text(&format!("fetch durable {target}"));
+    assert_eq!(ann.recv_text(), "fetching 1");
+    assert_eq!(ann.recv_text(), "response 1 200 count:1");
+    assert_eq!(server.counter("rooms_woken"), 1);
+    // A party that does not exist answers 404, as an event all the same.
+    ann.send_text("fetch nope x");
+    assert_eq!(ann.recv_text(), "fetching 2");
+    assert_eq!(ann.recv_text(), r#"response 2 404 no party "nope""#);
 }
 
 fn a_room_socket_is_a_member_of_the_other_room_across_cores() {

@@ -1,0 +1,159 @@
+//! Membership and leases against a real `nats-server` (Debian's, with
+//! JetStream on, its store in a temporary directory), several nodes in
+//! this process.
+
+use dormouse_cluster::{Cluster, ClusterConfig, LeaseOutcome, Owner};
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const NATS_SERVER: &str = "/usr/sbin/nats-server";
+/// Bound on every wait for what NATS does on its own clock.
+const GUARD: Duration = Duration::from_secs(20);
+
+/// A `nats-server` on a port of its choosing, ended (by its PID) on drop.
+struct NatsServer {
+    child: std::process::Child,
+    url: String,
+    _store: tempfile::TempDir,
+}
+
+impl NatsServer {
+    fn start() -> NatsServer {
+        assert!(
+            std::path::Path::new(NATS_SERVER).exists(),
+            "these tests need Debian's nats-server at {NATS_SERVER} (apt-get install nats-server; .ci/run does)"
+        );
+        let store = tempfile::tempdir().unwrap();
+        let mut child = Command::new(NATS_SERVER)
+            .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
+            .arg(store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("nats-server starts");
+        let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
+        let (mut port, mut line) = (None, String::new());
+        loop {
+            line.clear();
+            assert!(log.read_line(&mut line).unwrap() > 0, "nats-server ended while starting");
+            if let Some((_, rest)) = line.split_once("Listening for client connections on ") {
+                port = rest.trim().rsplit(':').next().map(str::to_owned);
+            }
+            if line.contains("Server is ready") {
+                break;
+            }
+        }
+        // Keep draining its log so that it never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
+        let url = format!("nats://127.0.0.1:{}", port.expect("nats-server said its port"));
+        NatsServer { child, url, _store: store }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn node(nats: &NatsServer, id: &str, lease_ms: u64) -> Cluster {
+    Cluster::start(ClusterConfig {
+        nats: vec![nats.url.clone()],
+        node_id: id.to_owned(),
+        replicas: 1,
+        lease: Duration::from_millis(lease_ms),
+        heartbeat: Duration::from_millis(200),
+    })
+    .expect("the node joins")
+}
+
+/// The outcome a command's callback gives, waited for.
+fn answer<T: Send + 'static>(submit: impl FnOnce(Box<dyn FnOnce(T) + Send>)) -> T {
+    let (tx, rx) = mpsc::channel();
+    submit(Box::new(move |outcome| tx.send(outcome).unwrap()));
+    rx.recv_timeout(GUARD).expect("the NATS thread answers")
+}
+
+fn acquire(node: &Cluster, room: &str) -> LeaseOutcome {
+    answer(|reply| node.acquire("main", room, reply).unwrap())
+}
+
+/// Polls `check` until it holds (what NATS does on its own clock: a
+/// heartbeat read, an entry ageing out), failing after GUARD.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + GUARD;
+    while !check() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        // A poll interval, not a synchronisation: the condition decides.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn nodes_see_each_other_come_and_go_and_agree_on_preferred_owners() {
+    let nats = NatsServer::start();
+    let a = node(&nats, "node-a", 2000);
+    let b = node(&nats, "node-b", 2000);
+    eventually("a sees b", || a.nodes() == ["node-a", "node-b"]);
+    eventually("b sees a", || b.nodes() == ["node-a", "node-b"]);
+    for i in 0..100 {
+        let room = format!("r{i}");
+        assert_eq!(a.preferred_owner("main", &room), b.preferred_owner("main", &room), "{room}");
+    }
+    let c = node(&nats, "node-c", 2000);
+    eventually("a sees c join", || a.nodes().len() == 3);
+    // A node that leaves is gone from the others' view.
+    drop(c);
+    eventually("a sees c leave", || a.nodes() == ["node-a", "node-b"]);
+}
+
+#[test]
+fn a_lease_is_held_by_one_node_renewed_at_its_revision_and_taken_over_once_it_expires() {
+    let nats = NatsServer::start();
+    let a = node(&nats, "lease-a", 1500);
+    let b = node(&nats, "lease-b", 1500);
+    let LeaseOutcome::Held(lease) = acquire(&a, "room-1") else { panic!("a takes the free lease") };
+    assert!(lease.valid_until > Instant::now() && lease.valid_until < Instant::now() + Duration::from_millis(1500));
+    assert_eq!(acquire(&b, "room-1"), LeaseOutcome::HeldBy("lease-a".into()));
+    let owner: Result<Option<Owner>, String> = answer(|reply| b.owner("main", "room-1", reply).unwrap());
+    assert_eq!(owner, Ok(Some(Owner { node: "lease-a".into(), revision: lease.revision })));
+    // Renewal is compare-and-set: at the revision held, and only then.
+    let renewed = answer(|reply| a.renew("main", "room-1", lease.revision, reply).unwrap());
+    let LeaseOutcome::Held(renewed) = renewed else { panic!("a renews: {renewed:?}") };
+    assert!(renewed.revision > lease.revision);
+    assert_eq!(answer(|reply| b.renew("main", "room-1", lease.revision, reply).unwrap()), LeaseOutcome::Lost);
+    assert_eq!(answer(|reply| a.renew("main", "room-1", lease.revision, reply).unwrap()), LeaseOutcome::Lost);
+    // Not renewed, the lease ages out and b takes it; a's renewal then
+    // finds it lost (no split brain).
+    eventually("b takes the expired lease", || matches!(acquire(&b, "room-1"), LeaseOutcome::Held(_)));
+    assert!(Instant::now() >= renewed.valid_until, "b got it only after a's lease could be valid no more");
+    assert_eq!(answer(|reply| a.renew("main", "room-1", renewed.revision, reply).unwrap()), LeaseOutcome::Lost);
+    // A release frees it at once, but only at the holder's revision.
+    let LeaseOutcome::Held(held) = acquire(&a, "room-2") else { panic!("a takes room-2") };
+    assert!(!answer(|reply| b.release("main", "room-2", held.revision + 1, reply).unwrap()));
+    assert_eq!(acquire(&b, "room-2"), LeaseOutcome::HeldBy("lease-a".into()));
+    assert!(answer(|reply| a.release("main", "room-2", held.revision, reply).unwrap()));
+    assert!(matches!(acquire(&b, "room-2"), LeaseOutcome::Held(_)));
+}
+
+#[test]
+fn bad_settings_and_an_unreachable_nats_are_refused_at_start() {
+    let config = |id: &str, url: &str| ClusterConfig {
+        nats: vec![url.to_owned()],
+        node_id: id.to_owned(),
+        replicas: 1,
+        lease: Duration::from_secs(2),
+        heartbeat: Duration::from_millis(200),
+    };
+    let error = Cluster::start(config("bad id!", "nats://127.0.0.1:1")).unwrap_err();
+    assert!(error.to_string().contains("node id"), "{error}");
+    let mut short = config("n", "nats://127.0.0.1:1");
+    short.lease = Duration::from_millis(500);
+    assert!(Cluster::start(short).unwrap_err().to_string().contains("lease"));
+    // Nothing listens on port 1: the start fails with a clear error.
+    let error = Cluster::start(config("n", "nats://127.0.0.1:1")).unwrap_err();
+    assert!(error.to_string().contains("cannot reach NATS"), "{error}");
+}

@@ -5,7 +5,8 @@
 //! browser sees for an oversized message. And CORS as a browser enforces
 //! it: a page on one server calling rooms on another. And the inspector
 //! page, driven over the DevTools protocol: log in, watch a room appear,
-//! and a screenshot for the README.
+//! and a screenshot for the README. And two pages that dormouse serves
+//! itself, chatting through the unmodified `partysocket` bundle.
 //!
 //! Chromium comes from Debian's package (`apt-get install chromium`), which
 //! the test installs when it is missing, as `.ci/run` does.
@@ -16,6 +17,7 @@ backend_tests!(
     chromium_negotiates_deflate_round_trips_compressed_messages_and_sees_1009,
     a_page_on_another_origin_reads_rooms_that_allow_it_and_no_others,
     the_inspector_logs_in_and_shows_a_room_appear,
+    two_pages_served_by_dormouse_chat_through_the_unmodified_partysocket_bundle,
 );
 
 use std::path::Path;
@@ -328,4 +330,50 @@ fn the_inspector_logs_in_and_shows_a_room_appear() {
     assert_eq!(refused.response.status, 401);
     assert_eq!(common::http(addr, "GET", "/_dormouse/api/snapshot", "", "").status, 401);
     assert_eq!(common::http(addr, "GET", "/parties/_dormouse/live", "", "").status, 404);
+}
+
+/// A page that joins room `browser-chat` of `main` (the relay) with the
+/// unmodified `partysocket` ES module bundle, as its id the page's `name`
+/// query parameter, and keeps what it hears.
+const PARTYSOCKET_PAGE: &str = r#"<!doctype html>
+<meta charset="utf-8">
+<title>partysocket in a browser</title>
+<script type="module">
+import PartySocket from "/partysocket/index.js";
+const name = new URLSearchParams(location.search).get("name");
+window.heard = [];
+window.opened = false;
+const socket = new PartySocket({ host: location.host, room: "browser-chat", id: name });
+socket.addEventListener("open", () => { window.opened = true; });
+socket.addEventListener("message", (event) => window.heard.push(event.data));
+window.say = (text) => socket.send(text);
+window.socketId = socket.id;
+</script>
+"#;
+
+fn two_pages_served_by_dormouse_chat_through_the_unmodified_partysocket_bundle() {
+    let browser = chromium();
+    // dormouse serves the page and the package's own files, as they are.
+    let package = common::npm_installed("tests/partysocket", &["partysocket"]).join("node_modules/partysocket/dist");
+    let site = common::fresh_data_dir().join("site");
+    std::fs::create_dir_all(site.join("partysocket")).unwrap();
+    std::fs::write(site.join("index.html"), PARTYSOCKET_PAGE).unwrap();
+    for file in ["index.js", "ws.js"] {
+        std::fs::copy(package.join(file), site.join("partysocket").join(file)).unwrap();
+    }
+    let server = common::start(&format!("serve = '{}'\n", site.display()));
+    let addr = server.local_addr();
+    let mut ann = DevTools::open(browser, &format!("http://{addr}/?name=ann"));
+    let mut bob = DevTools::open(browser, &format!("http://{addr}/?name=bob"));
+    for page in [&mut ann, &mut bob] {
+        page.until("window.opened === true");
+    }
+    assert_eq!(ann.eval("window.socketId"), "ann");
+    // Each page's message reaches the other (the relay sends to everyone but
+    // the sender), in order.
+    ann.eval("say('hello from ann'); say('how are you?'); true");
+    bob.until("JSON.stringify(window.heard) === JSON.stringify(['hello from ann', 'how are you?'])");
+    bob.eval("say('fine, ann'); true");
+    ann.until("JSON.stringify(window.heard) === JSON.stringify(['fine, ann'])");
+    assert_eq!(server.counter("rooms_created"), 1, "one room, the pages' chat");
 }

@@ -32,7 +32,11 @@ const HANDSHAKES_IN_FLIGHT: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct Plan {
+    /// The first server: the one whose publish API `tags` drives.
     pub target: Target,
+    /// More servers (nodes of one cluster, say): connection `g` goes to
+    /// server `g % (1 + others.len())`, the first counted as 0.
+    pub others: Vec<Target>,
     /// Room name; with several rooms, room `i` is `<room>-<i>`.
     pub room: String,
     /// Connection `g` joins room `g % rooms`; publishers are connections
@@ -76,6 +80,14 @@ pub struct Plan {
 
 impl Plan {
     /// The room connection `global` joins.
+    /// The server connection `global` connects to.
+    pub fn target_of(&self, global: usize) -> &Target {
+        match global % (1 + self.others.len()) {
+            0 => &self.target,
+            i => &self.others[i - 1],
+        }
+    }
+
     pub fn room_of(&self, global: usize) -> String {
         if self.rooms == 1 {
             self.room.clone()
@@ -535,7 +547,7 @@ impl Worker {
                 let sources = &self.plan.source_ips;
                 let source = (!sources.is_empty()).then(|| sources[global % sources.len()]);
                 self.tally.attempts += 1;
-                match socket::connect(self.plan.target.addr, source) {
+                match socket::connect(self.plan.target_of(global).addr, source) {
                     Ok(mut stream) => {
                         let token = Token(self.conns.len());
                         self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
@@ -579,15 +591,14 @@ impl Worker {
         if conn.state == State::Connecting {
             match socket::connected(&conn.stream) {
                 Connected::Yes => {
-                    let mut target = self
-                        .plan
-                        .target
+                    let server = self.plan.target_of(conn.global);
+                    let mut target = server
                         .request_target(&self.plan.room_of(conn.global), &format!("lt-{}-{}", self.cycle, conn.global));
                     if let Some(tag) = self.plan.tag_of(conn.global) {
                         target.push_str("&tag=");
                         target.push_str(tag);
                     }
-                    let request = socket::upgrade_request(&target, self.plan.target.addr, self.plan.deflate);
+                    let request = socket::upgrade_request(&target, server.addr, self.plan.deflate);
                     conn.wbuf.extend_from_slice(request.as_bytes());
                     conn.state = State::Handshaking;
                 }

@@ -44,9 +44,10 @@ struct Cli {
 /// Where and how to connect; shared by the scenarios that open many sockets.
 #[derive(Args)]
 struct Connect {
-    /// Server URL; `{room}` is replaced by the room name. E.g. ws://127.0.0.1:1999/parties/main/{room}
-    #[arg(long)]
-    url: String,
+    /// Server URL; `{room}` is replaced by the room name. E.g. ws://127.0.0.1:1999/parties/main/{room}.
+    /// Several, comma-separated (nodes of a cluster): the connections are spread over them in turn.
+    #[arg(long, value_delimiter = ',', required = true)]
+    url: Vec<String>,
     /// Room name; with several rooms, room i is `<room>-<i>`.
     #[arg(long, default_value = "loadtest")]
     room: String,
@@ -329,7 +330,12 @@ fn plan(connect: &Connect, publish: Option<&Publish>, duration_secs: f64, shape:
         return Err(usage("--rate must be a positive number".into()));
     }
     Ok(fanout::Plan {
-        target: Target::parse(&connect.url).map_err(|e| usage(e.to_string()))?,
+        target: Target::parse(&connect.url[0]).map_err(|e| usage(e.to_string()))?,
+        others: connect.url[1..]
+            .iter()
+            .map(|url| Target::parse(url))
+            .collect::<Result<_, _>>()
+            .map_err(|e| usage(e.to_string()))?,
         room: connect.room.clone(),
         rooms: shape.rooms,
         connections: shape.connections,
@@ -357,7 +363,7 @@ fn plan(connect: &Connect, publish: Option<&Publish>, duration_secs: f64, shape:
 
 /// Writes a report with the scenario, URL and machine to `--json`, if asked.
 fn write_json(connect: &Connect, scenario: &str, report: &impl serde::Serialize) -> Result<()> {
-    write_json_to(connect.json.as_deref(), &connect.url, scenario, report)
+    write_json_to(connect.json.as_deref(), &connect.url.join(","), scenario, report)
 }
 
 fn write_json_to(path: Option<&Path>, url: &str, scenario: &str, report: &impl serde::Serialize) -> Result<()> {

@@ -398,3 +398,23 @@ fn http_get(addr: std::net::SocketAddr, path: &str) -> Vec<u8> {
     assert!(all.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&all[..body]));
     all[body..].to_vec()
 }
+
+#[test]
+fn connections_are_spread_over_several_urls_in_turn() {
+    // Two servers that are not a cluster: with two rooms, connection g
+    // goes to server g % 2 and room g % 2, so each room lives whole on one
+    // server and every delivery still happens.
+    let (a, b) = (server(), server());
+    let url = |s: &dormouse::ServerHandle| format!("ws://{}/parties/main/{{room}}", s.local_addr());
+    let urls = format!("{},{}", url(&a), url(&b));
+    let args = ["rooms", "--url", &urls, "--rooms", "2", "--per-room", "20", "--rate", "100", "--duration-secs", "0.5"];
+    let (doc, _) = loadtest_json("fanout-urls", &args);
+    let r = &doc["report"];
+    let sent = r["messages_sent"].as_u64().unwrap();
+    assert_eq!(r["deliveries"].as_u64().unwrap(), sent * 19, "each message reaches the 19 others of its room");
+    assert_eq!(r["lost"], 0);
+    assert_eq!(doc["url"], urls);
+    for server in [&a, &b] {
+        assert_eq!(server.counter("rooms_created"), 1, "each server held one of the rooms");
+    }
+}

@@ -358,8 +358,10 @@ pub enum RateLimitAction {
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimits {
     /// WebSocket messages (text, binary, ping) one connection may send per
-    /// second (1,000): far above what a person or a 120 Hz game sends, far
-    /// below what a runaway loop does to a large room.
+    /// second (10,000): far above what a person or a 120 Hz game sends
+    /// (and above a load tester's publisher pacing itself by deliveries to
+    /// a small room, ~3,000/s here), far below what a runaway loop does to
+    /// a large room.
     pub messages_per_sec: u64,
     /// Bytes of those messages (decoded) per connection per second
     /// (16 MiB). At least `limits.max_message_bytes`, so any legal message
@@ -384,7 +386,7 @@ pub struct RateLimits {
 impl Default for RateLimits {
     fn default() -> Self {
         RateLimits {
-            messages_per_sec: 1000,
+            messages_per_sec: 10_000,
             bytes_per_sec: 16 << 20,
             action: RateLimitAction::Close,
             connections_per_ip_per_sec: 0,

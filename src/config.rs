@@ -93,6 +93,43 @@ pub struct Config {
     /// app's own router takes it from there) instead of 404.
     #[serde(default)]
     pub single_page_app: bool,
+    /// Run as one node of a cluster on NATS (see `[cluster]`). Absent:
+    /// a single node, with no NATS at run time.
+    #[serde(default)]
+    pub cluster: Option<ClusterSection>,
+}
+
+/// `[cluster]`: how this node joins the others.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// NATS servers (with JetStream), e.g. `["nats://127.0.0.1:4222"]`.
+    pub nats: Vec<String>,
+    /// This node's id, unique in the cluster: 1 to 64 of `[A-Za-z0-9_-]`.
+    pub node_id: String,
+    /// JetStream replicas of the cluster's buckets (1 for one NATS server,
+    /// 3 for a three-server NATS cluster).
+    #[serde(default = "default_replicas")]
+    pub replicas: usize,
+    /// How long a room's lease lasts unrenewed (10 s). An owner renews it
+    /// every third of that and stops running the room once four fifths of
+    /// it passed since its last successful renewal was sent.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
+    /// How often a node says it is alive (2 s); a node silent for three
+    /// heartbeats is gone.
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+}
+
+fn default_replicas() -> usize {
+    1
+}
+fn default_lease_ms() -> u64 {
+    10_000
+}
+fn default_heartbeat_ms() -> u64 {
+    2_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -724,6 +761,25 @@ impl Config {
         if r.max_tracked_ips == 0 {
             return invalid("rate_limits.max_tracked_ips", "must be greater than 0");
         }
+        if let Some(c) = &self.cluster {
+            if c.nats.is_empty() {
+                return invalid("cluster.nats", "must name at least one NATS server");
+            }
+            let id_ok = (1..=64).contains(&c.node_id.len())
+                && c.node_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !id_ok {
+                return invalid("cluster.node_id", "must be 1 to 64 of A-Z, a-z, 0-9, - and _");
+            }
+            if !(1..=5).contains(&c.replicas) {
+                return invalid("cluster.replicas", "must be 1 to 5");
+            }
+            if c.lease_ms < 1000 || c.lease_ms <= 3 * c.heartbeat_ms || c.heartbeat_ms == 0 {
+                return invalid(
+                    "cluster.lease_ms",
+                    "must be at least 1000 and longer than three heartbeats (cluster.heartbeat_ms, above 0)",
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -833,6 +889,23 @@ mod tests {
         assert!(err.to_string().contains("fetch_allow"), "{err}");
         let err = Config::from_toml("trusted_proxies = [\"10.0.0.0/33\"]\n").unwrap_err();
         assert!(err.to_string().contains("trusted_proxies") && err.to_string().contains("10.0.0.0/33"), "{err}");
+    }
+
+    #[test]
+    fn a_cluster_section_needs_nats_a_valid_node_id_and_a_lease_past_three_heartbeats() {
+        assert!(Config::from_toml("").unwrap().cluster.is_none(), "no section: a single node");
+        let ok = Config::from_toml("[cluster]\nnats = [\"nats://127.0.0.1:4222\"]\nnode_id = \"node-a\"\n").unwrap();
+        let c = ok.cluster.unwrap();
+        assert_eq!((c.replicas, c.lease_ms, c.heartbeat_ms), (1, 10_000, 2_000));
+        let bad = |toml: &str, field: &str| {
+            let err = Config::from_toml(&format!("[cluster]\n{toml}")).unwrap_err().to_string();
+            assert!(err.contains(field), "{err}");
+        };
+        bad("nats = []\nnode_id = \"a\"", "cluster.nats");
+        bad("nats = [\"nats://x:1\"]\nnode_id = \"a b\"", "cluster.node_id");
+        bad("nats = [\"nats://x:1\"]\nnode_id = \"a\"\nreplicas = 0", "cluster.replicas");
+        bad("nats = [\"nats://x:1\"]\nnode_id = \"a\"\nlease_ms = 3000\nheartbeat_ms = 1000", "cluster.lease_ms");
+        bad("node_id = \"a\"", "nats");
     }
 
     #[test]

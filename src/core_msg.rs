@@ -21,6 +21,8 @@
 //! | `Inspect` | the inspector request's core | the room's owner | an admin's ask of one room (detail, evict, close) |
 //! | `InspectBacklog` | the room's owner, then each core in turn | the cores holding its listed connections | a room's detail, gathering backlogs |
 //! | `LinkFrame`, `LinkClosed` | a core, to itself | (the core holding a room's socket to another room) | a frame for it, its close |
+//! | `Routed`, `Unrouted`, `NodeGone` | the cluster's gateway | a core | where a room runs (this node or another), that it moved, that a node left |
+//! | `Lease` | the cluster's gateway | a room's owner core | until when it may run the room, or that it may not |
 
 use crate::http::{RequestHead, Response};
 use crate::outbound::FetchError;
@@ -90,6 +92,28 @@ pub(crate) enum CoreMsg {
         conn: ConnRef,
         room: Arc<RoomKey>,
         action: Box<crate::inspector::Action>,
+    },
+    /// From the cluster's gateway: where `room` runs (`cluster::LOCAL`:
+    /// here, else a virtual core of the node that runs it), or, none, that
+    /// it cannot be placed now.
+    Routed {
+        room: Arc<RoomKey>,
+        to: Option<u16>,
+    },
+    /// From the cluster's gateway: a node left the cluster; `cores` are
+    /// its virtual cores. Routes to it are forgotten, its members leave.
+    NodeGone {
+        cores: Arc<[u16]>,
+    },
+    /// From the cluster's gateway: forget where `room` runs (it moved).
+    Unrouted {
+        room: Arc<RoomKey>,
+    },
+    /// From the cluster's gateway to a room's owner core: it may run the
+    /// room until `until_ms` (on the cores' clock), or, none, no longer.
+    Lease {
+        room: Arc<RoomKey>,
+        until_ms: Option<u64>,
     },
     /// A room's detail on its way through the cores holding its listed
     /// connections, to the inspector request `conn`.
@@ -168,6 +192,49 @@ pub(crate) struct Broadcast {
 const _: () = assert!(size_of::<CoreMsg>() <= 80, "core messages are small; big payloads are boxed");
 
 pub(crate) use crate::party::Payload;
+
+/// Where the answer to a message that cannot be handled goes.
+pub(crate) enum Bounce {
+    /// To a connection's core.
+    Conn(ConnRef, CoreMsg),
+    /// To a room's owner (a room's request to another).
+    Room(Arc<RoomKey>, CoreMsg),
+}
+
+impl CoreMsg {
+    /// The room a message for a room's owner is for.
+    pub fn owner_room(&self) -> Option<&Arc<RoomKey>> {
+        match self {
+            CoreMsg::Connect { room, .. }
+            | CoreMsg::Message { room, .. }
+            | CoreMsg::Closed { room, .. }
+            | CoreMsg::Request { room, .. }
+            | CoreMsg::RoomRequest { room, .. }
+            | CoreMsg::Inspect { room, .. } => Some(room),
+            _ => None,
+        }
+    }
+
+    /// The "try again" answer to a message for a room's owner that cannot
+    /// be handled (the room is between owners): an upgrade is refused, a
+    /// member closed with 1012, a request answered 503; a close needs none.
+    pub fn bounce(self, reason: &str) -> Option<Bounce> {
+        let busy = || Box::new(Response::text(503, reason).with_header("retry-after", "1"));
+        Some(match self {
+            CoreMsg::Connect { conn, .. } => Bounce::Conn(conn, CoreMsg::Refused { conn, reason: reason.into() }),
+            CoreMsg::Message { conn, .. } => {
+                Bounce::Conn(conn, CoreMsg::Close { conn, code: 1012, reason: reason.into() })
+            }
+            CoreMsg::Request { conn, .. } | CoreMsg::Inspect { conn, .. } => {
+                Bounce::Conn(conn, CoreMsg::Respond { conn, response: busy() })
+            }
+            CoreMsg::RoomRequest { from, id, .. } => {
+                Bounce::Room(from.clone(), CoreMsg::RoomResponse { room: from, id, response: busy() })
+            }
+            _ => return None,
+        })
+    }
+}
 
 pub(crate) struct CloseInfo {
     pub code: u16,

@@ -26,6 +26,7 @@
 
 mod builtin;
 mod client_ip;
+mod cluster;
 pub mod config;
 mod core_msg;
 mod cors;

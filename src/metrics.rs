@@ -212,12 +212,28 @@ pub(crate) fn render(stats: &[CoreStats]) -> String {
     out
 }
 
-/// Answers a request to the metrics path.
-pub(crate) fn respond(request: &Request, stats: &[CoreStats]) -> Response {
+/// The node's figures in a cluster (gauges, unlabelled).
+pub(crate) fn render_cluster(out: &mut String, nodes: u64, leases: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP dormouse_cluster_nodes Live nodes of the cluster as this node last read them (itself included).\n\
+         # TYPE dormouse_cluster_nodes gauge\ndormouse_cluster_nodes {nodes}\n\
+         # HELP dormouse_cluster_leases Room leases this node holds.\n\
+         # TYPE dormouse_cluster_leases gauge\ndormouse_cluster_leases {leases}"
+    );
+}
+
+/// Answers a request to the metrics path; `cluster`: the live nodes and
+/// the leases held, in a cluster.
+pub(crate) fn respond(request: &Request, stats: &[CoreStats], cluster: Option<(u64, u64)>) -> Response {
     match request.method() {
-        "GET" | "HEAD" => Response::new(200)
-            .with_header("content-type", "text/plain; version=0.0.4; charset=utf-8")
-            .with_body(render(stats)),
+        "GET" | "HEAD" => {
+            let mut body = render(stats);
+            if let Some((nodes, leases)) = cluster {
+                render_cluster(&mut body, nodes, leases);
+            }
+            Response::new(200).with_header("content-type", "text/plain; version=0.0.4; charset=utf-8").with_body(body)
+        }
         _ => Response::text(405, "Metrics are read with GET").with_header("Allow", "GET, HEAD"),
     }
 }

@@ -323,7 +323,12 @@ impl RoomHost {
         });
         room.deflate_members += u32::from(joining.deflate);
         room.by_id.insert(&room.members, member);
-        let counter = &room.members_per_core[usize::from(conn.core)];
+        // Past this node's cores: another node's (a cluster's virtual core).
+        let core = usize::from(conn.core);
+        if core >= room.members_per_core.len() {
+            room.members_per_core.resize_with(core + 1, Default::default);
+        }
+        let counter = &room.members_per_core[core];
         counter.set(counter.get() + 1);
 
         let mut ctx = ConnectCtx { request: &joining.head, protocols: &joining.protocols, chosen_protocol: None };
@@ -496,6 +501,13 @@ impl RoomHost {
     /// The sockets of every member, for closing them when the room fails.
     pub fn member_conns(&self) -> impl Iterator<Item = ConnRef> + '_ {
         self.room.members.iter().map(|(_, m)| m.conn)
+    }
+
+    /// The members whose sockets are on cores `cores` (another node's, in
+    /// a cluster), with their indexes.
+    pub fn members_on(&self, cores: &[u16]) -> Vec<(ConnRef, u32)> {
+        let on = |m: &&Member| cores.contains(&m.conn.core);
+        self.room.members.iter().filter(|(_, m)| on(m)).map(|(i, m)| (m.conn, i as u32)).collect()
     }
 
     /// Moves the effects of the last event into `out`, keeping both

@@ -59,3 +59,23 @@ impl std::hash::Hasher for RoomKeyHasher {
 
 /// A table of rooms, hashed by their keys' own hashes.
 pub(crate) type RoomMap<V> = std::collections::HashMap<Arc<RoomKey>, V, std::hash::BuildHasherDefault<RoomKeyHasher>>;
+
+/// Where rooms run on a node: one of its cores, by the room's hash (the
+/// same answer on every core, and for the cluster's gateway).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Placement {
+    cores: usize,
+}
+
+impl Placement {
+    pub fn new(cores: usize) -> Placement {
+        assert!(cores > 0, "a server has at least one core");
+        Placement { cores }
+    }
+
+    /// The core that owns `room`.
+    #[inline]
+    pub fn owner(&self, room: &RoomKey) -> usize {
+        (room.hash_value() % self.cores as u64) as usize
+    }
+}

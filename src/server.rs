@@ -41,6 +41,9 @@ pub enum StartError {
     /// `fetch_ca_file` cannot be read, or holds no certificate.
     #[error("{0}")]
     FetchCa(String),
+    /// `[cluster]`: NATS cannot be reached, or JetStream refused the buckets.
+    #[error("cluster: {0}")]
+    Cluster(String),
     #[error("party {0:?} is configured but no kind is registered for it")]
     UnknownParty(String),
     /// The PartyKit project (`partykit.json`) cannot be read.
@@ -208,6 +211,26 @@ impl Server {
             Arc::new(inspector::Inspector::new(token, cores))
         });
         let party_configs = self.config.parties.iter().map(|(name, p)| (name.clone(), Arc::new(p.clone()))).collect();
+        let epoch = std::time::Instant::now();
+        // In a cluster: join it before the cores start, so the first
+        // socket finds the gateway ready.
+        let (gateway, gateway_link) = match &self.config.cluster {
+            None => (None, None),
+            Some(section) => {
+                let (to_gateway, from_cores) = crossbeam_channel::bounded(limits.core_channel_capacity * cores);
+                let stats = Arc::<crate::cluster::ClusterStats>::default();
+                let link = crate::cluster::CoreLink {
+                    stats: stats.clone(),
+                    senders: senders.clone(),
+                    wakes: wake_fds.iter().map(std::fs::File::try_clone).collect::<Result<_, _>>()?,
+                    placement: Placement::new(cores),
+                    epoch,
+                };
+                let gateway =
+                    crate::cluster::start(section, link, from_cores).map_err(|e| StartError::Cluster(e.to_string()))?;
+                (Some(gateway), Some(crate::cluster::GatewayLink { to_gateway, stats }))
+            }
+        };
         let shared = Arc::new(Shared {
             limits,
             cores,
@@ -228,7 +251,7 @@ impl Server {
             max_resident_per_core: (self.config.max_resident_rooms / cores).max(1),
             draining: Default::default(),
             cores_closed: Default::default(),
-            epoch: std::time::Instant::now(),
+            epoch,
             conn_rates: ConnRates::of(&self.config.rate_limits),
             ip_limiter: IpLimiter::new(
                 Rate::per_sec(self.config.rate_limits.connections_per_ip_per_sec),
@@ -238,6 +261,7 @@ impl Server {
             trusted_proxies: self.config.trusted_proxies.clone(),
             outbound,
             inspector,
+            gateway: gateway_link,
             _data_dir_lock: data_dir_lock,
         });
         let backend = match self.config.io {
@@ -275,7 +299,7 @@ impl Server {
             })?;
             threads.push(thread);
         }
-        let mut handle = ServerHandle { shared, threads, addr, backend };
+        let mut handle = ServerHandle { shared, threads, gateway, addr, backend };
         for _ in 0..cores {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
@@ -404,6 +428,8 @@ fn eventfd() -> std::io::Result<std::fs::File> {
 pub struct ServerHandle {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    /// The cluster's gateway, if in one: dropped after the cores stop.
+    gateway: Option<crate::cluster::Gateway>,
     addr: SocketAddr,
     backend: &'static str,
 }
@@ -452,6 +478,7 @@ impl ServerHandle {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
+        drop(self.gateway.take());
         if let Err(error) = self.shared.store.flush() {
             tracing::error!(%error, "flushing the store failed");
         }
@@ -510,6 +537,7 @@ impl ServerHandle {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
+        drop(self.gateway.take());
         if let Err(error) = self.shared.store.flush() {
             tracing::error!(%error, "flushing the store failed");
         }
@@ -524,6 +552,7 @@ impl ServerHandle {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
+        drop(self.gateway.take());
     }
 }
 

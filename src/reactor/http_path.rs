@@ -84,7 +84,11 @@ impl State {
                         None => inspector.respond(&request),
                     }
                 } else if self.shared.metrics_path.as_deref() == Some(request.head.path()) {
-                    crate::metrics::respond(&request, &self.shared.stats)
+                    crate::metrics::respond(
+                        &request,
+                        &self.shared.stats,
+                        self.shared.gateway.as_ref().map(|g| g.figures()),
+                    )
                 } else if let Some(file) = found {
                     file
                 } else if let Some(fetch) = &self.shared.fetch {

@@ -5,13 +5,19 @@
 
 use super::links::is_link;
 use super::State;
+use crate::cluster::FromCore;
 use crate::core_msg::{CoreMsg, ReplyTo};
 use crossbeam_channel::TrySendError;
 
 impl State {
+    /// Queues `msg` for core `core`: one of this node's, or (in a
+    /// cluster) a virtual core, another node's, by way of the gateway.
     #[inline]
     pub(super) fn send_to(&mut self, core: usize, msg: CoreMsg) {
-        self.outboxes[core].push_back(msg);
+        match self.outboxes.get_mut(core) {
+            Some(outbox) => outbox.push_back(msg),
+            None => self.remote_out.push((core as u16, msg)),
+        }
     }
 
     /// Whether this core is behind (its inbox was full at the start of the
@@ -25,7 +31,11 @@ impl State {
     /// closes and replies, still go, in order.
     pub(super) fn overloaded(&self) -> bool {
         let cap = self.shared.limits.core_channel_capacity;
-        self.behind || self.backlogged >= cap || self.outboxes.iter().any(|out| out.len() >= cap)
+        self.behind
+            || self.backlogged >= cap
+            || self.outboxes.iter().any(|out| out.len() >= cap)
+            || self.remote_out.len() >= cap
+            || self.routes.as_ref().is_some_and(|r| r.pending_total >= cap)
     }
 
     /// Delivers messages this core sent to itself (rooms it owns for sockets
@@ -66,6 +76,23 @@ impl State {
                 self.shared.wake(core);
             }
         }
+        if let Some(gateway) = &self.shared.gateway {
+            if !self.remote_out.is_empty() {
+                let batch = std::mem::take(&mut self.remote_out);
+                if let Err(e) = gateway.to_gateway.try_send(FromCore::Batch(batch)) {
+                    let FromCore::Batch(batch) = e.into_inner() else { unreachable!("sent a batch") };
+                    self.remote_out = batch;
+                    pending = true;
+                }
+            }
+            while let Some(msg) = self.gateway_out.pop_front() {
+                if let Err(e) = gateway.to_gateway.try_send(msg) {
+                    self.gateway_out.push_front(e.into_inner());
+                    pending = true;
+                    break;
+                }
+            }
+        }
         pending
     }
 
@@ -76,7 +103,20 @@ impl State {
             self.backlogged += 1;
             return self.local_rooms[lr as usize].backlog.push_back(msg);
         }
+        // In a cluster, only rooms whose lease this node holds run here.
+        let msg = match self.routes {
+            Some(_) if msg.owner_room().is_some() => match self.refuse_unleased(msg) {
+                Some(msg) => msg,
+                None => return,
+            },
+            _ => msg,
+        };
         match msg {
+            // From the cluster's gateway (placement.rs).
+            CoreMsg::Routed { room, to } => self.on_routed(&room, to),
+            CoreMsg::Unrouted { room } => self.on_unrouted(&room),
+            CoreMsg::NodeGone { cores } => self.on_node_gone(&cores),
+            CoreMsg::Lease { room, until_ms } => self.on_lease(&room, until_ms),
             // For rooms this core owns (owner.rs), and the store's reports.
             CoreMsg::Connect { conn, room, joining } => self.on_connect(conn, room, *joining),
             CoreMsg::Message { conn, room, member, data } => self.on_message(conn, &room, member, &data),

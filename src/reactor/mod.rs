@@ -52,10 +52,10 @@ mod uring;
 mod write;
 mod ws_path;
 
+pub(crate) use crate::room_key::Placement;
 pub(crate) use backend::Backend;
 pub use conn::CONN_RECORD_BYTES;
 pub(crate) use epoll::Epoll;
-pub(crate) use placement::Placement;
 pub(crate) use rate::ConnRates;
 pub(crate) use uring::{probe as probe_uring, Uring};
 
@@ -151,6 +151,8 @@ pub(crate) struct Shared {
     pub inspector: Option<Arc<crate::inspector::Inspector>>,
     /// Proxies trusted to name the client (`trusted_proxies`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The cluster's gateway (`[cluster]`), if this node is in one.
+    pub gateway: Option<crate::cluster::GatewayLink>,
     /// The exclusive lock on `data_dir`, held while the store is open.
     pub _data_dir_lock: std::fs::File,
 }
@@ -231,6 +233,13 @@ struct State {
     host_generations: u64,
     /// Messages for each core (this core's own entry is delivered locally).
     outboxes: Vec<VecDeque<CoreMsg>>,
+    /// In a cluster: where rooms run, and what waits for an answer.
+    routes: Option<Box<placement::Routes>>,
+    /// Messages for other nodes' connections and rooms (virtual cores),
+    /// for the gateway at the end of the turn.
+    remote_out: Vec<(u16, CoreMsg)>,
+    /// Questions and publishes for the gateway.
+    gateway_out: VecDeque<crate::cluster::FromCore>,
     /// Sockets with frames queued this turn.
     dirty: Vec<u32>,
     /// Sockets whose receive must be (re-)armed: (slot, generation).
@@ -291,6 +300,9 @@ impl State {
             wake_self: Arc::new(shared.wake_fds[index].try_clone()?),
             host_generations: 0,
             outboxes: (0..shared.cores).map(|_| VecDeque::new()).collect(),
+            routes: shared.gateway.as_ref().map(|_| Box::default()),
+            remote_out: Vec::new(),
+            gateway_out: VecDeque::new(),
             dirty: Vec::new(),
             rearm: Vec::new(),
             head_timers: VecDeque::new(),

@@ -163,19 +163,34 @@ impl State {
         if let Some(inspector) = &self.shared.inspector {
             inspector.room_failed(super::rooms::wall_ms(), &room.party, &room.id, &reason);
         }
+        self.drop_room(room, 500, 1011, &reason);
+    }
+
+    /// Stops a room that may not run here any more (in a cluster, its
+    /// lease lapsed): its members are closed with `code`, so they
+    /// reconnect, and what it owed answers is answered 503.
+    pub(super) fn stop_room(&mut self, room: &Arc<RoomKey>, code: u16, reason: &str) {
+        if self.hosts.contains_key(room) {
+            tracing::info!(party = %room.party, room = %room.id, %reason, "the room stops on this node");
+            self.drop_room(room, 503, code, reason);
+        }
+    }
+
+    /// Drops a room's host: its waiting requests get `status`, its members
+    /// and its sockets to other rooms close with `code`.
+    fn drop_room(&mut self, room: &Arc<RoomKey>, status: u16, code: u16, reason: &str) {
         let Some(mut host) = self.hosts.remove(room) else { return };
         for (_, reply) in host.deferred.drain(..) {
-            self.send_reply(reply.message(Box::new(Response::text(500, reason.clone().into_owned()))));
+            self.send_reply(reply.message(Box::new(Response::text(status, reason.to_owned()))));
         }
         if host.is_awake() {
             self.stats().rooms_resident.fetch_sub(1, Ordering::Relaxed);
         }
         for conn in host.member_conns() {
-            let reason = reason.as_ref().into();
-            self.send_to(usize::from(conn.core), CoreMsg::Close { conn, code: 1011, reason });
+            self.send_to(usize::from(conn.core), CoreMsg::Close { conn, code, reason: reason.into() });
         }
         // Its sockets to other rooms go with it.
-        self.drop_links(&host.links, 1011, &reason);
+        self.drop_links(&host.links, code, reason);
     }
 
     /// Carries out what the room asked for, draining `effects`.

@@ -1,45 +1,193 @@
 //! Where a room runs, and the one way a message leaves for it.
 //!
-//! Every core computes the same owner for a room from the hash its key
-//! carries, so a room's events reach one core wherever its sockets are. A
-//! socket's path, the fan-out and the room side never pick a core for a
-//! room themselves: they ask [`State::send_to_owner`] (or
-//! [`State::owns`]). Placement across nodes (the cluster) replaces this
-//! file's answer, not its callers.
+//! Every core computes the same owner core for a room from the hash its
+//! key carries, so a room's events reach one core wherever its sockets
+//! are. A socket's path, the fan-out and the room side never pick a core
+//! for a room themselves: they ask [`State::send_to_owner`] (or
+//! [`State::owns`]).
+//!
+//! In a cluster (`crate::cluster`) the room may run on another node: each
+//! core keeps a route per room it has sent to (this node, or the virtual
+//! core of the node that runs it), asks the gateway for a room it has none
+//! for and holds that room's messages meanwhile, in order. The owner core
+//! runs a room only while the gateway says its lease holds.
 
 use super::State;
-use crate::core_msg::CoreMsg;
-use crate::room_key::RoomKey;
+use crate::cluster::{FromCore, LOCAL, MOVING};
+use crate::core_msg::{Bounce, CloseInfo, CoreMsg};
+use crate::room_key::{RoomKey, RoomMap};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
-/// Where rooms run: one of this process's cores, by the room's hash.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Placement {
-    cores: usize,
-}
+/// Why a member on a node that left the cluster left its room.
+const NODE_GONE: &str = "its node left the cluster";
 
-impl Placement {
-    pub fn new(cores: usize) -> Placement {
-        assert!(cores > 0, "a server has at least one core");
-        Placement { cores }
-    }
-
-    /// The core that owns `room`, the same on every core of the process.
-    #[inline]
-    pub fn owner(&self, room: &RoomKey) -> usize {
-        (room.hash_value() % self.cores as u64) as usize
-    }
+/// A core's routes in a cluster.
+#[derive(Default)]
+pub(super) struct Routes {
+    /// Where each room runs: `LOCAL`, or the virtual core of its node.
+    routes: RoomMap<u16>,
+    /// Messages for rooms the gateway is placing, in order.
+    pending: RoomMap<VecDeque<CoreMsg>>,
+    pub(super) pending_total: usize,
+    /// Until when this core may run each room it owns (`now_ms`).
+    leases: RoomMap<u64>,
 }
 
 impl State {
     /// Sends the message made for `room` to the core that owns it.
     pub(super) fn send_to_owner(&mut self, room: Arc<RoomKey>, msg: impl FnOnce(Arc<RoomKey>) -> CoreMsg) {
-        let owner = self.shared.placement.owner(&room);
-        self.send_to(owner, msg(room));
+        let Some(routes) = self.routes.as_deref_mut() else {
+            let owner = self.shared.placement.owner(&room);
+            return self.send_to(owner, msg(room));
+        };
+        if let Some(waiting) = routes.pending.get_mut(&room) {
+            waiting.push_back(msg(room));
+            routes.pending_total += 1;
+            return;
+        }
+        match routes.routes.get(&room) {
+            Some(&LOCAL) => {
+                let owner = self.shared.placement.owner(&room);
+                self.send_to(owner, msg(room));
+            }
+            Some(&node) => self.send_to(usize::from(node), msg(room)),
+            None => {
+                routes.pending.insert(room.clone(), VecDeque::from([msg(room.clone())]));
+                routes.pending_total += 1;
+                self.gateway_out.push_back(FromCore::Resolve { room, core: self.index, take: false });
+            }
+        }
     }
 
-    /// Whether this core owns `room`.
+    /// Whether this core owns `room` (in a cluster: were it on this node).
     pub(super) fn owns(&self, room: &RoomKey) -> bool {
         self.shared.placement.owner(room) == usize::from(self.index)
+    }
+
+    /// The gateway's answer: where `room` runs, or (none) that it cannot
+    /// be placed now. What waited goes there, in order, or is answered
+    /// "try again".
+    pub(super) fn on_routed(&mut self, room: &Arc<RoomKey>, to: Option<u16>) {
+        let Some(routes) = self.routes.as_deref_mut() else { return };
+        let waiting = routes.pending.remove(room).unwrap_or_default();
+        routes.pending_total -= waiting.len();
+        match to {
+            Some(to) => {
+                routes.routes.insert(room.clone(), to);
+                let core = if to == LOCAL { self.shared.placement.owner(room) } else { usize::from(to) };
+                for msg in waiting {
+                    self.send_to(core, msg);
+                }
+            }
+            None => {
+                for msg in waiting {
+                    self.bounce(msg);
+                }
+            }
+        }
+    }
+
+    /// The room moved: the next message for it asks again.
+    pub(super) fn on_unrouted(&mut self, room: &Arc<RoomKey>) {
+        if let Some(routes) = self.routes.as_deref_mut() {
+            routes.routes.remove(room);
+        }
+    }
+
+    /// A node left the cluster (`cores`: its virtual cores): routes to it
+    /// are forgotten, so the next message asks again, and its sockets leave
+    /// this core's rooms as closed (1006).
+    pub(super) fn on_node_gone(&mut self, cores: &[u16]) {
+        let Some(routes) = self.routes.as_deref_mut() else { return };
+        routes.routes.retain(|_, to| !cores.contains(to));
+        type Members = Vec<(crate::party::ConnRef, u32)>;
+        let gone: Vec<(Arc<RoomKey>, Members)> = self
+            .hosts
+            .iter()
+            .map(|(room, host)| (room.clone(), host.members_on(cores)))
+            .filter(|(_, members)| !members.is_empty())
+            .collect();
+        for (room, members) in gone {
+            for (conn, member) in members {
+                let close = CloseInfo { code: 1006, reason: NODE_GONE.into(), error: None };
+                self.on_closed(conn, &room, member, &close);
+            }
+        }
+    }
+
+    /// The gateway's word on a room this core owns: it may run it until
+    /// `until_ms`, or no longer (then it stops now).
+    pub(super) fn on_lease(&mut self, room: &Arc<RoomKey>, until_ms: Option<u64>) {
+        let Some(routes) = self.routes.as_deref_mut() else { return };
+        match until_ms {
+            Some(until) => {
+                routes.leases.insert(room.clone(), until);
+            }
+            None => {
+                routes.leases.remove(room);
+                routes.routes.remove(room);
+                self.stop_room(room, 1012, MOVING);
+            }
+        }
+    }
+
+    /// In a cluster, whether a message for a room's owner must not be
+    /// handled here: the room's lease lapsed (or was never this node's).
+    /// Then the room stops, the message is answered "try again", and the
+    /// gateway hears of it.
+    pub(super) fn refuse_unleased(&mut self, msg: CoreMsg) -> Option<CoreMsg> {
+        let Some(routes) = self.routes.as_deref_mut() else { return Some(msg) };
+        let Some(room) = msg.owner_room() else { return Some(msg) };
+        // The clock now, not the turn's: a process paused mid-turn (SIGSTOP,
+        // a VM stall) must not run the room on an old reading.
+        let now_ms = self.epoch.elapsed().as_millis() as u64;
+        if routes.leases.get(room).is_some_and(|&until| now_ms < until) {
+            return Some(msg);
+        }
+        let room = room.clone();
+        let had = routes.leases.remove(&room).is_some();
+        routes.routes.remove(&room);
+        self.stop_room(&room, 1012, MOVING);
+        if had {
+            self.gateway_out.push_back(FromCore::Lapsed(room));
+        }
+        self.bounce(msg);
+        None
+    }
+
+    /// Whether this core may run `room` now (an alarm due): always on a
+    /// single node; in a cluster while its lease holds, else the gateway
+    /// is asked to place it here (the alarm is this node's, in its store)
+    /// unless another node holds it.
+    pub(super) fn may_run(&mut self, room: &Arc<RoomKey>) -> bool {
+        let Some(routes) = self.routes.as_deref_mut() else { return true };
+        let now_ms = self.epoch.elapsed().as_millis() as u64;
+        if routes.leases.get(room).is_some_and(|&until| now_ms < until) {
+            return true;
+        }
+        self.gateway_out.push_back(FromCore::Resolve { room: room.clone(), core: self.index, take: true });
+        false
+    }
+
+    /// A room left this core's memory with nothing due (no members, no
+    /// alarm): in a cluster its lease goes back, so the table of leases
+    /// is bounded by the rooms in use, and the room's next event places it
+    /// afresh (on its preferred node).
+    pub(super) fn hand_back(&mut self, room: &Arc<RoomKey>) {
+        let Some(routes) = self.routes.as_deref_mut() else { return };
+        routes.routes.remove(room);
+        if routes.leases.remove(room).is_some() {
+            self.gateway_out.push_back(FromCore::Lapsed(room.clone()));
+        }
+    }
+
+    /// Answers a message for a room that cannot take it now.
+    pub(super) fn bounce(&mut self, msg: CoreMsg) {
+        match msg.bounce(MOVING) {
+            Some(Bounce::Conn(conn, reply)) => self.send_to(usize::from(conn.core), reply),
+            Some(Bounce::Room(room, reply)) => self.send_to_owner(room, |_| reply),
+            None => {}
+        }
     }
 }

@@ -53,11 +53,17 @@ impl State {
         let tag = route::query_param(request.query(), "tag").map(|t| Arc::<str>::from(&*t));
         let conn = self.conn_ref(slot);
         let broadcast = Arc::new(Broadcast { room, frame, deflated, tag, without: SmallVec::new(), reply: Some(conn) });
+        // In a cluster the gateway takes it to the other nodes and answers
+        // once, with their sum.
+        let others = usize::from(self.shared.gateway.is_some());
         let http = self.conns[slot as usize].http.as_mut().expect("a request in progress has its state");
-        http.publish = Some((self.shared.cores, 0));
+        http.publish = Some((self.shared.cores + others, 0));
         self.counters.publishes += 1;
         for core in 0..self.shared.cores {
             self.send_to(core, CoreMsg::Broadcast(broadcast.clone()));
+        }
+        if others > 0 {
+            self.gateway_out.push_back(crate::cluster::FromCore::Publish(broadcast));
         }
         Ok(())
     }
@@ -66,7 +72,7 @@ impl State {
     pub(super) fn on_published(&mut self, conn: ConnRef, delivered: u64) {
         let Some(slot) = self.current(conn, Phase::AwaitResponse) else { return };
         let http = self.conns[slot as usize].http.as_mut().expect("a request in progress has its state");
-        let Some((waiting, total)) = http.publish.as_mut() else { return };
+        let Some((waiting, total)) = http.publish.as_mut().filter(|(waiting, _)| *waiting > 0) else { return };
         *waiting -= 1;
         *total += delivered;
         if *waiting == 0 {

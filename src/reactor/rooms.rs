@@ -296,6 +296,9 @@ impl State {
     /// rooms left behind.
     pub(super) fn forget_host(&mut self, room: &Arc<RoomKey>) {
         self.hosts.remove(room);
+        if !self.alarms.contains_key(room) {
+            self.hand_back(room);
+        }
         if self.hosts.capacity() > 1024 && self.hosts.len() * 4 < self.hosts.capacity() {
             self.hosts.shrink_to(self.hosts.len() * 2);
         }
@@ -384,6 +387,12 @@ impl State {
                 continue; // moved or deleted since
             }
             self.alarms.remove(&room);
+            if !self.may_run(&room) {
+                // In a cluster, without the room's lease: it stays due
+                // here while the gateway places the room.
+                self.load_alarm(room, now + ALARM_RETRY_FIRST_MS);
+                continue;
+            }
             if !self.admits_room(&room) {
                 // No room for it now: it stays due (in the store too) and
                 // runs again shortly.

@@ -49,6 +49,12 @@ impl ChildServer {
         self.process.wait().unwrap();
     }
 
+    /// Sends signal `signal` (SIGSTOP, SIGCONT, ...) to the child.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: as in `sigterm`.
+        assert_eq!(unsafe { libc::kill(self.process.id() as i32, signal) }, 0);
+    }
+
     /// Asks for a graceful shutdown.
     pub fn sigterm(&self) {
         // SAFETY: kill has no memory-safety preconditions; the PID is our

@@ -1,7 +1,9 @@
-//! dormouse nodes on NATS (the first step of the cluster): membership and
-//! room leases in JetStream KV, and the preferred owner of a room by
-//! rendezvous hashing over the live nodes. The server does not use it yet;
-//! routing, broadcasts between nodes and replicated state come next.
+//! dormouse nodes on NATS: membership and room leases in JetStream KV, the
+//! preferred owner of a room by rendezvous hashing over the live nodes, and
+//! messages between nodes, each to the subject `dm.node.<id>` of the node it
+//! is for ([`Cluster::send`], delivered there to the callback given to
+//! [`Cluster::start_with`]). What the messages say is the server's business
+//! (`src/cluster` in the root crate); this crate only carries bytes.
 //!
 //! `async-nats` needs tokio, so the client lives on one thread of its own
 //! running a single-threaded runtime ([`Cluster::start`]). Callers (the
@@ -103,6 +105,7 @@ pub struct Owner {
 type Reply<T> = Box<dyn FnOnce(T) + Send>;
 
 enum Command {
+    Send { node: String, payload: Bytes },
     Acquire { room: String, reply: Reply<LeaseOutcome> },
     Renew { room: String, revision: u64, reply: Reply<LeaseOutcome> },
     Release { room: String, revision: u64, reply: Reply<bool> },
@@ -164,10 +167,21 @@ fn valid_node_id(id: &str) -> bool {
 }
 
 impl Cluster {
-    /// Connects to NATS, makes the buckets if need be, says this node is
-    /// alive, and reads the live nodes once, before returning (a start-up
-    /// step: it blocks, which is why it is not for a core).
+    /// [`Cluster::start_with`] for a node that receives no messages.
     pub fn start(config: ClusterConfig) -> Result<Cluster, ClusterError> {
+        Cluster::start_with(config, |_| {})
+    }
+
+    /// Connects to NATS, makes the buckets if need be, subscribes to this
+    /// node's subject (each message's payload goes to `deliver`, on the NATS
+    /// thread, in the order the NATS server delivers: a sender's messages in
+    /// the order sent), says this node is alive, and reads the live nodes
+    /// once, before returning (a start-up step: it blocks, which is why it
+    /// is not for a core).
+    pub fn start_with(
+        config: ClusterConfig,
+        deliver: impl FnMut(Bytes) + Send + 'static,
+    ) -> Result<Cluster, ClusterError> {
         if !valid_node_id(&config.node_id) {
             return Err(ClusterError::NodeId(config.node_id));
         }
@@ -199,7 +213,7 @@ impl Cluster {
                         return;
                     }
                 };
-                node.run(inbox, stopped).await;
+                node.run(inbox, stopped, deliver).await;
             });
         })?;
         match started.recv() {
@@ -221,6 +235,11 @@ impl Cluster {
         self.nodes.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// The live nodes, shared: read it for the current view without a copy.
+    pub fn view(&self) -> Arc<RwLock<Vec<String>>> {
+        self.nodes.clone()
+    }
+
     /// The node room `party`/`room` prefers, by the current view.
     pub fn preferred_owner(&self, party: &str, room: &str) -> Option<String> {
         let nodes = self.nodes.read().unwrap_or_else(|e| e.into_inner());
@@ -229,6 +248,13 @@ impl Cluster {
 
     fn submit(&self, command: Command) -> Result<(), Busy> {
         self.commands.try_send(command).map_err(|_| Busy)
+    }
+
+    /// Sends `payload` to node `node` (at most once: a node that is gone, or
+    /// a NATS connection lost meanwhile, loses it; the messages a node sends
+    /// another arrive in the order sent).
+    pub fn send(&self, node: &str, payload: Bytes) -> Result<(), Busy> {
+        self.submit(Command::Send { node: node.to_owned(), payload })
     }
 
     /// Takes the room's lease if nobody holds it.
@@ -290,6 +316,7 @@ impl Drop for Cluster {
 /// The NATS side, on its thread.
 struct Node {
     config: ClusterConfig,
+    client: async_nats::Client,
     nodes: async_nats::jetstream::kv::Store,
     owners: async_nats::jetstream::kv::Store,
     view: Arc<RwLock<Vec<String>>>,
@@ -349,12 +376,12 @@ impl Node {
             .await
             .map_err(|_| ClusterError::Connect { servers: config.nats.clone(), reason: "timed out".into() })?
             .map_err(|e| ClusterError::Connect { servers: config.nats.clone(), reason: e.to_string() })?;
-        let jetstream = async_nats::jetstream::new(client);
+        let jetstream = async_nats::jetstream::new(client.clone());
         let js = |e: &dyn std::fmt::Display| ClusterError::JetStream(e.to_string());
         let replicas = config.replicas.max(1);
         let nodes = bucket(&jetstream, NODES_BUCKET, config.heartbeat * 3, replicas).await.map_err(|e| js(&e))?;
         let owners = bucket(&jetstream, OWNERS_BUCKET, config.lease, replicas).await.map_err(|e| js(&e))?;
-        let node = Node { config, nodes, owners, view };
+        let node = Node { config, client, nodes, owners, view };
         node.heartbeat().await.map_err(|e| js(&e))?;
         Ok(node)
     }
@@ -376,7 +403,15 @@ impl Node {
         self,
         mut inbox: tokio::sync::mpsc::Receiver<Command>,
         mut stopped: tokio::sync::oneshot::Receiver<()>,
+        mut deliver: impl FnMut(Bytes),
     ) {
+        let mut messages = match self.client.subscribe(node_subject(&self.config.node_id)).await {
+            Ok(messages) => messages,
+            Err(error) => {
+                tracing::error!(%error, "cannot subscribe to this node's subject; it receives nothing");
+                return;
+            }
+        };
         let mut beat = tokio::time::interval(self.config.heartbeat);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -391,6 +426,10 @@ impl Node {
                     Some(command) => self.handle(command).await,
                     None => break,
                 },
+                message = messages.next() => match message {
+                    Some(message) => deliver(message.payload),
+                    None => break,
+                },
             }
         }
         if let Err(error) = self.nodes.delete(&self.config.node_id).await {
@@ -398,15 +437,41 @@ impl Node {
         }
     }
 
+    /// Sends go out in order, here; the KV operations each run as a task of
+    /// their own, so one slow round trip does not hold the others.
     async fn handle(&self, command: Command) {
+        if let Command::Send { node, payload } = command {
+            if let Err(error) = self.client.publish(node_subject(&node), payload).await {
+                tracing::warn!(%error, %node, "a message to a node was not sent");
+            }
+            return;
+        }
+        let (config, owners) = (self.config.clone(), self.owners.clone());
+        tokio::spawn(async move { kv_command(&config, &owners, command).await });
+    }
+}
+
+/// The subject node `node` receives its messages on.
+pub fn node_subject(node: &str) -> String {
+    format!("dm.node.{node}")
+}
+
+fn lease(config: &ClusterConfig, revision: u64, sent: Instant) -> Lease {
+    let lease = config.lease;
+    Lease { revision, valid_until: sent + lease - lease / 5 }
+}
+
+async fn kv_command(config: &ClusterConfig, owners: &async_nats::jetstream::kv::Store, command: Command) {
+    {
         match command {
+            Command::Send { .. } => unreachable!("sends are handled in order by the caller"),
             Command::Acquire { room, reply } => {
                 let sent = Instant::now();
-                let value = Bytes::from(self.config.node_id.clone());
-                let outcome = match self.owners.create(&room, value).await {
-                    Ok(revision) => LeaseOutcome::Held(self.lease(revision, sent)),
+                let value = Bytes::from(config.node_id.clone());
+                let outcome = match owners.create(&room, value).await {
+                    Ok(revision) => LeaseOutcome::Held(lease(config, revision, sent)),
                     Err(e) if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {
-                        match self.owners.entry(room.as_str()).await {
+                        match owners.entry(room.as_str()).await {
                             Ok(Some(entry)) => LeaseOutcome::HeldBy(String::from_utf8_lossy(&entry.value).into_owned()),
                             // Gone since: the caller may try again.
                             Ok(None) => LeaseOutcome::Failed("the lease changed hands; try again".into()),
@@ -419,9 +484,9 @@ impl Node {
             }
             Command::Renew { room, revision, reply } => {
                 let sent = Instant::now();
-                let value = Bytes::from(self.config.node_id.clone());
-                let outcome = match self.owners.update(&room, value, revision).await {
-                    Ok(revision) => LeaseOutcome::Held(self.lease(revision, sent)),
+                let value = Bytes::from(config.node_id.clone());
+                let outcome = match owners.update(&room, value, revision).await {
+                    Ok(revision) => LeaseOutcome::Held(lease(config, revision, sent)),
                     Err(e) if e.kind() == async_nats::jetstream::kv::UpdateErrorKind::WrongLastRevision => {
                         LeaseOutcome::Lost
                     }
@@ -431,11 +496,11 @@ impl Node {
             }
             Command::Release { room, revision, reply } => {
                 // A delete at the revision held: nobody else's lease goes.
-                let released = self.owners.delete_expect_revision(&room, Some(revision)).await.is_ok();
+                let released = owners.delete_expect_revision(&room, Some(revision)).await.is_ok();
                 reply(released);
             }
             Command::Owner { room, reply } => {
-                let outcome = match self.owners.entry(room.as_str()).await {
+                let outcome = match owners.entry(room.as_str()).await {
                     Ok(Some(entry)) if entry.operation == async_nats::jetstream::kv::Operation::Put => {
                         Ok(Some(Owner {
                             node: String::from_utf8_lossy(&entry.value).into_owned(),
@@ -448,11 +513,6 @@ impl Node {
                 reply(outcome);
             }
         }
-    }
-
-    fn lease(&self, revision: u64, sent: Instant) -> Lease {
-        let lease = self.config.lease;
-        Lease { revision, valid_until: sent + lease - lease / 5 }
     }
 }
 

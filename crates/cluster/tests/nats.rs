@@ -3,61 +3,16 @@
 //! this process.
 
 use dormouse_cluster::{Cluster, ClusterConfig, LeaseOutcome, Owner};
-use std::io::BufRead;
-use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const NATS_SERVER: &str = "/usr/sbin/nats-server";
 /// Bound on every wait for what NATS does on its own clock.
 const GUARD: Duration = Duration::from_secs(20);
 
-/// A `nats-server` on a port of its choosing, ended (by its PID) on drop.
-struct NatsServer {
-    child: std::process::Child,
-    url: String,
-    _store: tempfile::TempDir,
-}
-
-impl NatsServer {
-    fn start() -> NatsServer {
-        assert!(
-            std::path::Path::new(NATS_SERVER).exists(),
-            "these tests need Debian's nats-server at {NATS_SERVER} (apt-get install nats-server; .ci/run does)"
-        );
-        let store = tempfile::tempdir().unwrap();
-        let mut child = Command::new(NATS_SERVER)
-            .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
-            .arg(store.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("nats-server starts");
-        let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
-        let (mut port, mut line) = (None, String::new());
-        loop {
-            line.clear();
-            assert!(log.read_line(&mut line).unwrap() > 0, "nats-server ended while starting");
-            if let Some((_, rest)) = line.split_once("Listening for client connections on ") {
-                port = rest.trim().rsplit(':').next().map(str::to_owned);
-            }
-            if line.contains("Server is ready") {
-                break;
-            }
-        }
-        // Keep draining its log so that it never blocks on a full pipe.
-        std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
-        let url = format!("nats://127.0.0.1:{}", port.expect("nats-server said its port"));
-        NatsServer { child, url, _store: store }
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+// The server's tests start their nats-server the same way.
+#[path = "../../../tests/common/nats.rs"]
+mod nats_server;
+use nats_server::NatsServer;
 
 fn node(nats: &NatsServer, id: &str, lease_ms: u64) -> Cluster {
     Cluster::start(ClusterConfig {
@@ -156,4 +111,32 @@ fn bad_settings_and_an_unreachable_nats_are_refused_at_start() {
     // Nothing listens on port 1: the start fails with a clear error.
     let error = Cluster::start(config("n", "nats://127.0.0.1:1")).unwrap_err();
     assert!(error.to_string().contains("cannot reach NATS"), "{error}");
+}
+
+#[test]
+fn messages_to_a_node_arrive_at_its_callback_in_the_order_sent() {
+    let nats = NatsServer::start();
+    let (tx, rx) = mpsc::channel();
+    let config = ClusterConfig {
+        nats: vec![nats.url.clone()],
+        node_id: "node-a".into(),
+        replicas: 1,
+        lease: Duration::from_millis(2000),
+        heartbeat: Duration::from_millis(200),
+    };
+    let a = Cluster::start_with(config, move |payload| tx.send(payload).unwrap()).unwrap();
+    let b = node(&nats, "node-b", 2000);
+    for i in 0..500u32 {
+        b.send(a.node_id(), bytes::Bytes::from(i.to_be_bytes().to_vec())).unwrap();
+    }
+    for i in 0..500u32 {
+        let payload = rx.recv_timeout(GUARD).expect("every message arrives");
+        assert_eq!(payload.as_ref(), i.to_be_bytes(), "in the order sent");
+    }
+    // What goes to other nodes (one that is not there, or b) is not a's:
+    // the next message a hears is the next one sent to it.
+    b.send("node-z", bytes::Bytes::from_static(b"lost")).unwrap();
+    a.send("node-b", bytes::Bytes::from_static(b"to b")).unwrap();
+    b.send("node-a", bytes::Bytes::from_static(b"last")).unwrap();
+    assert_eq!(rx.recv_timeout(GUARD).unwrap().as_ref(), b"last");
 }

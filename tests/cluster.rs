@@ -1,0 +1,288 @@
+//! Three dormouse nodes (child processes of this test binary, each with
+//! two cores) in a cluster on a real `nats-server`: a room has one instance
+//! whichever node its clients and requests reach, its broadcasts reach its
+//! members on every node, in order, and the publish API reaches them from a
+//! node that holds none.
+
+mod common;
+
+use common::child::ChildServer;
+use common::nats::NatsServer;
+use common::*;
+use dormouse::{Party, Request, Response, Room};
+use std::net::SocketAddr;
+
+const NODE: &str = "DORMOUSE_TEST_NODE";
+const NATS: &str = "DORMOUSE_TEST_NATS";
+const DIR: &str = "DORMOUSE_TEST_DIR";
+const TOKEN: &str = "cluster-publish-token-0123";
+
+/// Counts the requests it answers: one instance per room gives 1, 2, 3, ...
+/// whichever node each request came to (`?members`: its member count).
+struct Counter {
+    requests: u64,
+}
+
+impl Party for Counter {
+    fn new(_room: &Room) -> Self {
+        Counter { requests: 0 }
+    }
+
+    fn on_request(&mut self, request: &Request, room: &Room) -> Response {
+        self.requests += 1;
+        if request.query().contains("members") {
+            return Response::text(200, room.connection_count().to_string());
+        }
+        Response::text(200, format!("{} {}", room.id(), self.requests))
+    }
+}
+
+/// A node: serves until SIGTERM (run by `Cluster::start`).
+#[test]
+fn child_server() {
+    let (Ok(node), Ok(nats), Ok(dir)) = (std::env::var(NODE), std::env::var(NATS), std::env::var(DIR)) else { return };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let toml = format!(
+        "listen = \"127.0.0.1:0\"\ncores = 2\ndata_dir = '{dir}'\npublish_token = \"{TOKEN}\"\n\
+         [parties.main]\nkind = \"relay\"\n[parties.brief]\nidle_drop_ms = 100\n\
+         [cluster]\nnats = [\"{nats}\"]\nnode_id = \"{node}\"\nlease_ms = 4000\nheartbeat_ms = 500\n"
+    );
+    let server = dormouse::Server::new(dormouse::Config::from_toml(&toml).unwrap())
+        .party::<Counter>("counter")
+        .party::<Counter>("brief")
+        .start()
+        .unwrap();
+    server.stop_on_signals().unwrap();
+    println!("LISTENING {}", server.local_addr());
+    server.wait();
+    println!("STOPPED");
+    std::process::exit(0);
+}
+
+/// A NATS server and three nodes on it.
+struct Cluster {
+    nodes: Vec<ChildServer>,
+    _dirs: Vec<tempfile::TempDir>,
+    _nats: NatsServer,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let nats = NatsServer::start();
+        let mut nodes = Vec::new();
+        let mut dirs = Vec::new();
+        for name in ["node-a", "node-b", "node-c"] {
+            let dir = tempfile::tempdir().unwrap();
+            let envs = [(NODE, name.to_owned()), (NATS, nats.url.clone()), (DIR, dir.path().display().to_string())];
+            nodes.push(ChildServer::start("child_server", &envs));
+            dirs.push(dir);
+        }
+        let cluster = Cluster { nodes, _dirs: dirs, _nats: nats };
+        // Every node sees all three before the test goes on (a publish
+        // goes to the nodes its node knows of).
+        for node in 0..3 {
+            let deadline = std::time::Instant::now() + GUARD;
+            while gauge(cluster.addr(node), "dormouse_cluster_nodes") != 3 {
+                assert!(std::time::Instant::now() < deadline, "node {node} never saw the other two");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        cluster
+    }
+
+    fn addr(&self, node: usize) -> SocketAddr {
+        self.nodes[node].addr
+    }
+}
+
+/// An unlabelled gauge from `/metrics`.
+fn gauge(addr: SocketAddr, name: &str) -> u64 {
+    let text = http(addr, "GET", "/metrics", "", "").text();
+    let line = text.lines().find(|l| l.split(' ').next() == Some(name)).unwrap_or_else(|| panic!("{name} is served"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+fn publish(addr: SocketAddr, room: &str, query: &str, body: &str) -> HttpResponse {
+    let auth = format!("authorization: Bearer {TOKEN}\r\n");
+    http(addr, "POST", &format!("/parties/main/{room}/_publish{query}"), &auth, body)
+}
+
+#[test]
+fn clients_on_three_nodes_share_one_room_and_hear_each_other_in_order() {
+    let cluster = Cluster::start();
+    let mut clients: Vec<Client> =
+        (0..3).map(|node| Client::connect(cluster.addr(node), &format!("/parties/main/shared?_pk=c{node}"))).collect();
+    const N: usize = 50;
+    for i in 0..N {
+        for (node, client) in clients.iter_mut().enumerate() {
+            client.send_text(&format!("{node} {i}"));
+        }
+    }
+    // Each hears the other two, each sender's messages in the order sent.
+    for (node, client) in clients.iter_mut().enumerate() {
+        let mut next = [0usize; 3];
+        for _ in 0..2 * N {
+            let text = client.recv_text();
+            let (from, i) = text.split_once(' ').unwrap();
+            let (from, i): (usize, usize) = (from.parse().unwrap(), i.parse().unwrap());
+            assert_ne!(from, node, "a relay does not echo");
+            assert_eq!(i, next[from], "node {node} heard {from}'s messages out of order");
+            next[from] += 1;
+        }
+        assert_eq!(next.iter().sum::<usize>(), 2 * N);
+    }
+}
+
+#[test]
+fn requests_to_a_room_from_every_node_reach_its_one_instance() {
+    let cluster = Cluster::start();
+    for round in 0..3 {
+        for node in 0..3 {
+            let response = http(cluster.addr(node), "GET", "/parties/counter/tally", "", "");
+            assert_eq!(response.status, 200, "{}", response.text());
+            assert_eq!(response.text(), format!("tally {}", round * 3 + node + 1));
+        }
+    }
+    // Another room is another instance.
+    assert_eq!(http(cluster.addr(1), "GET", "/parties/counter/other", "", "").text(), "other 1");
+}
+
+#[test]
+fn a_tagged_publish_from_a_node_without_members_reaches_exactly_the_tagged_set() {
+    let cluster = Cluster::start();
+    // Red members on nodes a and c, a blue one on c; none on b.
+    let mut red_a = Client::connect(cluster.addr(0), "/parties/main/tags?_pk=ra&tag=red");
+    let mut red_c = Client::connect(cluster.addr(2), "/parties/main/tags?_pk=rc&tag=red");
+    let mut blue_c = Client::connect(cluster.addr(2), "/parties/main/tags?_pk=bc&tag=blue");
+    let response = publish(cluster.addr(1), "tags", "?tag=red", "for red");
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.text(), r#"{"delivered":2}"#);
+    let response = publish(cluster.addr(1), "tags", "", "for all");
+    assert_eq!(response.text(), r#"{"delivered":3}"#);
+    assert_eq!(red_a.recv_text(), "for red");
+    assert_eq!(red_c.recv_text(), "for red");
+    assert_eq!(red_a.recv_text(), "for all");
+    assert_eq!(red_c.recv_text(), "for all");
+    // The blue member got the second publish only.
+    assert_eq!(blue_c.recv_text(), "for all");
+    // A room with no members anywhere: delivered to nobody, answered.
+    assert_eq!(publish(cluster.addr(0), "empty", "", "x").text(), r#"{"delivered":0}"#);
+}
+
+/// GET `path` from `addr`, again while the answer is 503 (the room is
+/// between owners: its Retry-After), until GUARD.
+fn get_placed(addr: SocketAddr, path: &str) -> String {
+    let deadline = std::time::Instant::now() + GUARD;
+    loop {
+        let response = http(addr, "GET", path, "", "");
+        if response.status != 503 {
+            assert_eq!(response.status, 200, "{}", response.text());
+            return response.text();
+        }
+        assert!(std::time::Instant::now() < deadline, "the room was never placed: {}", response.text());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The node holding the only lease there is.
+fn lease_holder(cluster: &Cluster, among: &[usize]) -> usize {
+    let deadline = std::time::Instant::now() + GUARD;
+    loop {
+        let holders: Vec<usize> =
+            among.iter().copied().filter(|&n| gauge(cluster.addr(n), "dormouse_cluster_leases") == 1).collect();
+        if holders.len() == 1 {
+            return holders[0];
+        }
+        assert!(std::time::Instant::now() < deadline, "no single lease holder among {among:?}: {holders:?}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn an_owner_paused_past_its_lease_does_not_run_the_room_once_another_node_took_it() {
+    let cluster = Cluster::start();
+    assert_eq!(get_placed(cluster.addr(0), "/parties/counter/split"), "split 1");
+    let paused = lease_holder(&cluster, &[0, 1, 2]);
+    let others: Vec<usize> = (0..3).filter(|&n| n != paused).collect();
+    cluster.nodes[paused].signal(libc::SIGSTOP);
+    // (A request sent to it while it is thought alive would wait for it.)
+    for &node in &others {
+        let deadline = std::time::Instant::now() + GUARD;
+        while gauge(cluster.addr(node), "dormouse_cluster_nodes") != 2 {
+            assert!(std::time::Instant::now() < deadline, "node {node} never saw the paused one leave");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    // Past the lease another node takes the room: a new instance (the
+    // counter is the room object's memory, not its storage).
+    assert_eq!(get_placed(cluster.addr(others[0]), "/parties/counter/split"), "split 1");
+    let owner = lease_holder(&cluster, &others);
+    assert_eq!(get_placed(cluster.addr(others[1]), "/parties/counter/split"), "split 2");
+    cluster.nodes[paused].signal(libc::SIGCONT);
+    // The paused node, resumed, finds its lease gone: what reaches it for
+    // the room goes to the new owner's instance, never to its own old one.
+    assert_eq!(get_placed(cluster.addr(paused), "/parties/counter/split"), "split 3");
+    assert_eq!(get_placed(cluster.addr(paused), "/parties/counter/split"), "split 4");
+    assert_eq!(lease_holder(&cluster, &[0, 1, 2]), owner);
+}
+
+#[test]
+fn members_on_a_node_that_dies_leave_rooms_on_the_others() {
+    let cluster = Cluster::start();
+    assert_eq!(get_placed(cluster.addr(0), "/parties/counter/roster"), "roster 1");
+    let owner = lease_holder(&cluster, &[0, 1, 2]);
+    let (doomed, survivor) = ((owner + 1) % 3, (owner + 2) % 3);
+    let _gone = Client::connect(cluster.addr(doomed), "/parties/counter/roster?_pk=doomed");
+    let mut stays = Client::connect(cluster.addr(survivor), "/parties/counter/roster?_pk=stays");
+    assert_eq!(get_placed(cluster.addr(owner), "/parties/counter/roster?members"), "2");
+    let mut nodes = cluster.nodes;
+    nodes.remove(doomed).kill_9();
+    // Once the others see it gone (three heartbeats), its member leaves.
+    let deadline = std::time::Instant::now() + GUARD;
+    while get_placed(cluster_addr(&nodes, owner, doomed), "/parties/counter/roster?members") != "1" {
+        assert!(std::time::Instant::now() < deadline, "the dead node's member never left");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The other member is still in the room, and still served.
+    stays.send_frame(true, 9, b"ping", true);
+    assert_eq!(stays.recv().opcode, 10);
+}
+
+/// The address of node `node` once node `removed` was taken out of `nodes`.
+fn cluster_addr(nodes: &[ChildServer], node: usize, removed: usize) -> SocketAddr {
+    nodes[if node > removed { node - 1 } else { node }].addr
+}
+
+/// The leases the three nodes hold.
+fn leases(cluster: &Cluster) -> u64 {
+    (0..3).map(|n| gauge(cluster.addr(n), "dormouse_cluster_leases")).sum()
+}
+
+#[test]
+fn a_room_that_leaves_memory_gives_its_lease_back() {
+    let cluster = Cluster::start();
+    assert_eq!(get_placed(cluster.addr(0), "/parties/brief/passing"), "passing 1");
+    // Dropped from memory once idle and empty (idle_drop_ms = 100), it
+    // holds no lease: the table of leases is the rooms in use.
+    let deadline = std::time::Instant::now() + GUARD;
+    while leases(&cluster) != 0 {
+        assert!(std::time::Instant::now() < deadline, "the idle room kept its lease");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Its next request places it again, from any node.
+    assert_eq!(get_placed(cluster.addr(1), "/parties/brief/passing"), "passing 1");
+}
+
+#[test]
+fn a_node_whose_nats_cannot_be_reached_does_not_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = '{}'\n[cluster]\nnats = [\"nats://127.0.0.1:1\"]\nnode_id = \"alone\"\n",
+        dir.path().display()
+    );
+    let error = dormouse::Server::new(dormouse::Config::from_toml(&toml).unwrap()).start().err().expect("no start");
+    assert!(error.to_string().contains("cluster: cannot reach NATS"), "{error}");
+}

@@ -1,0 +1,54 @@
+//! A `nats-server` (Debian's, JetStream on, its store in a temporary
+//! directory) on a port of its choosing, for the cluster's tests; ended
+//! (by its PID) on drop.
+
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+
+pub const NATS_SERVER: &str = "/usr/sbin/nats-server";
+
+pub struct NatsServer {
+    child: std::process::Child,
+    pub url: String,
+    _store: tempfile::TempDir,
+}
+
+impl NatsServer {
+    pub fn start() -> NatsServer {
+        assert!(
+            std::path::Path::new(NATS_SERVER).exists(),
+            "these tests need Debian's nats-server at {NATS_SERVER} (apt-get install nats-server; .ci/run does)"
+        );
+        let store = tempfile::tempdir().unwrap();
+        let mut child = Command::new(NATS_SERVER)
+            .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
+            .arg(store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("nats-server starts");
+        let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
+        let (mut port, mut line) = (None, String::new());
+        loop {
+            line.clear();
+            assert!(log.read_line(&mut line).unwrap() > 0, "nats-server ended while starting");
+            if let Some((_, rest)) = line.split_once("Listening for client connections on ") {
+                port = rest.trim().rsplit(':').next().map(str::to_owned);
+            }
+            if line.contains("Server is ready") {
+                break;
+            }
+        }
+        // Keep draining its log so that it never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
+        let url = format!("nats://127.0.0.1:{}", port.expect("nats-server said its port"));
+        NatsServer { child, url, _store: store }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

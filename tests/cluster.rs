@@ -286,3 +286,19 @@ fn a_node_whose_nats_cannot_be_reached_does_not_start() {
     let error = dormouse::Server::new(dormouse::Config::from_toml(&toml).unwrap()).start().err().expect("no start");
     assert!(error.to_string().contains("cluster: cannot reach NATS"), "{error}");
 }
+
+#[test]
+fn a_request_waiting_on_a_node_that_leaves_is_answered_503() {
+    let cluster = Cluster::start();
+    assert_eq!(get_placed(cluster.addr(0), "/parties/counter/limbo"), "limbo 1");
+    let owner = lease_holder(&cluster, &[0, 1, 2]);
+    let via = (owner + 1) % 3;
+    assert_eq!(get_placed(cluster.addr(via), "/parties/counter/limbo"), "limbo 2");
+    cluster.nodes[owner].signal(libc::SIGSTOP);
+    // Sent to the stopped owner, it waits until the owner's heartbeats
+    // stop counting (three of them) and its node says why.
+    let response = http(cluster.addr(via), "GET", "/parties/counter/limbo", "", "");
+    assert_eq!((response.status, response.text()), (503, "its node left the cluster".to_owned()));
+    assert_eq!(response.header("retry-after"), Some("1"));
+    cluster.nodes[owner].signal(libc::SIGCONT);
+}

@@ -12,9 +12,13 @@
 //! for and holds that room's messages meanwhile, in order. The owner core
 //! runs a room only while the gateway says its lease holds.
 
+use super::conn::Phase;
+use super::links::{is_link, LINK_BIT};
 use super::State;
 use crate::cluster::{FromCore, LOCAL, MOVING};
 use crate::core_msg::{Bounce, CloseInfo, CoreMsg};
+use crate::http::Response;
+use crate::party::ConnRef;
 use crate::room_key::{RoomKey, RoomMap};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -32,6 +36,10 @@ pub(super) struct Routes {
     pub(super) pending_total: usize,
     /// Until when this core may run each room it owns (`now_ms`).
     leases: RoomMap<u64>,
+    /// This core's upgrades and requests sent to other nodes' rooms, with
+    /// the virtual core of that node: answered 503 if the node leaves
+    /// first. Pruned of the answered ones as it grows.
+    awaiting: Vec<(ConnRef, u16)>,
 }
 
 impl State {
@@ -51,7 +59,7 @@ impl State {
                 let owner = self.shared.placement.owner(&room);
                 self.send_to(owner, msg(room));
             }
-            Some(&node) => self.send_to(usize::from(node), msg(room)),
+            Some(&node) => self.send_remote(node, msg(room)),
             None => {
                 routes.pending.insert(room.clone(), VecDeque::from([msg(room.clone())]));
                 routes.pending_total += 1;
@@ -75,9 +83,13 @@ impl State {
         match to {
             Some(to) => {
                 routes.routes.insert(room.clone(), to);
-                let core = if to == LOCAL { self.shared.placement.owner(room) } else { usize::from(to) };
+                let owner = self.shared.placement.owner(room);
                 for msg in waiting {
-                    self.send_to(core, msg);
+                    if to == LOCAL {
+                        self.send_to(owner, msg);
+                    } else {
+                        self.send_remote(to, msg);
+                    }
                 }
             }
             None => {
@@ -86,6 +98,31 @@ impl State {
                 }
             }
         }
+    }
+
+    /// Sends a message for a room to the node (virtual core `to`) that
+    /// runs it, noting the upgrades and requests that wait for its answer.
+    fn send_remote(&mut self, to: u16, msg: CoreMsg) {
+        if let (CoreMsg::Connect { conn, .. } | CoreMsg::Request { conn, .. }, Some(routes)) =
+            (&msg, self.routes.as_deref_mut())
+        {
+            if routes.awaiting.len() >= 2 * (self.conns.len() + self.links.len()) + 64 {
+                // Keep those still waiting: a socket in its upgrade or request,
+                // a link that still exists (its refusal checks its phase).
+                let (conns, links) = (&self.conns, &self.links);
+                routes.awaiting.retain(|(c, _)| {
+                    if is_link(*c) {
+                        links.contains((c.slot & !LINK_BIT) as usize)
+                    } else {
+                        conns.get(c.slot as usize).is_some_and(|r| {
+                            r.gen == c.gen && matches!(r.phase, Phase::AwaitResponse | Phase::AwaitConnect)
+                        })
+                    }
+                });
+            }
+            routes.awaiting.push((*conn, to));
+        }
+        self.send_to(usize::from(to), msg);
     }
 
     /// The room moved: the next message for it asks again.
@@ -101,7 +138,7 @@ impl State {
     pub(super) fn on_node_gone(&mut self, cores: &[u16]) {
         let Some(routes) = self.routes.as_deref_mut() else { return };
         routes.routes.retain(|_, to| !cores.contains(to));
-        type Members = Vec<(crate::party::ConnRef, u32)>;
+        type Members = Vec<(ConnRef, u32)>;
         let gone: Vec<(Arc<RoomKey>, Members)> = self
             .hosts
             .iter()
@@ -112,6 +149,18 @@ impl State {
             for (conn, member) in members {
                 let close = CloseInfo { code: 1006, reason: NODE_GONE.into(), error: None };
                 self.on_closed(conn, &room, member, &close);
+            }
+        }
+        // What waited for the node's rooms gets no answer from it.
+        let Some(routes) = self.routes.as_deref_mut() else { return };
+        let (lost, kept): (Vec<_>, Vec<_>) = routes.awaiting.drain(..).partition(|(_, to)| cores.contains(to));
+        routes.awaiting = kept;
+        for (conn, _) in lost {
+            if is_link(conn) {
+                self.on_link_refused(conn, NODE_GONE);
+            } else {
+                let response = Response::text(503, NODE_GONE).with_header("retry-after", "1");
+                self.on_respond(conn, &response);
             }
         }
     }

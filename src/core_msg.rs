@@ -193,6 +193,10 @@ const _: () = assert!(size_of::<CoreMsg>() <= 80, "core messages are small; big 
 
 pub(crate) use crate::party::Payload;
 
+/// Set in the slot of a link's `ConnRef` (a room's socket to another room,
+/// `reactor/links.rs`); socket slots never reach it.
+pub(crate) const LINK_BIT: u32 = 1 << 31;
+
 /// Where the answer to a message that cannot be handled goes.
 pub(crate) enum Bounce {
     /// To a connection's core.
@@ -216,12 +220,16 @@ impl CoreMsg {
     }
 
     /// The "try again" answer to a message for a room's owner that cannot
-    /// be handled (the room is between owners): an upgrade is refused, a
-    /// member closed with 1012, a request answered 503; a close needs none.
+    /// be handled (the room is between owners): an upgrade or a request is
+    /// answered 503 with `Retry-After` (a room's socket to another room is
+    /// refused), a member closed with 1012; a close needs none.
     pub fn bounce(self, reason: &str) -> Option<Bounce> {
         let busy = || Box::new(Response::text(503, reason).with_header("retry-after", "1"));
         Some(match self {
-            CoreMsg::Connect { conn, .. } => Bounce::Conn(conn, CoreMsg::Refused { conn, reason: reason.into() }),
+            CoreMsg::Connect { conn, .. } if conn.slot & LINK_BIT != 0 => {
+                Bounce::Conn(conn, CoreMsg::Refused { conn, reason: reason.into() })
+            }
+            CoreMsg::Connect { conn, .. } => Bounce::Conn(conn, CoreMsg::Respond { conn, response: busy() }),
             CoreMsg::Message { conn, .. } => {
                 Bounce::Conn(conn, CoreMsg::Close { conn, code: 1012, reason: reason.into() })
             }

@@ -384,7 +384,7 @@ impl RoomHost {
 
     /// Whether `member` is still the room's entry for the socket `conn` (it is
     /// not once the socket was replaced or has left).
-    fn is_current(&self, conn: ConnRef, member: u32) -> bool {
+    pub fn is_current(&self, conn: ConnRef, member: u32) -> bool {
         self.room.members.get(member as usize).is_some_and(|m| m.conn == conn)
     }
 

@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 const NODE: &str = "DORMOUSE_TEST_NODE";
 const NATS: &str = "DORMOUSE_TEST_NATS";
 const DIR: &str = "DORMOUSE_TEST_DIR";
+const LEASE: &str = "DORMOUSE_TEST_LEASE_MS";
 const TOKEN: &str = "cluster-publish-token-0123";
 
 /// Counts the requests it answers: one instance per room gives 1, 2, 3, ...
@@ -41,6 +42,7 @@ impl Party for Counter {
 #[test]
 fn child_server() {
     let (Ok(node), Ok(nats), Ok(dir)) = (std::env::var(NODE), std::env::var(NATS), std::env::var(DIR)) else { return };
+    let lease_ms = std::env::var(LEASE).unwrap_or_else(|_| "4000".into());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
@@ -48,7 +50,7 @@ fn child_server() {
     let toml = format!(
         "listen = \"127.0.0.1:0\"\ncores = 2\ndata_dir = '{dir}'\npublish_token = \"{TOKEN}\"\n\
          [parties.main]\nkind = \"relay\"\n[parties.brief]\nidle_drop_ms = 100\n\
-         [cluster]\nnats = [\"{nats}\"]\nnode_id = \"{node}\"\nlease_ms = 4000\nheartbeat_ms = 500\n"
+         [cluster]\nnats = [\"{nats}\"]\nnode_id = \"{node}\"\nlease_ms = {lease_ms}\nheartbeat_ms = 500\n"
     );
     let server = dormouse::Server::new(dormouse::Config::from_toml(&toml).unwrap())
         .party::<Counter>("counter")
@@ -66,21 +68,31 @@ fn child_server() {
 struct Cluster {
     nodes: Vec<ChildServer>,
     _dirs: Vec<tempfile::TempDir>,
-    _nats: NatsServer,
+    nats: NatsServer,
 }
 
 impl Cluster {
+    /// With 4 s leases: tests of a lost owner wait for one.
     fn start() -> Cluster {
+        Cluster::start_with_lease(4000)
+    }
+
+    fn start_with_lease(lease_ms: u64) -> Cluster {
         let nats = NatsServer::start();
         let mut nodes = Vec::new();
         let mut dirs = Vec::new();
         for name in ["node-a", "node-b", "node-c"] {
             let dir = tempfile::tempdir().unwrap();
-            let envs = [(NODE, name.to_owned()), (NATS, nats.url.clone()), (DIR, dir.path().display().to_string())];
+            let envs = [
+                (NODE, name.to_owned()),
+                (NATS, nats.url.clone()),
+                (DIR, dir.path().display().to_string()),
+                (LEASE, lease_ms.to_string()),
+            ];
             nodes.push(ChildServer::start("child_server", &envs));
             dirs.push(dir);
         }
-        let cluster = Cluster { nodes, _dirs: dirs, _nats: nats };
+        let cluster = Cluster { nodes, _dirs: dirs, nats };
         // Every node sees all three before the test goes on (a publish
         // goes to the nodes its node knows of).
         for node in 0..3 {
@@ -301,4 +313,63 @@ fn a_request_waiting_on_a_node_that_leaves_is_answered_503() {
     assert_eq!((response.status, response.text()), (503, "its node left the cluster".to_owned()));
     assert_eq!(response.header("retry-after"), Some("1"));
     cluster.nodes[owner].signal(libc::SIGCONT);
+}
+
+#[test]
+fn the_cluster_survives_a_restart_of_its_nats_server() {
+    // A lease (30 s; the owner runs the room for 24 s after its last
+    // renewal) longer than NATS is away, however loaded the machine.
+    let mut cluster = Cluster::start_with_lease(30_000);
+    let mut a = Client::connect(cluster.addr(0), "/parties/main/steady?_pk=a");
+    let mut c = Client::connect(cluster.addr(2), "/parties/main/steady?_pk=c");
+    a.send_text("before");
+    assert_eq!(c.recv_text(), "before");
+    cluster.nats.restart();
+    // Once the nodes are back on NATS, a publish from the node without
+    // members reaches both again (what was sent while they were away may
+    // have been lost: at most once).
+    let deadline = std::time::Instant::now() + GUARD;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let response = publish(cluster.addr(1), "steady", "", &format!("after {attempt}"));
+        if response.status == 200 && response.text() == r#"{"delivered":2}"# {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never reached both again: {}", response.text());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    for client in [&mut a, &mut c] {
+        while client.recv_text() != format!("after {attempt}") {}
+    }
+    // The same room, the same members, in both directions.
+    a.send_text("again");
+    assert_eq!(c.recv_text(), "again");
+    c.send_text("back");
+    assert_eq!(a.recv_text(), "back");
+}
+
+#[test]
+fn sockets_in_a_room_whose_node_leaves_are_closed_to_reconnect_and_the_room_comes_back() {
+    let cluster = Cluster::start();
+    assert_eq!(get_placed(cluster.addr(0), "/parties/counter/orphan"), "orphan 1");
+    let owner = lease_holder(&cluster, &[0, 1, 2]);
+    let via = (owner + 1) % 3;
+    let mut client = Client::connect(cluster.addr(via), "/parties/counter/orphan?_pk=o");
+    cluster.nodes[owner].signal(libc::SIGKILL);
+    assert_eq!(client.expect_close(), (1012, "reconnect: the room's node left the cluster".to_owned()));
+    // Reconnecting places the room again, once the dead owner's lease ran
+    // out (until then the upgrade is answered 503, Retry-After).
+    let deadline = std::time::Instant::now() + GUARD;
+    let _again = loop {
+        let again = Client::try_connect(cluster.addr(via), "/parties/counter/orphan?_pk=o", "");
+        if again.response.status == 101 {
+            break again;
+        }
+        assert_eq!(again.response.status, 503, "{}", again.response.text());
+        assert_eq!(again.response.header("retry-after"), Some("1"));
+        assert!(std::time::Instant::now() < deadline, "the room never came back");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(get_placed(cluster.addr(via), "/parties/counter/orphan?members"), "1");
 }

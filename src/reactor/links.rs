@@ -17,8 +17,7 @@ use bytes::Bytes;
 use dormouse_tags::MemberKey;
 use std::sync::Arc;
 
-/// Set in the slot of a link's `ConnRef`; socket slots never reach it.
-pub(super) const LINK_BIT: u32 = 1 << 31;
+pub(super) use crate::core_msg::LINK_BIT;
 
 /// What a room's socket to another room went through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

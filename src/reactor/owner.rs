@@ -14,6 +14,9 @@ use smallvec::SmallVec;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+/// Why a socket the room does not know (in a cluster) is closed.
+const NOT_A_MEMBER: &str = "reconnect: the room no longer has this connection";
+
 impl State {
     /// A socket's upgrade to admit: the room is made or woken if need be,
     /// and its answer goes back once the event's writes commit.
@@ -49,6 +52,13 @@ impl State {
             self.counters.events_shed += 1;
             let reason = STORAGE_BEHIND.into();
             return self.send_to(usize::from(conn.core), CoreMsg::Close { conn, code: 1013, reason });
+        }
+        // In a cluster a socket can outlive its membership unheard: the
+        // close its room sent when it stopped (a lease lost) went over NATS,
+        // at most once. Its next message tells it to reconnect.
+        if self.routes.is_some() && !self.hosts.get(room).is_some_and(|host| host.is_current(conn, member)) {
+            let reason = NOT_A_MEMBER.into();
+            return self.send_to(usize::from(conn.core), CoreMsg::Close { conn, code: 1012, reason });
         }
         let message = match data {
             Payload::Text(text) => Message::Text(text.as_str()),

@@ -26,6 +26,9 @@ use std::sync::Arc;
 /// Why a member on a node that left the cluster left its room.
 const NODE_GONE: &str = "its node left the cluster";
 
+/// Why a socket whose room ran on a node that left is closed (1012).
+const ROOM_NODE_GONE: &str = "reconnect: the room's node left the cluster";
+
 /// A core's routes in a cluster.
 #[derive(Default)]
 pub(super) struct Routes {
@@ -137,7 +140,26 @@ impl State {
     /// this core's rooms as closed (1006).
     pub(super) fn on_node_gone(&mut self, cores: &[u16]) {
         let Some(routes) = self.routes.as_deref_mut() else { return };
-        routes.routes.retain(|_, to| !cores.contains(to));
+        let mut orphans = Vec::new();
+        routes.routes.retain(|room, to| {
+            let gone = cores.contains(to);
+            if gone {
+                orphans.push(room.clone());
+            }
+            !gone
+        });
+        // This core's sockets in rooms that ran there are members of
+        // nothing now: closed with 1012, they reconnect and the room is
+        // placed again.
+        for room in orphans {
+            let Some(&lr) = self.local_room_ids.get(&room) else { continue };
+            let slots: Vec<u32> =
+                self.local_rooms[lr as usize].index.slots(None).filter(|s| s & LINK_BIT == 0).collect();
+            for slot in slots {
+                let Some(gen) = self.conns.get(slot as usize).map(|c| c.gen) else { continue };
+                self.on_close(ConnRef { core: self.index, slot, gen }, 1012, ROOM_NODE_GONE);
+            }
+        }
         type Members = Vec<(ConnRef, u32)>;
         let gone: Vec<(Arc<RoomKey>, Members)> = self
             .hosts

@@ -10,30 +10,46 @@ pub const NATS_SERVER: &str = "/usr/sbin/nats-server";
 pub struct NatsServer {
     child: std::process::Child,
     pub url: String,
-    _store: tempfile::TempDir,
+    store: tempfile::TempDir,
 }
 
 impl NatsServer {
     pub fn start() -> NatsServer {
+        let store = tempfile::tempdir().unwrap();
+        let (child, url) = NatsServer::spawn(store.path(), "-1");
+        NatsServer { child, url, store }
+    }
+
+    /// Ends the server (SIGKILL) and starts it again on the same port and
+    /// store, as after a crash.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let port = self.url.rsplit(':').next().unwrap().to_owned();
+        let (child, url) = NatsServer::spawn(self.store.path(), &port);
+        assert_eq!(url, self.url);
+        self.child = child;
+    }
+
+    fn spawn(store: &std::path::Path, port: &str) -> (std::process::Child, String) {
         assert!(
             std::path::Path::new(NATS_SERVER).exists(),
             "these tests need Debian's nats-server at {NATS_SERVER} (apt-get install nats-server; .ci/run does)"
         );
-        let store = tempfile::tempdir().unwrap();
         let mut child = Command::new(NATS_SERVER)
-            .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
-            .arg(store.path())
+            .args(["-js", "-a", "127.0.0.1", "-p", port, "-sd"])
+            .arg(store)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("nats-server starts");
         let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
-        let (mut port, mut line) = (None, String::new());
+        let (mut bound, mut line) = (None, String::new());
         loop {
             line.clear();
             assert!(log.read_line(&mut line).unwrap() > 0, "nats-server ended while starting");
             if let Some((_, rest)) = line.split_once("Listening for client connections on ") {
-                port = rest.trim().rsplit(':').next().map(str::to_owned);
+                bound = rest.trim().rsplit(':').next().map(str::to_owned);
             }
             if line.contains("Server is ready") {
                 break;
@@ -41,8 +57,8 @@ impl NatsServer {
         }
         // Keep draining its log so that it never blocks on a full pipe.
         std::thread::spawn(move || std::io::copy(&mut log, &mut std::io::sink()));
-        let url = format!("nats://127.0.0.1:{}", port.expect("nats-server said its port"));
-        NatsServer { child, url, _store: store }
+        let url = format!("nats://127.0.0.1:{}", bound.expect("nats-server said its port"));
+        (child, url)
     }
 }
 

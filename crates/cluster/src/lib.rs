@@ -368,6 +368,9 @@ impl Node {
         let options = async_nats::ConnectOptions::new()
             .name(format!("dormouse {}", config.node_id))
             .request_timeout(Some(REQUEST_TIMEOUT))
+            // Back soon after NATS is: leases run out while a node is away
+            // (the client's default waits up to seconds between tries).
+            .reconnect_delay_callback(|attempts| Duration::from_millis((attempts as u64 * 100).min(1000)))
             .connection_timeout(REQUEST_TIMEOUT);
         // The first connection must come within the timeout (a server of
         // the list that answers); later losses are retried by the client for

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 /// Bound on every wait for what NATS does on its own clock.
 const GUARD: Duration = Duration::from_secs(20);
 
-// The server's tests start their nats-server the same way.
+// The server's tests start their nats-server the same way (some of it
+// only they use).
+#[allow(dead_code)]
 #[path = "../../../tests/common/nats.rs"]
 mod nats_server;
 use nats_server::NatsServer;

@@ -19,7 +19,8 @@ const LEASE: &str = "DORMOUSE_TEST_LEASE_MS";
 const TOKEN: &str = "cluster-publish-token-0123";
 
 /// Counts the requests it answers: one instance per room gives 1, 2, 3, ...
-/// whichever node each request came to (`?members`: its member count).
+/// whichever node each request came to (`?members`: its member count,
+/// `?node`: the node it runs on).
 struct Counter {
     requests: u64,
 }
@@ -31,6 +32,9 @@ impl Party for Counter {
 
     fn on_request(&mut self, request: &Request, room: &Room) -> Response {
         self.requests += 1;
+        if request.query().contains("node") {
+            return Response::text(200, std::env::var(NODE).unwrap_or_default());
+        }
         if request.query().contains("members") {
             return Response::text(200, room.connection_count().to_string());
         }
@@ -67,8 +71,9 @@ fn child_server() {
 /// A NATS server and three nodes on it.
 struct Cluster {
     nodes: Vec<ChildServer>,
-    _dirs: Vec<tempfile::TempDir>,
+    dirs: Vec<tempfile::TempDir>,
     nats: NatsServer,
+    lease_ms: u64,
 }
 
 impl Cluster {
@@ -79,30 +84,37 @@ impl Cluster {
 
     fn start_with_lease(lease_ms: u64) -> Cluster {
         let nats = NatsServer::start();
-        let mut nodes = Vec::new();
-        let mut dirs = Vec::new();
+        let mut cluster = Cluster { nodes: Vec::new(), dirs: Vec::new(), nats, lease_ms };
         for name in ["node-a", "node-b", "node-c"] {
-            let dir = tempfile::tempdir().unwrap();
-            let envs = [
-                (NODE, name.to_owned()),
-                (NATS, nats.url.clone()),
-                (DIR, dir.path().display().to_string()),
-                (LEASE, lease_ms.to_string()),
-            ];
-            nodes.push(ChildServer::start("child_server", &envs));
-            dirs.push(dir);
+            cluster.add(name);
         }
-        let cluster = Cluster { nodes, _dirs: dirs, nats };
-        // Every node sees all three before the test goes on (a publish
-        // goes to the nodes its node knows of).
-        for node in 0..3 {
+        cluster.all_see(3);
+        cluster
+    }
+
+    /// Starts another node.
+    fn add(&mut self, name: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        let envs = [
+            (NODE, name.to_owned()),
+            (NATS, self.nats.url.clone()),
+            (DIR, dir.path().display().to_string()),
+            (LEASE, self.lease_ms.to_string()),
+        ];
+        self.nodes.push(ChildServer::start("child_server", &envs));
+        self.dirs.push(dir);
+    }
+
+    /// Waits until every node sees `n` nodes (a publish goes to the nodes
+    /// its node knows of, a room to the preferred node of its view).
+    fn all_see(&self, n: u64) {
+        for node in 0..self.nodes.len() {
             let deadline = std::time::Instant::now() + GUARD;
-            while gauge(cluster.addr(node), "dormouse_cluster_nodes") != 3 {
-                assert!(std::time::Instant::now() < deadline, "node {node} never saw the other two");
+            while gauge(self.addr(node), "dormouse_cluster_nodes") != n {
+                assert!(std::time::Instant::now() < deadline, "node {node} never saw {n} nodes");
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
         }
-        cluster
     }
 
     fn addr(&self, node: usize) -> SocketAddr {
@@ -268,9 +280,9 @@ fn cluster_addr(nodes: &[ChildServer], node: usize, removed: usize) -> SocketAdd
     nodes[if node > removed { node - 1 } else { node }].addr
 }
 
-/// The leases the three nodes hold.
+/// The leases the nodes hold.
 fn leases(cluster: &Cluster) -> u64 {
-    (0..3).map(|n| gauge(cluster.addr(n), "dormouse_cluster_leases")).sum()
+    (0..cluster.nodes.len()).map(|n| gauge(cluster.addr(n), "dormouse_cluster_leases")).sum()
 }
 
 #[test]
@@ -372,4 +384,49 @@ fn sockets_in_a_room_whose_node_leaves_are_closed_to_reconnect_and_the_room_come
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     assert_eq!(get_placed(cluster.addr(via), "/parties/counter/orphan?members"), "1");
+}
+
+#[test]
+fn a_node_that_shuts_down_gives_its_leases_back_at_once() {
+    // A minute's lease: without the release the room would wait 48 s for
+    // it to run out, past GUARD.
+    let cluster = Cluster::start_with_lease(60_000);
+    assert_eq!(get_placed(cluster.addr(0), "/parties/counter/handover"), "handover 1");
+    let owner = lease_holder(&cluster, &[0, 1, 2]);
+    let other = (owner + 1) % 3;
+    let mut nodes = cluster.nodes;
+    assert!(nodes.remove(owner).terminate().success());
+    let addr = nodes[if other > owner { other - 1 } else { other }].addr;
+    // A new instance on a node still up (the counter is memory, not storage).
+    assert_eq!(get_placed(addr, "/parties/counter/handover"), "handover 1");
+}
+
+#[test]
+fn a_node_joining_takes_about_a_quarter_of_the_rooms_placed_afresh_and_only_those_move() {
+    let mut cluster = Cluster::start();
+    const ROOMS: usize = 200;
+    let place = |cluster: &Cluster, i: usize| get_placed(cluster.addr(0), &format!("/parties/brief/r{i}?node"));
+    let preferred = |nodes: &[&str], i: usize| {
+        let nodes: Vec<String> = nodes.iter().map(|n| n.to_string()).collect();
+        dormouse_cluster::rendezvous(&nodes, &dormouse_cluster::room_key("brief", &format!("r{i}"))).unwrap().to_owned()
+    };
+    let three = ["node-a", "node-b", "node-c"];
+    let before: Vec<String> = (0..ROOMS).map(|i| place(&cluster, i)).collect();
+    // Each room runs on its preferred node, whichever node it was asked of.
+    assert!((0..ROOMS).all(|i| before[i] == preferred(&three, i)), "{before:?}");
+    // Idle, the rooms leave memory and give their leases back.
+    let deadline = std::time::Instant::now() + GUARD;
+    while leases(&cluster) != 0 {
+        assert!(std::time::Instant::now() < deadline, "the idle rooms kept their leases");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    cluster.add("node-d");
+    cluster.all_see(4);
+    let four = ["node-a", "node-b", "node-c", "node-d"];
+    let after: Vec<String> = (0..ROOMS).map(|i| place(&cluster, i)).collect();
+    // Placed afresh, each goes to its preferred node of four: those d wins
+    // (about a quarter) move there, the others stay.
+    assert!((0..ROOMS).all(|i| after[i] == preferred(&four, i)), "{after:?}");
+    let moved = (0..ROOMS).filter(|&i| before[i] != after[i]).count();
+    assert!((25..=80).contains(&moved), "about a quarter moved: {moved} of {ROOMS}");
 }

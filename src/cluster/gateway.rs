@@ -31,6 +31,9 @@ pub(crate) struct CoreLink {
 /// with those it has (a node gone meanwhile never answers).
 const PUBLISH_WAIT: Duration = Duration::from_secs(3);
 
+/// How long a stopping node waits for NATS to take its leases back.
+const RELEASE_WAIT: Duration = Duration::from_secs(3);
+
 /// Messages the gateway takes from the cores at most before it passes on
 /// what they made (so a flood cannot hold the other side).
 const CORE_BATCHES_PER_ROUND: usize = 64;
@@ -194,7 +197,7 @@ impl State {
                 },
                 Ok(op) if op.index() == stop => {
                     let _ = op.recv(stopped);
-                    return;
+                    return self.release_all(inbox);
                 }
                 Ok(op) => match op.recv(from_cores) {
                     Ok(msg) => {
@@ -208,7 +211,7 @@ impl State {
                         }
                     }
                     // The server stopped: leave the cluster.
-                    Err(_) => return,
+                    Err(_) => return self.release_all(inbox),
                 },
                 Err(_) => {}
             }
@@ -263,6 +266,7 @@ impl State {
                 if let Some(lease) = self.held.remove(&room) {
                     let _ = self.cluster.release(&room.party, &room.id, lease.revision, |_| {});
                     self.unroute(&room);
+                    self.unroute_elsewhere(&room);
                 }
             }
         }
@@ -412,6 +416,38 @@ impl State {
         }
     }
 
+    /// The cores have stopped (the server shuts down): every lease held
+    /// goes back, so the rooms can run elsewhere at once rather than after
+    /// their leases run out. Waits for NATS's answers, `RELEASE_WAIT` at most.
+    fn release_all(&mut self, inbox: &Receiver<Event>) {
+        let deadline = Instant::now() + RELEASE_WAIT;
+        let mut held: Vec<(Arc<RoomKey>, Lease)> = self.held.drain().collect();
+        let mut waiting = 0usize;
+        while !held.is_empty() || waiting > 0 {
+            if let Some((room, lease)) = held.last() {
+                let events = self.events.clone();
+                let key = room.clone();
+                let sent = self.cluster.release(&room.party, &room.id, lease.revision, move |_| {
+                    let _ = events.send(Event::Released { room: key });
+                });
+                if sent.is_ok() {
+                    held.pop();
+                    waiting += 1;
+                    continue;
+                }
+            }
+            // The queue is full (or all are sent): wait for an answer.
+            match inbox.recv_deadline(deadline) {
+                Ok(Event::Released { .. }) => waiting -= 1,
+                Ok(_) => {}
+                Err(_) => {
+                    let left = held.len() + waiting;
+                    return tracing::warn!(left, "leases not given back in time; they run out by themselves");
+                }
+            }
+        }
+    }
+
     /// Tells the cores of nodes that left the view (their virtual cores).
     fn watch_nodes(&mut self) {
         let view = self.view.read().unwrap_or_else(|e| e.into_inner()).clone();
@@ -481,6 +517,20 @@ impl State {
         self.held.remove(room);
         self.tell_lease(room, None);
         self.unroute(room);
+        self.unroute_elsewhere(room);
+    }
+
+    /// Tells the other nodes this one no longer runs `room`, so that their
+    /// routes to it go and the room's next event places it afresh.
+    fn unroute_elsewhere(&mut self, room: &Arc<RoomKey>) {
+        let others: Vec<Arc<str>> = {
+            let view = self.view.read().unwrap_or_else(|e| e.into_inner());
+            view.iter().filter(|n| **n != *self.me).map(|n| Arc::from(n.as_str())).collect()
+        };
+        for node in others {
+            let item = Item::Unroute { room: Room { party: room.party.to_string(), id: room.id.to_string() } };
+            self.batch_for(&node).items.push(item);
+        }
     }
 
     fn unroute(&mut self, room: &Arc<RoomKey>) {
@@ -852,6 +902,7 @@ impl State {
                     self.count(conn.slot, delivered);
                 }
             }
+            Item::Unroute { room } => self.unroute(&key(room)),
             Item::Broadcast { room, frame, deflated, tag, without, reply, cores } => {
                 let mut skip = SmallVec::new();
                 for conn in without {

@@ -123,6 +123,10 @@ pub(crate) enum Item {
         conn: Conn,
         delivered: u64,
     },
+    /// The sender no longer runs `room`: the receiver's routes to it go.
+    Unroute {
+        room: Room,
+    },
     /// One broadcast for the receiver's members of `room`: on its cores
     /// `cores`, or all of them when empty (a publish, whose count goes
     /// back to `reply`).

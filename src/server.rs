@@ -112,7 +112,7 @@ impl Server {
             disable_huge_pages();
         }
         let cores = self.config.core_count();
-        let limits = self.config.limits.clone();
+        let mut limits = self.config.limits.clone();
         let data_dir_lock = lock_data_dir(&self.config.data_dir)?;
         probe_free(self.config.listen)?;
         let mut listeners = Vec::with_capacity(cores);
@@ -228,6 +228,7 @@ impl Server {
                 };
                 let gateway =
                     crate::cluster::start(section, link, from_cores).map_err(|e| StartError::Cluster(e.to_string()))?;
+                fit_nats(&mut limits, gateway.max_item_bytes());
                 (Some(gateway), Some(crate::cluster::GatewayLink { to_gateway, stats }))
             }
         };
@@ -313,6 +314,23 @@ impl Server {
         tracing::info!(%addr, cores, backend, "dormouse listening");
         Ok(handle)
     }
+}
+
+/// In a cluster a WebSocket message or a request body may have to cross
+/// nodes in one NATS message: the limits that would let in one too big for
+/// NATS's `max_payload` (1 MB by default, less the gateway's slack) come
+/// down to fit, said once at start, so such input is refused where it
+/// arrives (1009, 413) rather than lost between nodes.
+fn fit_nats(limits: &mut crate::config::Limits, item_bytes: usize) {
+    let lower = |name: &str, limit: &mut usize, fits: usize| {
+        if *limit > fits {
+            tracing::warn!(limit = name, configured = *limit, now = fits, "cluster: lowered to fit NATS's max_payload");
+            *limit = fits;
+        }
+    };
+    lower("limits.max_message_bytes", &mut limits.max_message_bytes, item_bytes.saturating_sub(4096));
+    let body = item_bytes.saturating_sub(limits.max_head_bytes + 4096);
+    lower("limits.max_body_bytes", &mut limits.max_body_bytes, body);
 }
 
 /// Sets up one core with backend `B`, reports whether that worked, and runs it.

@@ -430,3 +430,19 @@ fn a_node_joining_takes_about_a_quarter_of_the_rooms_placed_afresh_and_only_thos
     let moved = (0..ROOMS).filter(|&i| before[i] != after[i]).count();
     assert!((25..=80).contains(&moved), "about a quarter moved: {moved} of {ROOMS}");
 }
+
+#[test]
+fn messages_as_large_as_nats_carries_cross_nodes_and_larger_ones_are_refused_where_they_arrive() {
+    let cluster = Cluster::start();
+    let mut a = Client::connect(cluster.addr(0), "/parties/main/large?_pk=a");
+    let mut c = Client::connect(cluster.addr(2), "/parties/main/large?_pk=c");
+    // NATS's default max_payload is 1 MB: the nodes lowered their message
+    // limit from 1 MiB to fit it (less 68 KiB of slack).
+    let near = "x".repeat(970_000);
+    a.send_text(&near);
+    assert_eq!(c.recv_text().len(), near.len());
+    c.send_text("small");
+    assert_eq!(a.recv_text(), "small");
+    a.send_text(&"y".repeat(1_000_000));
+    assert_eq!(a.expect_close().0, 1009);
+}

@@ -31,6 +31,10 @@ pub(crate) struct CoreLink {
 /// with those it has (a node gone meanwhile never answers).
 const PUBLISH_WAIT: Duration = Duration::from_secs(3);
 
+/// Bytes of a NATS message kept for a batch's own fields and an item's
+/// framing around its payload.
+pub(crate) const BATCH_SLACK: usize = 64 << 10;
+
 /// How long a stopping node waits for NATS to take its leases back.
 const RELEASE_WAIT: Duration = Duration::from_secs(3);
 
@@ -92,6 +96,15 @@ struct Outgoing {
 pub(crate) struct Gateway {
     stop: Option<Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    max_payload: usize,
+}
+
+impl Gateway {
+    /// The largest message NATS carries between nodes; a WebSocket
+    /// message or request body must fit in it with `BATCH_SLACK` to spare.
+    pub fn max_item_bytes(&self) -> usize {
+        self.max_payload.saturating_sub(BATCH_SLACK)
+    }
 }
 
 impl Drop for Gateway {
@@ -127,6 +140,7 @@ pub(crate) fn start(
         let _ = nats.send(Event::Nats(payload));
     })?;
     let view = cluster.view();
+    let max_payload = cluster.max_payload();
     let cores_n = cores.senders.len();
     let mut state = State {
         me: cluster.node_id().into(),
@@ -142,6 +156,7 @@ pub(crate) fn start(
         unsent: VecDeque::new(),
         events,
         last_view: Vec::new(),
+        budget: max_payload.saturating_sub(BATCH_SLACK).max(BATCH_SLACK),
         renew_every: lease / 3,
         next_renewal: Instant::now() + lease / 3,
     };
@@ -150,7 +165,7 @@ pub(crate) fn start(
         .name("dormouse-gateway".into())
         .spawn(move || state.run(&inbox, &from_cores, &stopped))
         .map_err(ClusterError::Thread)?;
-    Ok(Gateway { stop: Some(stop), thread: Some(thread) })
+    Ok(Gateway { stop: Some(stop), thread: Some(thread), max_payload })
 }
 
 struct State {
@@ -174,6 +189,8 @@ struct State {
     last_view: Vec<String>,
     renew_every: Duration,
     next_renewal: Instant,
+    /// What one NATS message may carry, less room for a batch's own fields.
+    budget: usize,
 }
 
 impl State {
@@ -754,7 +771,32 @@ impl State {
             }
             _ => return tracing::warn!("a core message that stays on its node was addressed to another; dropped"),
         };
+        if item.weight() > self.budget {
+            return self.oversized(node, item);
+        }
         self.batch_for(node).items.push(item);
+    }
+
+    /// An item too big for one NATS message (past what the node's limits
+    /// let in, e.g. a room's large response or `send`): answered with an
+    /// error where someone waits, else dropped and logged, never sent in
+    /// part.
+    fn oversized(&mut self, node: &Arc<str>, item: Item) {
+        let weight = item.weight();
+        tracing::error!(weight, budget = self.budget, %node, "a message too large for NATS was not sent to a node");
+        let too_large = |status: u16| {
+            let text = format!("the message ({weight} B) is too large to cross nodes (NATS max_payload)");
+            wire::Http::of(&crate::http::Response::text(status, text))
+        };
+        let answer = match item {
+            Item::RoomResponse { room, id, .. } => Item::RoomResponse { room, id, response: too_large(502) },
+            Item::Respond { conn, .. } => Item::Respond { conn, response: too_large(502) },
+            Item::Send { conn, .. } => {
+                Item::Close { conn, code: 1009, reason: "a message from the room was too large to deliver".into() }
+            }
+            _ => return,
+        };
+        self.batch_for(node).items.push(answer);
     }
 
     /// A broadcast for `core` of `node` (or, none, all its cores: a
@@ -785,7 +827,18 @@ impl State {
         let (frame, deflated, tag) = wire::broadcast_parts(b);
         let room = Room { party: b.room.party.to_string(), id: b.room.id.to_string() };
         let cores = core.into_iter().collect();
-        let item = Item::Broadcast { room, frame, deflated, tag, without, reply, cores };
+        let mut item = Item::Broadcast { room, frame, deflated, tag, without, reply, cores };
+        if item.weight() > self.budget {
+            // The plain frame alone, if that fits: deflate members read
+            // uncompressed messages too.
+            if let Item::Broadcast { deflated, .. } = &mut item {
+                *deflated = None;
+            }
+            if item.weight() > self.budget {
+                let weight = item.weight();
+                return tracing::error!(weight, %node, "a broadcast too large for NATS was not sent to a node");
+            }
+        }
         let out = self.outgoing(node);
         out.last_broadcast = Some((b.clone(), out.batch.items.len()));
         out.batch.items.push(item);
@@ -800,12 +853,25 @@ impl State {
             }
         }
         for Outgoing { node, batch, .. } in std::mem::take(&mut self.out) {
-            if batch.items.is_empty() {
-                continue;
+            // In NATS messages of at most the budget each, in order (an
+            // item is never over it: `encode` saw to that).
+            let Batch { from, names, items } = batch;
+            let mut chunks = vec![Vec::new()];
+            let mut weight = 0;
+            for item in items {
+                let w = item.weight();
+                if weight + w > self.budget && !chunks.last().is_some_and(Vec::is_empty) {
+                    chunks.push(Vec::new());
+                    weight = 0;
+                }
+                weight += w;
+                chunks.last_mut().expect("one at least").push(item);
             }
-            let payload = wire::encode(&batch);
-            if !self.unsent.is_empty() || self.cluster.send(&node, payload.clone()).is_err() {
-                self.unsent.push_back((node, payload));
+            for items in chunks.into_iter().filter(|c| !c.is_empty()) {
+                let payload = wire::encode(&Batch { from: from.clone(), names: names.clone(), items });
+                if !self.unsent.is_empty() || self.cluster.send(&node, payload.clone()).is_err() {
+                    self.unsent.push_back((node.clone(), payload));
+                }
             }
         }
     }

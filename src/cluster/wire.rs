@@ -141,6 +141,29 @@ pub(crate) enum Item {
     },
 }
 
+impl Item {
+    /// About how many bytes the item takes encoded: its payloads, and a
+    /// bound on the rest (names, headers up to their count's share).
+    pub fn weight(&self) -> usize {
+        let head = |h: &Head| h.target.len() + h.headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum::<usize>();
+        256 + match self {
+            Item::Connect { id, uri, head: h, .. } => id.len() + uri.len() + head(h),
+            Item::Message { data, .. } => data.len(),
+            Item::Closed { reason, error, .. } => reason.len() + error.as_ref().map_or(0, String::len),
+            Item::Request { head: h, body, .. } | Item::RoomRequest { head: h, body, .. } => head(h) + body.len(),
+            Item::RoomResponse { response, .. } | Item::Respond { response, .. } => {
+                response.body.len() + response.headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum::<usize>()
+            }
+            Item::Accepted { tags, .. } => tags.iter().map(|t| t.len() + 2).sum(),
+            Item::Send { frame, .. } => frame.len(),
+            Item::Broadcast { frame, deflated, without, .. } => {
+                frame.len() + deflated.as_ref().map_or(0, Vec::len) + 16 * without.len()
+            }
+            Item::Refused { .. } | Item::Close { .. } | Item::Published { .. } | Item::Unroute { .. } => 0,
+        }
+    }
+}
+
 pub(crate) fn encode(batch: &Batch) -> bytes::Bytes {
     postcard::to_stdvec(batch).expect("a batch always encodes").into()
 }

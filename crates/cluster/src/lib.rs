@@ -120,6 +120,8 @@ pub struct Busy;
 /// This node's membership of the cluster, and its lease operations.
 pub struct Cluster {
     node_id: Arc<str>,
+    /// The largest message the NATS server takes (its `max_payload`).
+    max_payload: usize,
     commands: tokio::sync::mpsc::Sender<Command>,
     nodes: Arc<RwLock<Vec<String>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -192,7 +194,7 @@ impl Cluster {
         let nodes = Arc::new(RwLock::new(Vec::new()));
         let (commands, inbox) = tokio::sync::mpsc::channel(COMMAND_QUEUE);
         let (stop, stopped) = tokio::sync::oneshot::channel();
-        let (ready, started) = std::sync::mpsc::channel();
+        let (ready, started) = std::sync::mpsc::channel::<Result<usize, ClusterError>>();
         let view = nodes.clone();
         let thread = std::thread::Builder::new().name("dormouse-nats".into()).spawn(move || {
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -205,7 +207,7 @@ impl Cluster {
             runtime.block_on(async move {
                 let node = match Node::connect(config, view).await {
                     Ok(node) => {
-                        let _ = ready.send(Ok(()));
+                        let _ = ready.send(Ok(node.client.server_info().max_payload));
                         node
                     }
                     Err(e) => {
@@ -217,7 +219,9 @@ impl Cluster {
             });
         })?;
         match started.recv() {
-            Ok(Ok(())) => Ok(Cluster { node_id, commands, nodes, stop: Some(stop), thread: Some(thread) }),
+            Ok(Ok(max_payload)) => {
+                Ok(Cluster { node_id, max_payload, commands, nodes, stop: Some(stop), thread: Some(thread) })
+            }
             Ok(Err(e)) => {
                 let _ = thread.join();
                 Err(e)
@@ -228,6 +232,12 @@ impl Cluster {
 
     pub fn node_id(&self) -> &str {
         &self.node_id
+    }
+
+    /// The largest message the NATS server takes (`max_payload`, 1 MB by
+    /// default): what [`Cluster::send`] can carry at most.
+    pub fn max_payload(&self) -> usize {
+        self.max_payload
     }
 
     /// The live nodes as last read (this one among them), sorted.

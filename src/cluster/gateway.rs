@@ -42,6 +42,10 @@ const RELEASE_WAIT: Duration = Duration::from_secs(3);
 /// what they made (so a flood cannot hold the other side).
 const CORE_BATCHES_PER_ROUND: usize = 64;
 
+/// What the gateway takes from the NATS thread at most per round, so the
+/// cores' side is served while other nodes flood this one.
+const NATS_EVENTS_PER_ROUND: usize = 1024;
+
 /// What reaches the gateway from the NATS thread.
 enum Event {
     Nats(Bytes),
@@ -232,8 +236,11 @@ impl State {
                 },
                 Err(_) => {}
             }
-            while let Ok(event) = inbox.try_recv() {
-                self.on_event(event);
+            for _ in 0..NATS_EVENTS_PER_ROUND {
+                match inbox.try_recv() {
+                    Ok(event) => self.on_event(event),
+                    Err(_) => break,
+                }
             }
             let now = Instant::now();
             if now >= self.next_renewal {
@@ -591,7 +598,7 @@ impl State {
 
     fn count(&mut self, token: u32, delivered: u64) {
         let Some(tally) = self.tallies.get_mut(&token) else { return };
-        tally.remaining -= 1;
+        tally.remaining = tally.remaining.saturating_sub(1);
         tally.delivered += delivered;
         if tally.remaining == 0 {
             let tally = self.tallies.remove(&token).expect("present");

@@ -12,7 +12,8 @@ pub(super) struct Peers {
     /// This node's cores: virtual numbers start there.
     base: u16,
     entries: Vec<(Arc<str>, u16)>,
-    numbers: HashMap<(Arc<str>, u16), u16>,
+    /// Each node's (core, number) pairs: looked up by `&str`, no allocation.
+    numbers: HashMap<Arc<str>, Vec<(u16, u16)>>,
 }
 
 impl Peers {
@@ -22,7 +23,7 @@ impl Peers {
 
     /// The virtual core of `core` of `node`; none once the table is full.
     pub fn number(&mut self, node: &str, core: u16) -> Option<u16> {
-        if let Some(&n) = self.numbers.get(&(Arc::<str>::from(node), core)) {
+        if let Some(&(_, n)) = self.numbers.get(node).and_then(|pairs| pairs.iter().find(|(c, _)| *c == core)) {
             return Some(n);
         }
         if self.entries.len() >= MAX_PEERS {
@@ -31,14 +32,13 @@ impl Peers {
         let node: Arc<str> = node.into();
         let n = self.base + self.entries.len() as u16;
         self.entries.push((node.clone(), core));
-        self.numbers.insert((node, core), n);
+        self.numbers.entry(node).or_default().push((core, n));
         Some(n)
     }
 
     /// The virtual cores of `node`.
     pub fn of(&self, node: &str) -> Vec<u16> {
-        let at = self.entries.iter().enumerate().filter(|(_, (n, _))| **n == *node);
-        at.map(|(i, _)| self.base + i as u16).collect()
+        self.numbers.get(node).map_or_else(Vec::new, |pairs| pairs.iter().map(|&(_, n)| n).collect())
     }
 
     /// The node and core a virtual core stands for.
@@ -63,5 +63,8 @@ mod tests {
         assert_eq!(peers.get(b0).map(|(n, c)| (n.to_string(), c)), Some(("b".into(), 0)));
         assert!(peers.get(1).is_none(), "a real core is no peer");
         assert!(peers.get(99).is_none());
+        let a1 = peers.number("a", 1).unwrap();
+        assert_eq!(peers.of("a"), vec![a0, a1]);
+        assert!(peers.of("z").is_empty());
     }
 }

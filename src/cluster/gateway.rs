@@ -289,6 +289,9 @@ impl State {
             FromCore::Lapsed(room) => {
                 if let Some(lease) = self.held.remove(&room) {
                     let _ = self.cluster.release(&room.party, &room.id, lease.revision, |_| {});
+                    // After a renewal's word the owner core may not have
+                    // read yet: it must not take that for a lease held.
+                    self.tell_lease(&room, None);
                     self.unroute(&room);
                     self.unroute_elsewhere(&room);
                 }

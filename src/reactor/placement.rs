@@ -45,6 +45,16 @@ pub(super) struct Routes {
     awaiting: Vec<(ConnRef, u16)>,
 }
 
+impl Routes {
+    /// Whether this core's lease on `room` holds now. The clock now, not
+    /// the turn's: a process paused mid-turn (SIGSTOP, a VM stall) must not
+    /// run the room on an old reading.
+    fn lease_holds(&self, room: &RoomKey, epoch: std::time::Instant) -> bool {
+        let now_ms = epoch.elapsed().as_millis() as u64;
+        self.leases.get(room).is_some_and(|&until| now_ms < until)
+    }
+}
+
 impl State {
     /// Sends the message made for `room` to the core that owns it.
     pub(super) fn send_to_owner(&mut self, room: Arc<RoomKey>, msg: impl FnOnce(Arc<RoomKey>) -> CoreMsg) {
@@ -210,10 +220,7 @@ impl State {
     pub(super) fn refuse_unleased(&mut self, msg: CoreMsg) -> Option<CoreMsg> {
         let Some(routes) = self.routes.as_deref_mut() else { return Some(msg) };
         let Some(room) = msg.owner_room() else { return Some(msg) };
-        // The clock now, not the turn's: a process paused mid-turn (SIGSTOP,
-        // a VM stall) must not run the room on an old reading.
-        let now_ms = self.epoch.elapsed().as_millis() as u64;
-        if routes.leases.get(room).is_some_and(|&until| now_ms < until) {
+        if routes.lease_holds(room, self.epoch) {
             return Some(msg);
         }
         let room = room.clone();
@@ -233,8 +240,7 @@ impl State {
     /// unless another node holds it.
     pub(super) fn may_run(&mut self, room: &Arc<RoomKey>) -> bool {
         let Some(routes) = self.routes.as_deref_mut() else { return true };
-        let now_ms = self.epoch.elapsed().as_millis() as u64;
-        if routes.leases.get(room).is_some_and(|&until| now_ms < until) {
+        if routes.lease_holds(room, self.epoch) {
             return true;
         }
         self.gateway_out.push_back(FromCore::Resolve { room: room.clone(), core: self.index, take: true });

@@ -212,25 +212,41 @@ pub(crate) fn render(stats: &[CoreStats]) -> String {
     out
 }
 
-/// The node's figures in a cluster (gauges, unlabelled).
-pub(crate) fn render_cluster(out: &mut String, nodes: u64, leases: u64) {
+/// A cluster node's figures (read from the gateway's stats).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClusterFigures {
+    pub nodes: u64,
+    pub leases: u64,
+    /// Lease renewals sent.
+    pub renewals: u64,
+    /// Leases given back, as NATS confirmed.
+    pub released: u64,
+}
+
+/// The node's figures in a cluster (unlabelled).
+pub(crate) fn render_cluster(out: &mut String, figures: &ClusterFigures) {
+    let ClusterFigures { nodes, leases, renewals, released } = figures;
     let _ = writeln!(
         out,
         "# HELP dormouse_cluster_nodes Live nodes of the cluster as this node last read them (itself included).\n\
          # TYPE dormouse_cluster_nodes gauge\ndormouse_cluster_nodes {nodes}\n\
          # HELP dormouse_cluster_leases Room leases this node holds.\n\
-         # TYPE dormouse_cluster_leases gauge\ndormouse_cluster_leases {leases}"
+         # TYPE dormouse_cluster_leases gauge\ndormouse_cluster_leases {leases}\n\
+         # HELP dormouse_cluster_lease_renewals_total Lease renewals this node sent.\n\
+         # TYPE dormouse_cluster_lease_renewals_total counter\ndormouse_cluster_lease_renewals_total {renewals}\n\
+         # HELP dormouse_cluster_leases_released_total Leases this node gave back (confirmed by NATS).\n\
+         # TYPE dormouse_cluster_leases_released_total counter\ndormouse_cluster_leases_released_total {released}"
     );
 }
 
 /// Answers a request to the metrics path; `cluster`: the live nodes and
 /// the leases held, in a cluster.
-pub(crate) fn respond(request: &Request, stats: &[CoreStats], cluster: Option<(u64, u64)>) -> Response {
+pub(crate) fn respond(request: &Request, stats: &[CoreStats], cluster: Option<ClusterFigures>) -> Response {
     match request.method() {
         "GET" | "HEAD" => {
             let mut body = render(stats);
-            if let Some((nodes, leases)) = cluster {
-                render_cluster(&mut body, nodes, leases);
+            if let Some(figures) = &cluster {
+                render_cluster(&mut body, figures);
             }
             Response::new(200).with_header("content-type", "text/plain; version=0.0.4; charset=utf-8").with_body(body)
         }

@@ -16,6 +16,7 @@ const NODE: &str = "DORMOUSE_TEST_NODE";
 const NATS: &str = "DORMOUSE_TEST_NATS";
 const DIR: &str = "DORMOUSE_TEST_DIR";
 const LEASE: &str = "DORMOUSE_TEST_LEASE_MS";
+const HEARTBEAT: &str = "DORMOUSE_TEST_HEARTBEAT_MS";
 const TOKEN: &str = "cluster-publish-token-0123";
 
 /// Counts the requests it answers: one instance per room gives 1, 2, 3, ...
@@ -47,6 +48,7 @@ impl Party for Counter {
 fn child_server() {
     let (Ok(node), Ok(nats), Ok(dir)) = (std::env::var(NODE), std::env::var(NATS), std::env::var(DIR)) else { return };
     let lease_ms = std::env::var(LEASE).unwrap_or_else(|_| "4000".into());
+    let heartbeat_ms = std::env::var(HEARTBEAT).unwrap_or_else(|_| "500".into());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
@@ -54,7 +56,7 @@ fn child_server() {
     let toml = format!(
         "listen = \"127.0.0.1:0\"\ncores = 2\ndata_dir = '{dir}'\npublish_token = \"{TOKEN}\"\n\
          [parties.main]\nkind = \"relay\"\n[parties.brief]\nidle_drop_ms = 100\n\
-         [cluster]\nnats = [\"{nats}\"]\nnode_id = \"{node}\"\nlease_ms = {lease_ms}\nheartbeat_ms = 500\n"
+         [cluster]\nnats = [\"{nats}\"]\nnode_id = \"{node}\"\nlease_ms = {lease_ms}\nheartbeat_ms = {heartbeat_ms}\n"
     );
     let server = dormouse::Server::new(dormouse::Config::from_toml(&toml).unwrap())
         .party::<Counter>("counter")
@@ -74,6 +76,7 @@ struct Cluster {
     dirs: Vec<tempfile::TempDir>,
     nats: NatsServer,
     lease_ms: u64,
+    heartbeat_ms: u64,
 }
 
 impl Cluster {
@@ -83,8 +86,12 @@ impl Cluster {
     }
 
     fn start_with_lease(lease_ms: u64) -> Cluster {
+        Cluster::start_with_times(lease_ms, 500)
+    }
+
+    fn start_with_times(lease_ms: u64, heartbeat_ms: u64) -> Cluster {
         let nats = NatsServer::start();
-        let mut cluster = Cluster { nodes: Vec::new(), dirs: Vec::new(), nats, lease_ms };
+        let mut cluster = Cluster { nodes: Vec::new(), dirs: Vec::new(), nats, lease_ms, heartbeat_ms };
         for name in ["node-a", "node-b", "node-c"] {
             cluster.add(name);
         }
@@ -100,6 +107,7 @@ impl Cluster {
             (NATS, self.nats.url.clone()),
             (DIR, dir.path().display().to_string()),
             (LEASE, self.lease_ms.to_string()),
+            (HEARTBEAT, self.heartbeat_ms.to_string()),
         ];
         self.nodes.push(ChildServer::start("child_server", &envs));
         self.dirs.push(dir);
@@ -429,6 +437,54 @@ fn a_node_joining_takes_about_a_quarter_of_the_rooms_placed_afresh_and_only_thos
     assert!((0..ROOMS).all(|i| after[i] == preferred(&four, i)), "{after:?}");
     let moved = (0..ROOMS).filter(|&i| before[i] != after[i]).count();
     assert!((25..=80).contains(&moved), "about a quarter moved: {moved} of {ROOMS}");
+}
+
+#[test]
+fn a_lease_renewed_while_its_room_gives_it_back_is_given_back_too() {
+    // Heartbeats of 1 s (a node is gone after 3 s without one), leases of
+    // 3.1 s renewed about every second: NATS can pause for a renewal round.
+    let cluster = Cluster::start_with_times(3100, 1000);
+    const ROOMS: usize = 12;
+    // Each member on its room's node, so that its leaving needs no NATS.
+    let three: Vec<String> = ["node-a", "node-b", "node-c"].map(String::from).to_vec();
+    let members: Vec<Client> = (0..ROOMS)
+        .map(|i| {
+            let room = format!("held{i}");
+            let owner = dormouse_cluster::rendezvous(&three, &dormouse_cluster::room_key("brief", &room)).unwrap();
+            let node = three.iter().position(|n| n == owner).unwrap();
+            Client::connect(cluster.addr(node), &format!("/parties/brief/{room}?_pk=m{i}"))
+        })
+        .collect();
+    let per_node = |name: &str| -> Vec<u64> { (0..3).map(|n| gauge(cluster.addr(n), name)).collect() };
+    let until = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + GUARD;
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    };
+    until("the rooms were never all placed", &|| leases(&cluster) == ROOMS as u64);
+    let held = per_node("dormouse_cluster_leases");
+    let renewed = per_node("dormouse_cluster_lease_renewals_total");
+    // NATS stops answering; each node sends a renewal round that waits.
+    cluster.nats.signal(libc::SIGSTOP);
+    until("no renewal round while NATS was paused", &|| {
+        let now = per_node("dormouse_cluster_lease_renewals_total");
+        (0..3).all(|n| now[n] >= renewed[n] + held[n])
+    });
+    // The members leave; each room leaves memory and gives its lease back
+    // at the revision it holds, which the renewal ahead of it replaces.
+    drop(members);
+    until("the idle rooms kept their leases", &|| leases(&cluster) == 0);
+    cluster.nats.signal(libc::SIGCONT);
+    // The renewed leases go back too: none is left naming its old node
+    // (which would draw the room there until it ran out).
+    let deadline = std::time::Instant::now() + GUARD;
+    while per_node("dormouse_cluster_leases_released_total").iter().sum::<u64>() != ROOMS as u64 {
+        let released = per_node("dormouse_cluster_leases_released_total");
+        assert!(std::time::Instant::now() < deadline, "renewed leases were left behind: {released:?} given back");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 #[test]

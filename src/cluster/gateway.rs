@@ -11,7 +11,7 @@ use crate::party::ConnRef;
 use crate::room_key::{Placement, RoomKey, RoomMap};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
-use dormouse_cluster::{Cluster, ClusterConfig, ClusterError, Lease, LeaseOutcome, Owner};
+use dormouse_cluster::{Busy, Cluster, ClusterConfig, ClusterError, Lease, LeaseOutcome, Owner};
 use smallvec::SmallVec;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
@@ -288,7 +288,7 @@ impl State {
             FromCore::Publish(broadcast) => self.publish(broadcast),
             FromCore::Lapsed(room) => {
                 if let Some(lease) = self.held.remove(&room) {
-                    let _ = self.cluster.release(&room.party, &room.id, lease.revision, |_| {});
+                    let _ = self.release(&room, lease.revision, None);
                     // After a renewal's word the owner core may not have
                     // read yet: it must not take that for a lease held.
                     self.tell_lease(&room, None);
@@ -329,11 +329,7 @@ impl State {
             Err(error) => self.placed(&room, Placed::Nowhere(error)),
             Ok(Some(owner)) if *owner.node == *self.me => {
                 // An earlier run of this node held it: give it up, then take it.
-                let events = self.events.clone();
-                let key = room.clone();
-                let sent = self.cluster.release(&room.party, &room.id, owner.revision, move |_| {
-                    let _ = events.send(Event::Released { room: key });
-                });
+                let sent = self.release(&room, owner.revision, Some(Event::Released { room: room.clone() }));
                 if sent.is_err() {
                     self.placed(&room, Placed::Nowhere("the cluster's queue is full".into()));
                 }
@@ -452,11 +448,7 @@ impl State {
         let mut waiting = 0usize;
         while !held.is_empty() || waiting > 0 {
             if let Some((room, lease)) = held.last() {
-                let events = self.events.clone();
-                let key = room.clone();
-                let sent = self.cluster.release(&room.party, &room.id, lease.revision, move |_| {
-                    let _ = events.send(Event::Released { room: key });
-                });
+                let sent = self.release(room, lease.revision, Some(Event::Released { room: room.clone() }));
                 if sent.is_ok() {
                     held.pop();
                     waiting += 1;
@@ -466,6 +458,8 @@ impl State {
             // The queue is full (or all are sent): wait for an answer.
             match inbox.recv_deadline(deadline) {
                 Ok(Event::Released { .. }) => waiting -= 1,
+                // Renewed on its way: that lease goes back too.
+                Ok(Event::Renewed { room, outcome: LeaseOutcome::Held(lease), .. }) => held.push((room, lease)),
                 Ok(_) => {}
                 Err(_) => {
                     let left = held.len() + waiting;
@@ -497,6 +491,20 @@ impl State {
 
     // ---- leases ----
 
+    /// Gives the lease on `room` at `revision` back; `then`: the event to
+    /// hear when NATS has answered (whether or not it was still ours).
+    fn release(&self, room: &Arc<RoomKey>, revision: u64, then: Option<Event>) -> Result<(), Busy> {
+        let (stats, events) = (self.cores.stats.clone(), self.events.clone());
+        self.cluster.release(&room.party, &room.id, revision, move |released| {
+            if released {
+                stats.released.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            if let Some(event) = then {
+                let _ = events.send(event);
+            }
+        })
+    }
+
     fn tell_lease(&mut self, room: &Arc<RoomKey>, lease: Option<Lease>) {
         let until_ms = lease.map(|l| l.valid_until.saturating_duration_since(self.cores.epoch).as_millis() as u64);
         let owner = self.cores.placement.owner(room);
@@ -513,6 +521,7 @@ impl State {
             let events = self.events.clone();
             let key = room.clone();
             let revision = lease.revision;
+            self.cores.stats.renewals.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             // A full queue: the next round tries again, within the lease.
             let _ = self.cluster.renew(&room.party, &room.id, revision, move |outcome| {
                 let _ = events.send(Event::Renewed { room: key, revision, outcome });
@@ -522,8 +531,19 @@ impl State {
 
     fn on_renewed(&mut self, room: &Arc<RoomKey>, revision: u64, outcome: LeaseOutcome) {
         // Only the renewal of the lease held now counts.
-        if self.held.get(room).map(|l| l.revision) != Some(revision) {
-            return;
+        match self.held.get(room) {
+            Some(held) if held.revision == revision => {}
+            Some(_) => return,
+            None => {
+                // Given back while this renewal was on its way: the release
+                // (at the old revision) missed it, so the renewed lease
+                // would name this node until it ran out, and other nodes
+                // would route the room here. Give the renewed one back too.
+                if let LeaseOutcome::Held(lease) = outcome {
+                    let _ = self.release(room, lease.revision, None);
+                }
+                return;
+            }
         }
         match outcome {
             LeaseOutcome::Held(lease) => {

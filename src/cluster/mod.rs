@@ -33,6 +33,7 @@ mod wire;
 pub(crate) use gateway::{start, CoreLink, Gateway};
 
 use crate::core_msg::{Broadcast, CoreMsg};
+use crate::metrics::ClusterFigures;
 use crate::room_key::RoomKey;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -73,12 +74,23 @@ pub(crate) struct GatewayLink {
 pub(crate) struct ClusterStats {
     pub nodes: AtomicU64,
     pub leases: AtomicU64,
+    /// Lease renewals sent to NATS.
+    pub renewals: AtomicU64,
+    /// Leases NATS confirmed given back.
+    pub released: AtomicU64,
 }
 
 impl GatewayLink {
-    /// The live nodes and the leases held.
-    pub fn figures(&self) -> (u64, u64) {
-        (self.stats.nodes.load(Ordering::Relaxed), self.stats.leases.load(Ordering::Relaxed))
+    /// The live nodes, the leases held and the lease traffic so far.
+    pub fn figures(&self) -> ClusterFigures {
+        let read = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        let s = &self.stats;
+        ClusterFigures {
+            nodes: read(&s.nodes),
+            leases: read(&s.leases),
+            renewals: read(&s.renewals),
+            released: read(&s.released),
+        }
     }
 }
 

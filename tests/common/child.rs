@@ -35,7 +35,10 @@ impl ChildServer {
         let mut stdout = BufReader::new(process.stdout.take().unwrap());
         let addr = loop {
             let mut line = String::new();
-            assert!(stdout.read_line(&mut line).unwrap() > 0, "the child ended before listening");
+            if stdout.read_line(&mut line).unwrap() == 0 {
+                let _ = process.wait();
+                panic!("the child ended before listening:\n{}", log.join().unwrap_or_default());
+            }
             // The harness may have begun the line ("test child_server ... ").
             if let Some((_, addr)) = line.trim().split_once("LISTENING ") {
                 break addr.parse().unwrap();

@@ -31,6 +31,13 @@ impl NatsServer {
         self.child = child;
     }
 
+    /// Sends the server `signal` (SIGSTOP, SIGCONT).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill has no memory-safety preconditions; the PID is our
+        // child's, which has not been reaped yet.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+    }
+
     fn spawn(store: &std::path::Path, port: &str) -> (std::process::Child, String) {
         assert!(
             std::path::Path::new(NATS_SERVER).exists(),

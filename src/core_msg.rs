@@ -167,12 +167,21 @@ pub(crate) enum CoreMsg {
         delivered: u64,
     },
     /// To a room's owner core, from the store's writer: the room's storage
-    /// batch `seq` committed (or failed with `error`).
+    /// batch `seq` committed (or failed with `error`). In a cluster the
+    /// writer's report carries the batch (`journal`) for the gateway, which
+    /// reports again, without it, once the room's journal holds it too.
     Committed {
         room: Arc<RoomKey>,
         generation: u64,
         seq: u64,
         error: Option<Box<str>>,
+        journal: Option<Bytes>,
+    },
+    /// From the cluster's gateway to a room's owner core: the room's state
+    /// was loaded from its journal into the store, with this alarm.
+    Loaded {
+        room: Arc<RoomKey>,
+        alarm_ms: Option<u64>,
     },
 }
 

@@ -221,11 +221,15 @@ pub(crate) struct ClusterFigures {
     pub renewals: u64,
     /// Leases given back, as NATS confirmed.
     pub released: u64,
+    /// Journal checkpoints appended.
+    pub checkpoints: u64,
+    /// Journal entries read when taking rooms.
+    pub entries_read: u64,
 }
 
 /// The node's figures in a cluster (unlabelled).
 pub(crate) fn render_cluster(out: &mut String, figures: &ClusterFigures) {
-    let ClusterFigures { nodes, leases, renewals, released } = figures;
+    let ClusterFigures { nodes, leases, renewals, released, checkpoints, entries_read } = figures;
     let _ = writeln!(
         out,
         "# HELP dormouse_cluster_nodes Live nodes of the cluster as this node last read them (itself included).\n\
@@ -235,7 +239,11 @@ pub(crate) fn render_cluster(out: &mut String, figures: &ClusterFigures) {
          # HELP dormouse_cluster_lease_renewals_total Lease renewals this node sent.\n\
          # TYPE dormouse_cluster_lease_renewals_total counter\ndormouse_cluster_lease_renewals_total {renewals}\n\
          # HELP dormouse_cluster_leases_released_total Leases this node gave back (confirmed by NATS).\n\
-         # TYPE dormouse_cluster_leases_released_total counter\ndormouse_cluster_leases_released_total {released}"
+         # TYPE dormouse_cluster_leases_released_total counter\ndormouse_cluster_leases_released_total {released}\n\
+         # HELP dormouse_cluster_journal_checkpoints_total Rooms' journals checkpointed (and compacted) by this node.\n\
+         # TYPE dormouse_cluster_journal_checkpoints_total counter\ndormouse_cluster_journal_checkpoints_total {checkpoints}\n\
+         # HELP dormouse_cluster_journal_entries_read_total Journal entries this node read to take rooms.\n\
+         # TYPE dormouse_cluster_journal_entries_read_total counter\ndormouse_cluster_journal_entries_read_total {entries_read}"
     );
 }
 

@@ -177,6 +177,7 @@ impl Server {
         };
         let store = dormouse_hibernate::Store::open(&data_dir, store_config)
             .map_err(|source| StartError::Store { path: data_dir.clone(), source })?;
+        let store = Arc::new(store);
         let outbound = {
             let limits = &self.config.limits;
             let settings = FetchSettings {
@@ -225,6 +226,7 @@ impl Server {
                     wakes: wake_fds.iter().map(std::fs::File::try_clone).collect::<Result<_, _>>()?,
                     placement: Placement::new(cores),
                     epoch,
+                    store: store.clone(),
                 };
                 let gateway =
                     crate::cluster::start(section, link, from_cores).map_err(|e| StartError::Cluster(e.to_string()))?;
@@ -246,7 +248,7 @@ impl Server {
             publish_auth: self.config.publish_token.as_ref().map(|token| format!("Bearer {token}")),
             metrics_path: self.config.metrics.enabled.then(|| self.config.metrics.path.clone()),
             static_files,
-            store: Arc::new(store),
+            store,
             party_configs,
             default_party_config: Arc::default(),
             max_resident_per_core: (self.config.max_resident_rooms / cores).max(1),

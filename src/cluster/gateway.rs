@@ -2,6 +2,8 @@
 //! and the outcomes of lease operations, handled one at a time; then the
 //! batches built meanwhile go out, one NATS message per node.
 
+mod journal;
+
 use super::peers::Peers;
 use super::wire::{self, Batch, Conn, Item, Room};
 use super::{FromCore, GATEWAY_CORE, LOCAL, MAX_PENDING_PER_ROOM, MOVING};
@@ -12,6 +14,7 @@ use crate::room_key::{Placement, RoomKey, RoomMap};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use dormouse_cluster::{Busy, Cluster, ClusterConfig, ClusterError, Lease, LeaseOutcome, Owner};
+use journal::{Journal, JournalEvent, Loading};
 use smallvec::SmallVec;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
@@ -25,6 +28,8 @@ pub(crate) struct CoreLink {
     pub placement: Placement,
     /// The cores' clock origin (`CoreMsg::Lease` counts from it).
     pub epoch: Instant,
+    /// The node's store: a room taken here gets its journal's state in it.
+    pub store: Arc<dormouse_hibernate::Store>,
 }
 
 /// How long a publish waits for other nodes' counts before it answers
@@ -53,6 +58,7 @@ enum Event {
     Acquired { room: Arc<RoomKey>, outcome: LeaseOutcome },
     Renewed { room: Arc<RoomKey>, revision: u64, outcome: LeaseOutcome },
     Released { room: Arc<RoomKey> },
+    Journal(JournalEvent),
 }
 
 /// A room being placed: who asked, and what came for it meanwhile.
@@ -153,6 +159,10 @@ pub(crate) fn start(
         cores,
         peers: Peers::new(cores_n),
         held: RoomMap::default(),
+        loading: RoomMap::default(),
+        journals: RoomMap::default(),
+        next_epoch: 0,
+        to_store: VecDeque::new(),
         placing: RoomMap::default(),
         tallies: HashMap::new(),
         next_tally: 0,
@@ -180,6 +190,13 @@ struct State {
     peers: Peers,
     /// The leases this node holds.
     held: RoomMap<Lease>,
+    /// Rooms whose lease is held, being loaded from their journals.
+    loading: RoomMap<Loading>,
+    /// The journals this node appends to.
+    journals: RoomMap<Journal>,
+    next_epoch: u64,
+    /// Restores the store had no room for yet.
+    to_store: VecDeque<(dormouse_hibernate::Batch, dormouse_hibernate::Done)>,
     placing: RoomMap<Placing>,
     tallies: HashMap<u32, Tally>,
     next_tally: u32,
@@ -249,6 +266,7 @@ impl State {
                 self.next_renewal = now + self.renew_every;
             }
             self.watch_nodes();
+            self.submit_to_store();
             self.flush();
             let nodes = self.view.read().unwrap_or_else(|e| e.into_inner()).len() as u64;
             self.cores.stats.nodes.store(nodes, std::sync::atomic::Ordering::Relaxed);
@@ -263,6 +281,7 @@ impl State {
             Event::Acquired { room, outcome } => self.on_acquired(room, outcome),
             Event::Renewed { room, revision, outcome } => self.on_renewed(&room, revision, outcome),
             Event::Released { room } => self.acquire(room),
+            Event::Journal(event) => self.on_journal_event(event),
         }
     }
 
@@ -274,7 +293,7 @@ impl State {
                 }
             }
             FromCore::Resolve { room, core, take } => {
-                if self.held.contains_key(&room) {
+                if self.runs_here(&room) {
                     return self.deliver(usize::from(core), CoreMsg::Routed { room, to: Some(LOCAL) });
                 }
                 match self.placing_entry(&room) {
@@ -294,7 +313,11 @@ impl State {
                     self.tell_lease(&room, None);
                     self.unroute(&room);
                     self.unroute_elsewhere(&room);
+                    self.journal_unheld(&room);
                 }
+            }
+            FromCore::Journal { room, core, generation, seq, batch } => {
+                self.journal(room, core, generation, seq, batch)
             }
         }
     }
@@ -368,7 +391,8 @@ impl State {
             LeaseOutcome::Held(lease) => {
                 self.held.insert(room.clone(), lease);
                 self.tell_lease(&room, Some(lease));
-                self.placed(&room, Placed::Here);
+                // It runs here once its state from the journal is in.
+                self.load(room);
             }
             LeaseOutcome::HeldBy(node) if node != *self.me && self.alive(&node) => {
                 self.placed(&room, Placed::At(node.into()));
@@ -412,7 +436,7 @@ impl State {
     /// A message for a room's owner, from another node.
     fn for_owner(&mut self, msg: CoreMsg) {
         let room = msg.owner_room().expect("a message for an owner names its room").clone();
-        if self.held.contains_key(&room) {
+        if self.runs_here(&room) {
             return self.deliver_to_owner(&room, msg);
         }
         match self.placing_entry(&room) {
@@ -428,7 +452,7 @@ impl State {
         match msg.bounce(MOVING) {
             Some(Bounce::Conn(conn, reply)) => self.deliver_to_conn(conn, reply),
             Some(Bounce::Room(room, reply)) => {
-                if self.held.contains_key(&room) {
+                if self.runs_here(&room) {
                     self.deliver_to_owner(&room, reply);
                 } else if let Some(placing) = self.placing.get_mut(&room) {
                     placing.items.push(reply);
@@ -565,6 +589,12 @@ impl State {
         self.tell_lease(room, None);
         self.unroute(room);
         self.unroute_elsewhere(room);
+        self.journal_unheld(room);
+    }
+
+    /// Whether `room` runs here: its lease held and its state loaded.
+    fn runs_here(&self, room: &RoomKey) -> bool {
+        self.held.contains_key(room) && !self.loading.contains_key(room)
     }
 
     /// Tells the other nodes this one no longer runs `room`, so that their
@@ -966,7 +996,7 @@ impl State {
                 let room = key(room);
                 let response = response.into_response();
                 // To the asking room's owner: here, or it moved (nobody waits).
-                if self.held.contains_key(&room) {
+                if self.runs_here(&room) {
                     self.deliver_to_owner(&room, CoreMsg::RoomResponse { room: room.clone(), id, response });
                 }
             }

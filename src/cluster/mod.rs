@@ -35,6 +35,7 @@ pub(crate) use gateway::{start, CoreLink, Gateway};
 use crate::core_msg::{Broadcast, CoreMsg};
 use crate::metrics::ClusterFigures;
 use crate::room_key::RoomKey;
+use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -61,6 +62,10 @@ pub(crate) enum FromCore {
     Publish(Arc<Broadcast>),
     /// The owner core found the room's lease lapsed and stopped the room.
     Lapsed(Arc<RoomKey>),
+    /// A batch of `room` the store committed (`Batch::encode`), for its
+    /// journal: answered with `CoreMsg::Committed` (no journal) to `core`
+    /// once the journal holds it, or with the error.
+    Journal { room: Arc<RoomKey>, core: u16, generation: u64, seq: u64, batch: Bytes },
 }
 
 /// What the cores hold of the gateway.
@@ -78,6 +83,10 @@ pub(crate) struct ClusterStats {
     pub renewals: AtomicU64,
     /// Leases NATS confirmed given back.
     pub released: AtomicU64,
+    /// Rooms' journal checkpoints appended.
+    pub checkpoints: AtomicU64,
+    /// Journal entries read when taking rooms.
+    pub entries_read: AtomicU64,
 }
 
 impl GatewayLink {
@@ -90,6 +99,8 @@ impl GatewayLink {
             leases: read(&s.leases),
             renewals: read(&s.renewals),
             released: read(&s.released),
+            checkpoints: read(&s.checkpoints),
+            entries_read: read(&s.entries_read),
         }
     }
 }

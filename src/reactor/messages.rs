@@ -127,7 +127,17 @@ impl State {
             }
             CoreMsg::RoomResponse { room, id, response } => self.on_room_response(&room, id, *response),
             CoreMsg::Fetched { ticket, outcome } => self.on_fetched(&ticket, *outcome),
-            CoreMsg::Committed { room, generation, seq, error } => self.on_committed(&room, generation, seq, error),
+            CoreMsg::Committed { room, generation, seq, error, journal } => match journal {
+                Some(batch) => self.journal(room, generation, seq, error, batch),
+                None => {
+                    if self.routes.is_some() {
+                        // The gateway's word: the journal has it (or not).
+                        self.journal_pending = self.journal_pending.saturating_sub(1);
+                    }
+                    self.on_committed(&room, generation, seq, error);
+                }
+            },
+            CoreMsg::Loaded { room, alarm_ms } => self.sync_alarm(&room, alarm_ms),
             // The inspector's asks of one room (inspect.rs).
             CoreMsg::Inspect { conn, room, action } => self.on_inspect(conn, &room, *action),
             CoreMsg::InspectBacklog { conn, detail } => self.on_inspect_backlog(conn, detail),

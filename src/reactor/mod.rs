@@ -240,6 +240,8 @@ struct State {
     remote_out: Vec<(u16, CoreMsg)>,
     /// Questions and publishes for the gateway.
     gateway_out: VecDeque<crate::cluster::FromCore>,
+    /// Batches handed to the gateway for their rooms' journals, not yet answered.
+    journal_pending: usize,
     /// Sockets with frames queued this turn.
     dirty: Vec<u32>,
     /// Sockets whose receive must be (re-)armed: (slot, generation).
@@ -303,6 +305,7 @@ impl State {
             routes: shared.gateway.as_ref().map(|_| Box::default()),
             remote_out: Vec::new(),
             gateway_out: VecDeque::new(),
+            journal_pending: 0,
             dirty: Vec::new(),
             rearm: Vec::new(),
             head_timers: VecDeque::new(),

@@ -6,12 +6,14 @@
 //! durability), and running alarms.
 
 use super::State;
+use crate::cluster::FromCore;
 use crate::config::Durability;
 use crate::core_msg::CoreMsg;
 use crate::http::Response;
 use crate::party::Effect;
 use crate::room::{Held, Origin, RoomFailed, RoomHost};
 use crate::room_key::RoomKey;
+use bytes::Bytes;
 use dormouse_hibernate::Batch;
 use std::cmp::Reverse;
 use std::sync::atomic::Ordering;
@@ -194,9 +196,11 @@ impl State {
         let wake = self.wake_self.clone();
         let room = room.clone();
         let generation = self.hosts.get(&room).map_or(0, |host| host.generation);
+        // In a cluster the batch goes on to the room's journal once here.
+        let journal = self.routes.is_some().then(|| Bytes::from(batch.encode()));
         let done = Box::new(move |result: Result<(), dormouse_hibernate::StoreError>| {
             let error = result.err().map(|e| e.to_string().into_boxed_str());
-            let msg = CoreMsg::Committed { room, generation, seq, error };
+            let msg = CoreMsg::Committed { room, generation, seq, error, journal };
             // Unbounded: never blocks, whichever thread calls this (the
             // writer, or this core when the store refuses the batch at once).
             // The core is gone only after a stop, when nobody waits for this.
@@ -217,6 +221,24 @@ impl State {
                 break;
             }
         }
+    }
+
+    /// In a cluster: batch `seq` of `room` is in the store; its commit
+    /// counts once the room's journal holds it too (the gateway answers
+    /// with `Committed` again). A failed one fails at once.
+    pub(super) fn journal(
+        &mut self,
+        room: Arc<RoomKey>,
+        generation: u64,
+        seq: u64,
+        error: Option<Box<str>>,
+        batch: Bytes,
+    ) {
+        if error.is_some() {
+            return self.on_committed(&room, generation, seq, error);
+        }
+        self.journal_pending += 1;
+        self.gateway_out.push_back(FromCore::Journal { room, core: self.index, generation, seq, batch });
     }
 
     /// Batch `seq` of `room` committed (or failed).
@@ -329,7 +351,7 @@ impl State {
     }
 
     /// Keeps the core's alarm schedule in step with the room's alarm.
-    fn sync_alarm(&mut self, room: &Arc<RoomKey>, alarm: Option<u64>) {
+    pub(super) fn sync_alarm(&mut self, room: &Arc<RoomKey>, alarm: Option<u64>) {
         match alarm {
             Some(at_ms) => {
                 if self.alarms.insert(room.clone(), at_ms) != Some(at_ms) {
@@ -492,7 +514,7 @@ impl State {
 
     /// Whether any batch of this core has not committed yet.
     pub(super) fn writes_pending(&self) -> bool {
-        !self.submissions.is_empty() || self.hosts.values().any(|h| h.uncommitted.is_some())
+        !self.submissions.is_empty() || self.journal_pending > 0 || self.hosts.values().any(|h| h.uncommitted.is_some())
     }
 
     /// Carries out effects of `room`, draining `effects`.

@@ -7,6 +7,7 @@
 // on success, 1 with a one-line reason otherwise.
 import { PartySocket } from "partysocket";
 import WebSocket from "ws";
+import { inbox } from "./inbox.mjs";
 
 const [host, room] = process.argv.slice(2);
 if (!host || !room) {
@@ -22,18 +23,12 @@ setTimeout(() => fail("did not finish within 15 s"), 15000).unref();
 // A client whose messages are parsed and queued in arrival order.
 const client = (id, query) => {
   const socket = new PartySocket({ host, room, id, query, WebSocket });
-  const inbox = [];
-  let waiter = null;
-  socket.addEventListener("message", (event) => {
-    inbox.push(JSON.parse(String(event.data)));
-    waiter?.();
-  });
+  const nextMessage = inbox(socket, (data) => JSON.parse(String(data)));
   const next = async (what) => {
     const timer = setTimeout(() => fail(`${id} timed out waiting for ${what}`), 5000);
-    while (inbox.length === 0) await new Promise((resolve) => (waiter = resolve));
+    const message = await nextMessage();
     clearTimeout(timer);
-    waiter = null;
-    return inbox.shift();
+    return message;
   };
   return { socket, next };
 };

@@ -5,6 +5,7 @@
 // one-line reason otherwise.
 import { PartySocket } from "partysocket";
 import WebSocket from "ws";
+import { inbox } from "./inbox.mjs";
 
 const [host, party, room] = process.argv.slice(2);
 if (!host || !party || !room) {
@@ -28,21 +29,12 @@ const socket = new PartySocket({
 });
 
 // Every message, in arrival order; `next` waits for the next one.
-const inbox = [];
-let waiter = null;
-socket.addEventListener("message", (event) => {
-  inbox.push(String(event.data));
-  if (waiter) {
-    const resolve = waiter;
-    waiter = null;
-    resolve();
-  }
-});
+const nextMessage = inbox(socket);
 const next = async (what) => {
   const timer = setTimeout(() => fail(`timed out waiting for ${what}`), 5000);
-  while (inbox.length === 0) await new Promise((resolve) => (waiter = resolve));
+  const message = await nextMessage();
   clearTimeout(timer);
-  return inbox.shift();
+  return message;
 };
 const expect = async (want) => {
   const got = await next(want);

@@ -30,6 +30,10 @@
 //!   is `sent + lease - lease / 5`. Renewing every `lease / 3` leaves two
 //!   chances to renew before then.
 
+mod journal;
+
+pub use journal::{journal_subject, Appended, Entries, JOURNAL_STREAM};
+
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::sync::{Arc, RwLock};
@@ -110,6 +114,9 @@ enum Command {
     Renew { room: String, revision: u64, reply: Reply<LeaseOutcome> },
     Release { room: String, revision: u64, reply: Reply<bool> },
     Owner { room: String, reply: Reply<Result<Option<Owner>, String>> },
+    Append { room: String, expect: u64, payload: Bytes, reply: Reply<Appended> },
+    Load { room: String, reply: Reply<Result<Entries, String>> },
+    Compact { room: String, before: u64, reply: Reply<Result<u64, String>> },
 }
 
 /// The command queue was full (or the NATS thread is gone): try later.
@@ -308,6 +315,42 @@ impl Cluster {
     ) -> Result<(), Busy> {
         self.submit(Command::Owner { room: room_key(party, room), reply: Box::new(reply) })
     }
+
+    /// Appends `payload` to the room's journal, if its last entry is at
+    /// stream sequence `expect` (0: it has none). A node appends to a room's
+    /// journal one entry at a time, each naming the last.
+    pub fn append(
+        &self,
+        party: &str,
+        room: &str,
+        expect: u64,
+        payload: Bytes,
+        reply: impl FnOnce(Appended) + Send + 'static,
+    ) -> Result<(), Busy> {
+        self.submit(Command::Append { room: room_key(party, room), expect, payload, reply: Box::new(reply) })
+    }
+
+    /// The room's journal, in order, up to its last entry when read.
+    pub fn load(
+        &self,
+        party: &str,
+        room: &str,
+        reply: impl FnOnce(Result<Entries, String>) + Send + 'static,
+    ) -> Result<(), Busy> {
+        self.submit(Command::Load { room: room_key(party, room), reply: Box::new(reply) })
+    }
+
+    /// Drops the room's journal entries before stream sequence `before`
+    /// (answered with how many went).
+    pub fn compact(
+        &self,
+        party: &str,
+        room: &str,
+        before: u64,
+        reply: impl FnOnce(Result<u64, String>) + Send + 'static,
+    ) -> Result<(), Busy> {
+        self.submit(Command::Compact { room: room_key(party, room), before, reply: Box::new(reply) })
+    }
 }
 
 impl Drop for Cluster {
@@ -329,6 +372,8 @@ struct Node {
     client: async_nats::Client,
     nodes: async_nats::jetstream::kv::Store,
     owners: async_nats::jetstream::kv::Store,
+    jetstream: async_nats::jetstream::Context,
+    journal: async_nats::jetstream::stream::Stream,
     view: Arc<RwLock<Vec<String>>>,
 }
 
@@ -394,7 +439,8 @@ impl Node {
         let replicas = config.replicas.max(1);
         let nodes = bucket(&jetstream, NODES_BUCKET, config.heartbeat * 3, replicas).await.map_err(|e| js(&e))?;
         let owners = bucket(&jetstream, OWNERS_BUCKET, config.lease, replicas).await.map_err(|e| js(&e))?;
-        let node = Node { config, client, nodes, owners, view };
+        let journal = journal::stream(&jetstream, replicas).await.map_err(|e| js(&e))?;
+        let node = Node { config, client, nodes, owners, jetstream, journal, view };
         node.heartbeat().await.map_err(|e| js(&e))?;
         Ok(node)
     }
@@ -459,8 +505,24 @@ impl Node {
             }
             return;
         }
-        let (config, owners) = (self.config.clone(), self.owners.clone());
-        tokio::spawn(async move { kv_command(&config, &owners, command).await });
+        match command {
+            Command::Append { room, expect, payload, reply } => {
+                let jetstream = self.jetstream.clone();
+                tokio::spawn(async move { reply(journal::append(&jetstream, &room, expect, payload).await) });
+            }
+            Command::Load { room, reply } => {
+                let stream = self.journal.clone();
+                tokio::spawn(async move { reply(journal::load(&stream, &room).await) });
+            }
+            Command::Compact { room, before, reply } => {
+                let stream = self.journal.clone();
+                tokio::spawn(async move { reply(journal::compact(&stream, &room, before).await) });
+            }
+            command => {
+                let (config, owners) = (self.config.clone(), self.owners.clone());
+                tokio::spawn(async move { kv_command(&config, &owners, command).await });
+            }
+        }
     }
 }
 
@@ -477,7 +539,9 @@ fn lease(config: &ClusterConfig, revision: u64, sent: Instant) -> Lease {
 async fn kv_command(config: &ClusterConfig, owners: &async_nats::jetstream::kv::Store, command: Command) {
     {
         match command {
-            Command::Send { .. } => unreachable!("sends are handled in order by the caller"),
+            Command::Send { .. } | Command::Append { .. } | Command::Load { .. } | Command::Compact { .. } => {
+                unreachable!("handled by the caller")
+            }
             Command::Acquire { room, reply } => {
                 let sent = Instant::now();
                 let value = Bytes::from(config.node_id.clone());

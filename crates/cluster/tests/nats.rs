@@ -142,3 +142,33 @@ fn messages_to_a_node_arrive_at_its_callback_in_the_order_sent() {
     b.send("node-a", bytes::Bytes::from_static(b"last")).unwrap();
     assert_eq!(rx.recv_timeout(GUARD).unwrap().as_ref(), b"last");
 }
+
+#[test]
+fn a_rooms_journal_reads_back_in_order_and_refuses_an_append_from_behind() {
+    use dormouse_cluster::Appended;
+    let nats = NatsServer::start();
+    let (a, b) = (node(&nats, "node-a", 2000), node(&nats, "node-b", 2000));
+    let append = |node: &Cluster, room: &str, expect: u64, text: &'static str| -> Appended {
+        answer(|reply| node.append("main", room, expect, bytes::Bytes::from_static(text.as_bytes()), reply).unwrap())
+    };
+    let load = |node: &Cluster, room: &str| -> Vec<(u64, String)> {
+        let entries = answer(|reply| node.load("main", room, reply).unwrap()).unwrap();
+        entries.into_iter().map(|(seq, bytes)| (seq, String::from_utf8(bytes.to_vec()).unwrap())).collect()
+    };
+    assert_eq!(load(&a, "empty"), vec![]);
+    // A journal with nothing in it takes an append naming 0.
+    let Appended::At(first) = append(&a, "j", 0, "one") else { panic!("the first append is taken") };
+    let Appended::At(second) = append(&a, "j", first, "two") else { panic!("the second append is taken") };
+    // Another room's entries interleave in the stream, not in the room.
+    let Appended::At(_) = append(&b, "other", 0, "elsewhere") else { panic!("taken") };
+    assert_eq!(load(&b, "j"), vec![(first, "one".into()), (second, "two".into())]);
+    // b takes the room over: its append names the last entry it read...
+    let Appended::At(third) = append(&b, "j", second, "b took over") else { panic!("taken") };
+    // ...and a, naming the one before, is fenced off.
+    assert_eq!(append(&a, "j", second, "stale"), Appended::Fenced);
+    assert_eq!(append(&a, "j", 0, "stale"), Appended::Fenced);
+    // Compacted before the takeover, the room's journal starts there.
+    assert_eq!(answer(|reply| a.compact("main", "j", third, reply).unwrap()), Ok(2));
+    assert_eq!(load(&a, "j"), vec![(third, "b took over".into())]);
+    assert_eq!(load(&a, "other").len(), 1);
+}

@@ -4,8 +4,12 @@
 # two cores, then `dormouse-loadtest fanout` over them; all on loopback
 # (ports 4100-4103, NATS 4333, monitoring 8333), stopped when it ends.
 # Build first: cargo build --release -p dormouse --bin dormouse && cargo build --release -p dormouse-loadtest
-# usage: loadtest/cluster.sh cluster|single <fanout args>
+# usage: [PARTY=chat] loadtest/cluster.sh cluster|single <fanout args>
+# PARTY=chat: the built-in chat kind, which stores every message (strict
+# durability: delivered once committed, in a cluster once in the room's
+# JetStream journal too); default: main, a relay.
 set -u
+party=${PARTY:-main}
 WORK=$(mktemp -d)
 mode=$1; shift
 args="$*"
@@ -22,6 +26,8 @@ data_dir = "$WORK/$1"
 publish_token = "measure-token-0123456789"
 [parties.main]
 kind = "relay"
+[parties.chat]
+kind = "chat"
 T
   if [ "$4" = yes ]; then cat >> $WORK/$1.toml <<T
 [cluster]
@@ -43,7 +49,7 @@ if [ "$mode" = cluster ]; then
     $BIN/dormouse serve --config $WORK/$n.toml > $WORK/$n.log 2>&1 &
     pids+=($!)
     wait_port $port
-    urls="$urls${urls:+,}ws://127.0.0.1:$port/parties/main/{room}"
+    urls="$urls${urls:+,}ws://127.0.0.1:$port/parties/$party/{room}"
   done
   # all three see each other
   for port in 4101 4102 4103; do
@@ -58,7 +64,7 @@ else
   $BIN/dormouse serve --config $WORK/s.toml > $WORK/s.log 2>&1 &
   pids+=($!)
   wait_port 4100
-  urls="ws://127.0.0.1:4100/parties/main/{room}"
+  urls="ws://127.0.0.1:4100/parties/$party/{room}"
 fi
 $BIN/dormouse-loadtest fanout --url "$urls" $args
 if [ "$mode" = cluster ]; then

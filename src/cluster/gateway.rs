@@ -161,6 +161,7 @@ pub(crate) fn start(
         held: RoomMap::default(),
         loading: RoomMap::default(),
         journals: RoomMap::default(),
+        stalled: RoomMap::default(),
         next_epoch: 0,
         to_store: VecDeque::new(),
         placing: RoomMap::default(),
@@ -194,6 +195,8 @@ struct State {
     loading: RoomMap<Loading>,
     /// The journals this node appends to.
     journals: RoomMap<Journal>,
+    /// Journals with batches waiting for room in the NATS thread's queue.
+    stalled: RoomMap<()>,
     next_epoch: u64,
     /// Restores the store had no room for yet.
     to_store: VecDeque<(dormouse_hibernate::Batch, dormouse_hibernate::Done)>,
@@ -267,6 +270,7 @@ impl State {
             }
             self.watch_nodes();
             self.submit_to_store();
+            self.pump_stalled();
             self.flush();
             let nodes = self.view.read().unwrap_or_else(|e| e.into_inner()).len() as u64;
             self.cores.stats.nodes.store(nodes, std::sync::atomic::Ordering::Relaxed);

@@ -263,6 +263,12 @@ impl Cluster {
         rendezvous(&nodes, &room_key(party, room)).map(str::to_owned)
     }
 
+    /// Whether the command queue takes another command now (for a single
+    /// submitting thread: then the next submit is not refused).
+    pub fn has_room(&self) -> bool {
+        self.commands.capacity() > 0
+    }
+
     fn submit(&self, command: Command) -> Result<(), Busy> {
         self.commands.try_send(command).map_err(|_| Busy)
     }

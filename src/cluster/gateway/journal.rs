@@ -350,6 +350,13 @@ impl State {
             }
             return;
         }
+        if !self.cluster.has_room() {
+            // The NATS thread is behind: the room's batches wait here (its
+            // own bound, `max_pending_events_per_room`, holds its input)
+            // and go at the next round.
+            self.stalled.insert(room.clone(), ());
+            return;
+        }
         let (payload, waiters, marks) = next_entry(journal, budget);
         journal.busy = true;
         journal.bytes_since += payload.len() as u64;
@@ -471,6 +478,15 @@ impl State {
         if sent.is_err() {
             // The next checkpoint compacts what this one left.
             tracing::warn!(party = %room.party, room = %room.id, "the cluster's queue is full; the journal is compacted later");
+        }
+    }
+
+    /// Pumps the journals that waited for the NATS thread, while it takes.
+    pub(super) fn pump_stalled(&mut self) {
+        while self.cluster.has_room() {
+            let Some(room) = self.stalled.keys().next().cloned() else { return };
+            self.stalled.remove(&room);
+            self.pump(&room);
         }
     }
 

@@ -175,7 +175,7 @@ pub(crate) enum CoreMsg {
         generation: u64,
         seq: u64,
         error: Option<Box<str>>,
-        journal: Option<Bytes>,
+        journal: Option<Box<ForJournal>>,
     },
     /// From the cluster's gateway to a room's owner core: the room's state
     /// was loaded from its journal into the store, with this alarm.
@@ -183,6 +183,15 @@ pub(crate) enum CoreMsg {
         room: Arc<RoomKey>,
         alarm_ms: Option<u64>,
     },
+}
+
+/// A committed batch on its way to its room's journal (in a cluster).
+pub(crate) struct ForJournal {
+    /// The batch, `Batch::encode`d.
+    pub bytes: Bytes,
+    /// What it did to the room's alarm (`Batch::alarm_change`), for the
+    /// cluster's alarm index.
+    pub alarm: Option<Option<u64>>,
 }
 
 /// A pre-framed message for a room's members on one or more cores.

@@ -20,6 +20,7 @@ pub(crate) struct CoreStats {
     pub rooms_dropped: AtomicU64,
     pub snapshots_corrupt: AtomicU64,
     pub room_events: AtomicU64,
+    pub alarms_run: AtomicU64,
     pub messages_in: AtomicU64,
     pub frames_out: AtomicU64,
     pub bytes_out: AtomicU64,
@@ -83,6 +84,12 @@ const METRICS: &[Metric] = &[
         kind: "counter",
         help: "Messages a hibernating room handled without waking its object (yjs awareness, say).",
         value: |s| &s.messages_asleep,
+    },
+    Metric {
+        name: "dormouse_alarms_run_total",
+        kind: "counter",
+        help: "Room alarms run (each try of one that failed counts).",
+        value: |s| &s.alarms_run,
     },
     Metric {
         name: "dormouse_rooms_evicted_total",

@@ -7,7 +7,7 @@
 mod common;
 
 use common::child::ChildServer;
-use common::nats::NatsServer;
+use common::nats::{NatsCluster, NatsServer};
 use common::*;
 use dormouse::{Party, Request, Response, Room};
 use std::net::SocketAddr;
@@ -17,6 +17,7 @@ const NATS: &str = "DORMOUSE_TEST_NATS";
 const DIR: &str = "DORMOUSE_TEST_DIR";
 const LEASE: &str = "DORMOUSE_TEST_LEASE_MS";
 const HEARTBEAT: &str = "DORMOUSE_TEST_HEARTBEAT_MS";
+const REPLICAS: &str = "DORMOUSE_TEST_REPLICAS";
 const TOKEN: &str = "cluster-publish-token-0123";
 /// Why a room stopped on a node closes its members (1012).
 const MOVING_REASON: &str = "try again: the room is moving between nodes";
@@ -49,7 +50,9 @@ impl Party for Counter {
 /// (`id:<id>`; an id noted before is not counted again), and answers the
 /// sender `ack:<id>:<n>`; strict durability,
 /// so an ack means the write is in the room's journal. A new connection
-/// hears `n=<n>`; a request gets `<n> <ids noted>`.
+/// hears `n=<n>`; a request gets `<n> <ids noted>`. Alarms: `?alarm=<ms>`
+/// sets one that many ms ahead; when it runs it stores the node it ran on,
+/// which `?fired` answers.
 struct Tally;
 
 impl Tally {
@@ -94,9 +97,22 @@ impl Party for Tally {
         }
     }
 
+    fn on_alarm(&mut self, room: &Room) -> Result<(), String> {
+        room.storage().put("fired", std::env::var(NODE).unwrap()).map_err(|e| e.to_string())
+    }
+
     fn on_request(&mut self, request: &Request, room: &Room) -> Response {
         if let Some(id) = request.query().strip_prefix("inc=") {
             return Response::text(200, Tally::inc(room, id).to_string());
+        }
+        if let Some(ms) = request.query().strip_prefix("alarm=") {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+            room.set_alarm(now.as_millis() as u64 + ms.parse::<u64>().unwrap());
+            return Response::text(200, "alarm set");
+        }
+        if request.query() == "fired" {
+            let fired = room.storage().get("fired").unwrap().unwrap_or_default();
+            return Response::text(200, String::from_utf8(fired).unwrap());
         }
         let prefix = dormouse::ListOptions { prefix: Some(b"id:".to_vec()), ..Default::default() };
         let ids = room.storage().list(&prefix).unwrap().len();
@@ -110,6 +126,9 @@ fn child_server() {
     let (Ok(node), Ok(nats), Ok(dir)) = (std::env::var(NODE), std::env::var(NATS), std::env::var(DIR)) else { return };
     let lease_ms = std::env::var(LEASE).unwrap_or_else(|_| "4000".into());
     let heartbeat_ms = std::env::var(HEARTBEAT).unwrap_or_else(|_| "500".into());
+    let replicas = std::env::var(REPLICAS).unwrap_or_else(|_| "1".into());
+    // Comma-separated: every server of a NATS cluster.
+    let nats = nats.split(',').map(|url| format!("\"{url}\"")).collect::<Vec<_>>().join(", ");
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
@@ -117,7 +136,7 @@ fn child_server() {
     let toml = format!(
         "listen = \"127.0.0.1:0\"\ncores = 2\ndata_dir = '{dir}'\npublish_token = \"{TOKEN}\"\n\
          [parties.main]\nkind = \"relay\"\n[parties.brief]\nidle_drop_ms = 100\n\
-         [cluster]\nnats = [\"{nats}\"]\nnode_id = \"{node}\"\nlease_ms = {lease_ms}\nheartbeat_ms = {heartbeat_ms}\n"
+         [cluster]\nnats = [{nats}]\nnode_id = \"{node}\"\nreplicas = {replicas}\nlease_ms = {lease_ms}\nheartbeat_ms = {heartbeat_ms}\n"
     );
     let server = dormouse::Server::new(dormouse::Config::from_toml(&toml).unwrap())
         .party::<Counter>("counter")
@@ -132,13 +151,44 @@ fn child_server() {
     std::process::exit(0);
 }
 
-/// A NATS server and three nodes on it.
+/// A NATS server (or three) and three nodes on it.
 struct Cluster {
     nodes: Vec<ChildServer>,
     dirs: Vec<tempfile::TempDir>,
-    nats: NatsServer,
+    nats: Nats,
     lease_ms: u64,
     heartbeat_ms: u64,
+}
+
+enum Nats {
+    One(NatsServer),
+    /// Three servers in a NATS cluster; the nodes use all three, with
+    /// JetStream replicas = 3.
+    Three(NatsCluster),
+}
+
+impl Nats {
+    fn urls(&self) -> String {
+        match self {
+            Nats::One(one) => one.url.clone(),
+            Nats::Three(three) => three.urls.join(","),
+        }
+    }
+
+    /// Signals the one nats-server (SIGSTOP, SIGCONT).
+    fn signal(&self, signal: i32) {
+        match self {
+            Nats::One(one) => one.signal(signal),
+            Nats::Three(_) => panic!("a test of one nats-server"),
+        }
+    }
+
+    fn one(&mut self) -> &mut NatsServer {
+        match self {
+            Nats::One(one) => one,
+            Nats::Three(_) => panic!("a test of one nats-server"),
+        }
+    }
 }
 
 impl Cluster {
@@ -152,7 +202,10 @@ impl Cluster {
     }
 
     fn start_with_times(lease_ms: u64, heartbeat_ms: u64) -> Cluster {
-        let nats = NatsServer::start();
+        Cluster::start_on(Nats::One(NatsServer::start()), lease_ms, heartbeat_ms)
+    }
+
+    fn start_on(nats: Nats, lease_ms: u64, heartbeat_ms: u64) -> Cluster {
         let mut cluster = Cluster { nodes: Vec::new(), dirs: Vec::new(), nats, lease_ms, heartbeat_ms };
         for name in ["node-a", "node-b", "node-c"] {
             cluster.add(name);
@@ -166,7 +219,8 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let envs = [
             (NODE, name.to_owned()),
-            (NATS, self.nats.url.clone()),
+            (NATS, self.nats.urls()),
+            (REPLICAS, if matches!(self.nats, Nats::Three(_)) { "3" } else { "1" }.to_owned()),
             (DIR, dir.path().display().to_string()),
             (LEASE, self.lease_ms.to_string()),
             (HEARTBEAT, self.heartbeat_ms.to_string()),
@@ -444,7 +498,7 @@ fn the_cluster_survives_a_restart_of_its_nats_server() {
     let mut c = Client::connect(cluster.addr(2), "/parties/main/steady?_pk=c");
     a.send_text("before");
     assert_eq!(c.recv_text(), "before");
-    cluster.nats.restart();
+    cluster.nats.one().restart();
     // Once the nodes are back on NATS, a publish from the node without
     // members reaches both again (what was sent while they were away may
     // have been lost: at most once).
@@ -508,6 +562,68 @@ fn a_rooms_storage_survives_kill_9_of_its_owner_and_moves_with_the_room() {
     assert_eq!(get_placed(cluster.addr(other), "/parties/tally/ledger"), "10 10");
     // And counts on from there, on whichever survivor took it.
     assert_eq!(get_placed(cluster.addr((owner + 2) % 3), "/parties/tally/ledger?inc=w11"), "11");
+}
+
+#[test]
+fn an_alarm_whose_owner_died_fires_on_another_node_with_nothing_else_to_wake_its_room() {
+    let cluster = Cluster::start();
+    // Due after the dead owner's lease (4 s) has run out.
+    assert_eq!(get_placed(cluster.addr(0), "/parties/tally/wake?alarm=5000"), "alarm set");
+    let owner = lease_holder(&cluster, &[0, 1, 2]);
+    cluster.nodes[owner].signal(libc::SIGKILL);
+    let survivors: Vec<usize> = (0..3).filter(|&n| n != owner).collect();
+    // Nothing asks for the room: only the cluster's alarm index can wake it.
+    let deadline = std::time::Instant::now() + GUARD;
+    while survivors.iter().map(|&n| metric(cluster.addr(n), "dormouse_alarms_run_total")).sum::<u64>() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the alarm never ran on a surviving node");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // It ran the room's handler there, which wrote the survivor's name.
+    let fired = get_placed(cluster.addr(survivors[0]), "/parties/tally/wake?fired");
+    let names = ["node-a", "node-b", "node-c"];
+    assert!(survivors.iter().any(|&n| names[n] == fired), "fired on {fired:?}; the owner was {}", names[owner]);
+}
+
+/// Increments `id` in tally room `room` through the node at `addr` until
+/// the room acknowledges it (a request can meet the room moving, or its
+/// journal write failing while NATS fails over: it is then asked again,
+/// and counted once), answering the count.
+fn inc_acknowledged(addr: SocketAddr, room: &str, id: &str) -> u64 {
+    let deadline = std::time::Instant::now() + GUARD * 2;
+    loop {
+        let response = http(addr, "GET", &format!("/parties/tally/{room}?inc={id}"), "", "");
+        if response.status == 200 {
+            return response.text().parse().unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{id} never acknowledged: {} {}",
+            response.status,
+            response.text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_nats_server_lost_from_a_three_server_nats_cluster_costs_no_room_and_no_acknowledged_write() {
+    let mut cluster = Cluster::start_on(Nats::Three(NatsCluster::start()), 4000, 500);
+    for i in 1..=10u64 {
+        assert_eq!(inc_acknowledged(cluster.addr(i as usize % 3), "fault", &format!("w{i}")), i);
+    }
+    // One NATS server dies: every stream (replicas = 3) has a copy on the
+    // two left, which elect leaders for those it led, and nodes connected
+    // to it reconnect to the others.
+    let Nats::Three(nats) = &mut cluster.nats else { unreachable!() };
+    nats.kill(0);
+    for i in 11..=20u64 {
+        assert_eq!(inc_acknowledged(cluster.addr(i as usize % 3), "fault", &format!("w{i}")), i);
+    }
+    // Then the room's owner dies too: its state comes back from the two.
+    let owner = lease_holder(&cluster, &[0, 1, 2]);
+    cluster.nodes[owner].signal(libc::SIGKILL);
+    assert_eq!(get_placed(cluster.addr((owner + 1) % 3), "/parties/tally/fault"), "20 20");
+    assert_eq!(inc_acknowledged(cluster.addr((owner + 2) % 3), "fault", "w21"), 21);
 }
 
 #[test]

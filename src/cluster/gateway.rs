@@ -2,6 +2,7 @@
 //! and the outcomes of lease operations, handled one at a time; then the
 //! batches built meanwhile go out, one NATS message per node.
 
+mod alarms;
 mod journal;
 
 use super::peers::Peers;
@@ -13,7 +14,7 @@ use crate::party::ConnRef;
 use crate::room_key::{Placement, RoomKey, RoomMap};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
-use dormouse_cluster::{Busy, Cluster, ClusterConfig, ClusterError, Lease, LeaseOutcome, Owner};
+use dormouse_cluster::{Busy, Cluster, ClusterConfig, ClusterError, Delivered, Lease, LeaseOutcome, Owner};
 use journal::{Journal, JournalEvent, Loading};
 use smallvec::SmallVec;
 use std::collections::{HashMap, VecDeque};
@@ -54,11 +55,28 @@ const NATS_EVENTS_PER_ROUND: usize = 1024;
 /// What reaches the gateway from the NATS thread.
 enum Event {
     Nats(Bytes),
-    Owner { room: Arc<RoomKey>, result: Result<Option<Owner>, String> },
-    Acquired { room: Arc<RoomKey>, outcome: LeaseOutcome },
-    Renewed { room: Arc<RoomKey>, revision: u64, outcome: LeaseOutcome },
-    Released { room: Arc<RoomKey> },
+    Owner {
+        room: Arc<RoomKey>,
+        result: Result<Option<Owner>, String>,
+    },
+    Acquired {
+        room: Arc<RoomKey>,
+        outcome: LeaseOutcome,
+    },
+    Renewed {
+        room: Arc<RoomKey>,
+        revision: u64,
+        outcome: LeaseOutcome,
+    },
+    Released {
+        room: Arc<RoomKey>,
+    },
     Journal(JournalEvent),
+    /// The alarm index says the room's alarm is this.
+    Alarm {
+        room: Arc<RoomKey>,
+        at_ms: Option<u64>,
+    },
 }
 
 /// A room being placed: who asked, and what came for it meanwhile.
@@ -146,8 +164,13 @@ pub(crate) fn start(
     // the gateway only ever tries to hand the NATS thread something.
     let (events, inbox) = crossbeam_channel::bounded(4096);
     let nats = events.clone();
-    let cluster = Cluster::start_with(config, move |payload| {
-        let _ = nats.send(Event::Nats(payload));
+    let cluster = Cluster::start_with(config, move |delivered| {
+        let _ = nats.send(match delivered {
+            Delivered::Message(payload) => Event::Nats(payload),
+            Delivered::Alarm { party, room, at_ms } => {
+                Event::Alarm { room: Arc::new(RoomKey::new(party, room)), at_ms }
+            }
+        });
     })?;
     let view = cluster.view();
     let max_payload = cluster.max_payload();
@@ -161,6 +184,7 @@ pub(crate) fn start(
         held: RoomMap::default(),
         loading: RoomMap::default(),
         journals: RoomMap::default(),
+        alarms: alarms::Alarms::default(),
         stalled: RoomMap::default(),
         next_epoch: 0,
         to_store: VecDeque::new(),
@@ -195,6 +219,8 @@ struct State {
     loading: RoomMap<Loading>,
     /// The journals this node appends to.
     journals: RoomMap<Journal>,
+    /// The cluster's alarm index, as heard.
+    alarms: alarms::Alarms,
     /// Journals with batches waiting for room in the NATS thread's queue.
     stalled: RoomMap<()>,
     next_epoch: u64,
@@ -269,6 +295,7 @@ impl State {
                 self.next_renewal = now + self.renew_every;
             }
             self.watch_nodes();
+            self.look_at_alarms();
             self.submit_to_store();
             self.pump_stalled();
             self.flush();
@@ -286,6 +313,7 @@ impl State {
             Event::Renewed { room, revision, outcome } => self.on_renewed(&room, revision, outcome),
             Event::Released { room } => self.acquire(room),
             Event::Journal(event) => self.on_journal_event(event),
+            Event::Alarm { room, at_ms } => self.on_alarm(room, at_ms),
         }
     }
 
@@ -320,8 +348,8 @@ impl State {
                     self.journal_unheld(&room);
                 }
             }
-            FromCore::Journal { room, core, generation, seq, batch } => {
-                self.journal(room, core, generation, seq, batch)
+            FromCore::Journal { room, core, generation, seq, batch, alarm } => {
+                self.journal(room, core, generation, seq, batch, alarm)
             }
         }
     }

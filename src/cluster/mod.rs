@@ -64,8 +64,9 @@ pub(crate) enum FromCore {
     Lapsed(Arc<RoomKey>),
     /// A batch of `room` the store committed (`Batch::encode`), for its
     /// journal: answered with `CoreMsg::Committed` (no journal) to `core`
-    /// once the journal holds it, or with the error.
-    Journal { room: Arc<RoomKey>, core: u16, generation: u64, seq: u64, batch: Bytes },
+    /// once the journal holds it, or with the error. `alarm`: what it did
+    /// to the room's alarm, for the cluster's alarm index.
+    Journal { room: Arc<RoomKey>, core: u16, generation: u64, seq: u64, batch: Bytes, alarm: Option<Option<u64>> },
 }
 
 /// What the cores hold of the gateway.

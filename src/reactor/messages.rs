@@ -128,7 +128,7 @@ impl State {
             CoreMsg::RoomResponse { room, id, response } => self.on_room_response(&room, id, *response),
             CoreMsg::Fetched { ticket, outcome } => self.on_fetched(&ticket, *outcome),
             CoreMsg::Committed { room, generation, seq, error, journal } => match journal {
-                Some(batch) => self.journal(room, generation, seq, error, batch),
+                Some(batch) => self.journal(room, generation, seq, error, *batch),
                 None => {
                     if self.routes.is_some() {
                         // The gateway's word: the journal has it (or not).

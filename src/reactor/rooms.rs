@@ -8,7 +8,7 @@
 use super::State;
 use crate::cluster::FromCore;
 use crate::config::Durability;
-use crate::core_msg::CoreMsg;
+use crate::core_msg::{CoreMsg, ForJournal};
 use crate::http::Response;
 use crate::party::Effect;
 use crate::room::{Held, Origin, RoomFailed, RoomHost};
@@ -197,7 +197,10 @@ impl State {
         let room = room.clone();
         let generation = self.hosts.get(&room).map_or(0, |host| host.generation);
         // In a cluster the batch goes on to the room's journal once here.
-        let journal = self.routes.is_some().then(|| Bytes::from(batch.encode()));
+        let journal = self.routes.is_some().then(|| {
+            let alarm = batch.alarm_change(&dormouse_hibernate::RoomKey::new(&room.party, &room.id));
+            Box::new(ForJournal { bytes: Bytes::from(batch.encode()), alarm })
+        });
         let done = Box::new(move |result: Result<(), dormouse_hibernate::StoreError>| {
             let error = result.err().map(|e| e.to_string().into_boxed_str());
             let msg = CoreMsg::Committed { room, generation, seq, error, journal };
@@ -232,13 +235,15 @@ impl State {
         generation: u64,
         seq: u64,
         error: Option<Box<str>>,
-        batch: Bytes,
+        batch: ForJournal,
     ) {
         if error.is_some() {
             return self.on_committed(&room, generation, seq, error);
         }
         self.journal_pending += 1;
-        self.gateway_out.push_back(FromCore::Journal { room, core: self.index, generation, seq, batch });
+        let ForJournal { bytes, alarm } = batch;
+        let msg = FromCore::Journal { room, core: self.index, generation, seq, batch: bytes, alarm };
+        self.gateway_out.push_back(msg);
     }
 
     /// Batch `seq` of `room` committed (or failed).
@@ -422,6 +427,7 @@ impl State {
                 continue;
             }
             self.counters.room_events += 1;
+            self.counters.alarms_run += 1;
             let outcome = self.host(&room).and_then(|host| host.alarm());
             let failure = match outcome {
                 Ok(Ok(())) => {

@@ -25,6 +25,8 @@ pub(super) struct Counters {
     pub(super) snapshots_corrupt: u64,
     /// Events delivered to room objects (connect, message, close, request).
     pub(super) room_events: u64,
+    /// Room alarms run (each try).
+    pub(super) alarms_run: u64,
     /// WebSocket messages received.
     pub(super) messages_in: u64,
     /// WebSocket frames queued to sockets by sends and broadcasts.
@@ -68,6 +70,7 @@ impl Counters {
             (&stats.rooms_dropped, self.rooms_dropped),
             (&stats.snapshots_corrupt, self.snapshots_corrupt),
             (&stats.room_events, self.room_events),
+            (&stats.alarms_run, self.alarms_run),
             (&stats.messages_in, self.messages_in),
             (&stats.frames_out, self.frames_out),
             (&stats.bytes_out, self.bytes_out),

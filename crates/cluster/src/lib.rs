@@ -29,6 +29,12 @@
 //!   less a safety margin for clock rate differences: [`Lease::valid_until`]
 //!   is `sent + lease - lease / 5`. Renewing every `lease / 3` leaves two
 //!   chances to renew before then.
+//! - **Alarms.** The bucket `dm_alarms` holds, per room, the time of its
+//!   alarm as the node that last ran it wrote it ([`Cluster::set_alarm`],
+//!   in the order called). Every node watches it from the start (each
+//!   room's latest value first, then every change), delivered as
+//!   [`Delivered::Alarm`]: so a room whose node died with an alarm set can
+//!   be woken elsewhere when it is due.
 
 mod journal;
 
@@ -43,6 +49,8 @@ use std::time::{Duration, Instant};
 pub const NODES_BUCKET: &str = "dm_nodes";
 /// The KV bucket of room leases.
 pub const OWNERS_BUCKET: &str = "dm_owners";
+/// The KV bucket of rooms' alarm times.
+pub const ALARMS_BUCKET: &str = "dm_alarms";
 /// Commands waiting for the NATS thread, at most.
 pub const COMMAND_QUEUE: usize = 4096;
 
@@ -106,6 +114,17 @@ pub struct Owner {
     pub revision: u64,
 }
 
+/// What the NATS thread hands the callback given to [`Cluster::start_with`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivered {
+    /// A message another node sent this one ([`Cluster::send`]).
+    Message(Bytes),
+    /// A room's alarm in `dm_alarms`: the latest value of each room when the
+    /// watch starts (again after a lost watch), then each change; `at_ms`
+    /// none when the room has none.
+    Alarm { party: String, room: String, at_ms: Option<u64> },
+}
+
 type Reply<T> = Box<dyn FnOnce(T) + Send>;
 
 enum Command {
@@ -117,6 +136,7 @@ enum Command {
     Append { room: String, expect: u64, payload: Bytes, reply: Reply<Appended> },
     Load { room: String, reply: Reply<Result<Entries, String>> },
     Compact { room: String, before: u64, reply: Reply<Result<u64, String>> },
+    SetAlarm { room: String, at_ms: Option<u64> },
 }
 
 /// The command queue was full (or the NATS thread is gone): try later.
@@ -149,6 +169,15 @@ pub fn room_key(party: &str, room: &str) -> String {
     format!("{}.{}", engine.encode(party), engine.encode(room))
 }
 
+/// The party and room id of a [`room_key`], if it is one.
+pub fn parse_room_key(key: &str) -> Option<(String, String)> {
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let (party, room) = key.split_once('.')?;
+    let text = |part: &str| String::from_utf8(engine.decode(part).ok()?).ok();
+    Some((text(party)?, text(room)?))
+}
+
 /// The node among `nodes` that room `key` prefers: the highest hash of
 /// (node, room). Every node with the same view picks the same one, and a
 /// node joining or leaving moves only the rooms it wins or held (about
@@ -176,7 +205,7 @@ fn valid_node_id(id: &str) -> bool {
 }
 
 impl Cluster {
-    /// [`Cluster::start_with`] for a node that receives no messages.
+    /// [`Cluster::start_with`] for a node that hears nothing.
     pub fn start(config: ClusterConfig) -> Result<Cluster, ClusterError> {
         Cluster::start_with(config, |_| {})
     }
@@ -184,12 +213,12 @@ impl Cluster {
     /// Connects to NATS, makes the buckets if need be, subscribes to this
     /// node's subject (each message's payload goes to `deliver`, on the NATS
     /// thread, in the order the NATS server delivers: a sender's messages in
-    /// the order sent), says this node is alive, and reads the live nodes
-    /// once, before returning (a start-up step: it blocks, which is why it
-    /// is not for a core).
+    /// the order sent) and watches the alarms (also to `deliver`), says this
+    /// node is alive, and reads the live nodes once, before returning (a
+    /// start-up step: it blocks, which is why it is not for a core).
     pub fn start_with(
         config: ClusterConfig,
-        deliver: impl FnMut(Bytes) + Send + 'static,
+        deliver: impl FnMut(Delivered) + Send + 'static,
     ) -> Result<Cluster, ClusterError> {
         if !valid_node_id(&config.node_id) {
             return Err(ClusterError::NodeId(config.node_id));
@@ -346,6 +375,14 @@ impl Cluster {
         self.submit(Command::Load { room: room_key(party, room), reply: Box::new(reply) })
     }
 
+    /// Writes the room's alarm time into `dm_alarms` (`None`: it has none).
+    /// A node's writes reach NATS in the order called; one NATS did not
+    /// take is logged, not retried (the next owner's load of the room's
+    /// journal writes it again).
+    pub fn set_alarm(&self, party: &str, room: &str, at_ms: Option<u64>) -> Result<(), Busy> {
+        self.submit(Command::SetAlarm { room: room_key(party, room), at_ms })
+    }
+
     /// Drops the room's journal entries before stream sequence `before`
     /// (answered with how many went).
     pub fn compact(
@@ -378,6 +415,7 @@ struct Node {
     client: async_nats::Client,
     nodes: async_nats::jetstream::kv::Store,
     owners: async_nats::jetstream::kv::Store,
+    alarms: async_nats::jetstream::kv::Store,
     jetstream: async_nats::jetstream::Context,
     journal: async_nats::jetstream::stream::Stream,
     view: Arc<RwLock<Vec<String>>>,
@@ -445,8 +483,10 @@ impl Node {
         let replicas = config.replicas.max(1);
         let nodes = bucket(&jetstream, NODES_BUCKET, config.heartbeat * 3, replicas).await.map_err(|e| js(&e))?;
         let owners = bucket(&jetstream, OWNERS_BUCKET, config.lease, replicas).await.map_err(|e| js(&e))?;
+        // Alarms last as long as their rooms: no max_age.
+        let alarms = bucket(&jetstream, ALARMS_BUCKET, Duration::ZERO, replicas).await.map_err(|e| js(&e))?;
         let journal = journal::stream(&jetstream, replicas).await.map_err(|e| js(&e))?;
-        let node = Node { config, client, nodes, owners, jetstream, journal, view };
+        let node = Node { config, client, nodes, owners, alarms, jetstream, journal, view };
         node.heartbeat().await.map_err(|e| js(&e))?;
         Ok(node)
     }
@@ -468,7 +508,7 @@ impl Node {
         self,
         mut inbox: tokio::sync::mpsc::Receiver<Command>,
         mut stopped: tokio::sync::oneshot::Receiver<()>,
-        mut deliver: impl FnMut(Bytes),
+        mut deliver: impl FnMut(Delivered),
     ) {
         let mut messages = match self.client.subscribe(node_subject(&self.config.node_id)).await {
             Ok(messages) => messages,
@@ -479,6 +519,7 @@ impl Node {
         };
         let mut beat = tokio::time::interval(self.config.heartbeat);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut alarms = self.watch_alarms().await;
         loop {
             tokio::select! {
                 _ = &mut stopped => break,
@@ -486,13 +527,30 @@ impl Node {
                     if let Err(error) = self.heartbeat().await {
                         tracing::warn!(%error, "the cluster heartbeat failed");
                     }
+                    if alarms.is_none() {
+                        alarms = self.watch_alarms().await;
+                    }
                 }
+                entry = next_entry(&mut alarms) => match entry {
+                    Some(Ok(entry)) => {
+                        if let Some(alarm) = alarm_of(&entry) {
+                            deliver(alarm);
+                        }
+                    }
+                    // Watched again from each room's latest value at the
+                    // next heartbeat: nothing changed meanwhile is missed.
+                    Some(Err(error)) => {
+                        tracing::warn!(%error, "the alarms' watch failed; watching again");
+                        alarms = None;
+                    }
+                    None => alarms = None,
+                },
                 command = inbox.recv() => match command {
                     Some(command) => self.handle(command).await,
                     None => break,
                 },
                 message = messages.next() => match message {
-                    Some(message) => deliver(message.payload),
+                    Some(message) => deliver(Delivered::Message(message.payload)),
                     None => break,
                 },
             }
@@ -502,12 +560,50 @@ impl Node {
         }
     }
 
-    /// Sends go out in order, here; the KV operations each run as a task of
-    /// their own, so one slow round trip does not hold the others.
+    /// The alarms' watch (none when it cannot be made now: tried again at
+    /// the next heartbeat).
+    async fn watch_alarms(&self) -> Option<async_nats::jetstream::kv::Watch> {
+        match self.alarms.watch_with_history(">").await {
+            Ok(watch) => Some(watch),
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch the alarms now");
+                None
+            }
+        }
+    }
+
+    /// Sends and alarm writes go out in order, here (only their
+    /// acknowledgments are awaited apart); the other KV operations each run
+    /// as a task of their own, so one slow round trip does not hold the
+    /// others.
     async fn handle(&self, command: Command) {
         if let Command::Send { node, payload } = command {
             if let Err(error) = self.client.publish(node_subject(&node), payload).await {
                 tracing::warn!(%error, %node, "a message to a node was not sent");
+            }
+            return;
+        }
+        if let Command::SetAlarm { room, at_ms } = command {
+            // The bucket's own subject, written as `put` / `delete` would,
+            // so that the write is in order with the ones before it.
+            let subject = format!("$KV.{ALARMS_BUCKET}.{room}");
+            let sent = match at_ms {
+                Some(at_ms) => self.jetstream.publish(subject, Bytes::copy_from_slice(&at_ms.to_be_bytes())).await,
+                None => {
+                    let mut headers = async_nats::HeaderMap::new();
+                    headers.insert("KV-Operation", "DEL");
+                    self.jetstream.publish_with_headers(subject, headers, Bytes::new()).await
+                }
+            };
+            match sent {
+                Ok(ack) => {
+                    tokio::spawn(async move {
+                        if let Err(error) = ack.await {
+                            tracing::warn!(%error, %room, "an alarm was not written");
+                        }
+                    });
+                }
+                Err(error) => tracing::warn!(%error, %room, "an alarm was not written"),
             }
             return;
         }
@@ -532,6 +628,27 @@ impl Node {
     }
 }
 
+/// The next entry of the alarms' watch; none pending while there is no watch.
+async fn next_entry(
+    watch: &mut Option<async_nats::jetstream::kv::Watch>,
+) -> Option<Result<async_nats::jetstream::kv::Entry, async_nats::jetstream::kv::WatcherError>> {
+    match watch {
+        Some(watch) => watch.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A `dm_alarms` entry as delivered (none for a key or value that is not one).
+fn alarm_of(entry: &async_nats::jetstream::kv::Entry) -> Option<Delivered> {
+    use async_nats::jetstream::kv::Operation;
+    let (party, room) = parse_room_key(&entry.key)?;
+    let at_ms = match entry.operation {
+        Operation::Put => Some(u64::from_be_bytes(entry.value.as_ref().try_into().ok()?)),
+        Operation::Delete | Operation::Purge => None,
+    };
+    Some(Delivered::Alarm { party, room, at_ms })
+}
+
 /// The subject node `node` receives its messages on.
 pub fn node_subject(node: &str) -> String {
     format!("dm.node.{node}")
@@ -545,7 +662,11 @@ fn lease(config: &ClusterConfig, revision: u64, sent: Instant) -> Lease {
 async fn kv_command(config: &ClusterConfig, owners: &async_nats::jetstream::kv::Store, command: Command) {
     {
         match command {
-            Command::Send { .. } | Command::Append { .. } | Command::Load { .. } | Command::Compact { .. } => {
+            Command::Send { .. }
+            | Command::SetAlarm { .. }
+            | Command::Append { .. }
+            | Command::Load { .. }
+            | Command::Compact { .. } => {
                 unreachable!("handled by the caller")
             }
             Command::Acquire { room, reply } => {
@@ -631,5 +752,9 @@ mod tests {
         let key = room_key("main", "a room/with.dots and ünïcode");
         assert!(key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)), "{key}");
         assert_ne!(room_key("ab", "c"), room_key("a", "bc"));
+        let back = parse_room_key(&key).unwrap();
+        assert_eq!((back.0.as_str(), back.1.as_str()), ("main", "a room/with.dots and ünïcode"));
+        assert_eq!(parse_room_key("no-dot"), None);
+        assert_eq!(parse_room_key("!!.xx"), None);
     }
 }

@@ -2,7 +2,7 @@
 //! JetStream on, its store in a temporary directory), several nodes in
 //! this process.
 
-use dormouse_cluster::{Cluster, ClusterConfig, LeaseOutcome, Owner};
+use dormouse_cluster::{Cluster, ClusterConfig, Delivered, LeaseOutcome, Owner};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -126,7 +126,12 @@ fn messages_to_a_node_arrive_at_its_callback_in_the_order_sent() {
         lease: Duration::from_millis(2000),
         heartbeat: Duration::from_millis(200),
     };
-    let a = Cluster::start_with(config, move |payload| tx.send(payload).unwrap()).unwrap();
+    let a = Cluster::start_with(config, move |delivered| {
+        if let Delivered::Message(payload) = delivered {
+            tx.send(payload).unwrap()
+        }
+    })
+    .unwrap();
     let b = node(&nats, "node-b", 2000);
     for i in 0..500u32 {
         b.send(a.node_id(), bytes::Bytes::from(i.to_be_bytes().to_vec())).unwrap();
@@ -171,4 +176,52 @@ fn a_rooms_journal_reads_back_in_order_and_refuses_an_append_from_behind() {
     assert_eq!(answer(|reply| a.compact("main", "j", third, reply).unwrap()), Ok(2));
     assert_eq!(load(&a, "j"), vec![(third, "b took over".into())]);
     assert_eq!(load(&a, "other").len(), 1);
+}
+
+#[test]
+fn alarms_written_by_one_node_reach_every_watcher_in_order_and_from_the_start() {
+    let nats = NatsServer::start();
+    let config = |id: &str| ClusterConfig {
+        nats: vec![nats.url.clone()],
+        node_id: id.into(),
+        replicas: 1,
+        lease: Duration::from_millis(2000),
+        heartbeat: Duration::from_millis(200),
+    };
+    let watcher = |id: &str| {
+        let (tx, rx) = mpsc::channel();
+        let node = Cluster::start_with(config(id), move |delivered| {
+            if let Delivered::Alarm { party, room, at_ms } = delivered {
+                let _ = tx.send((party, room, at_ms));
+            }
+        })
+        .unwrap();
+        (node, rx)
+    };
+    let (a, heard_by_a) = watcher("node-a");
+    // The watch may start just after a's own first writes: what a hears
+    // is each room's latest value, then changes; wait for the last.
+    a.set_alarm("main", "r 1", Some(5)).unwrap();
+    a.set_alarm("main", "r 1", Some(u64::MAX)).unwrap();
+    a.set_alarm("main", "gone", Some(7)).unwrap();
+    a.set_alarm("main", "gone", None).unwrap();
+    a.set_alarm("main", "last", Some(1)).unwrap();
+    let mut latest = std::collections::HashMap::new();
+    while latest.get("last") != Some(&Some(1)) {
+        let (party, room, at_ms) = heard_by_a.recv_timeout(GUARD).expect("a hears its own writes");
+        assert_eq!(party, "main");
+        latest.insert(room, at_ms);
+    }
+    assert_eq!(latest.get("r 1"), Some(&Some(u64::MAX)), "{latest:?}");
+    assert_eq!(latest.get("gone").copied().flatten(), None, "{latest:?}");
+    // A node starting later hears each room's latest value at once.
+    let (_b, heard_by_b) = watcher("node-b");
+    let mut seen = std::collections::HashMap::new();
+    while seen.len() < 3 {
+        let (_, room, at_ms) = heard_by_b.recv_timeout(GUARD).expect("b hears the bucket");
+        seen.insert(room, at_ms);
+    }
+    assert_eq!(seen.get("r 1"), Some(&Some(u64::MAX)));
+    assert_eq!(seen.get("gone"), Some(&None));
+    assert_eq!(seen.get("last"), Some(&Some(1)));
 }

@@ -208,6 +208,16 @@ impl Batch {
         self.rooms.contains(room)
     }
 
+    /// What the batch does to `room`'s alarm, if anything: its last
+    /// `set_alarm` (`Some(Some(at_ms))`) or `delete_alarm` (`Some(None)`).
+    pub fn alarm_change(&self, room: &RoomKey) -> Option<Option<u64>> {
+        self.ops.iter().rev().find_map(|op| match *op {
+            Op::SetAlarm { room: at, at_ms } if self.rooms[at] == *room => Some(Some(at_ms)),
+            Op::DeleteAlarm { room: at } if self.rooms[at] == *room => Some(None),
+            _ => None,
+        })
+    }
+
     /// The batch as bytes ([`Batch::decode`] reads them back), for a copy
     /// kept elsewhere (a cluster's journal). Quarantined snapshots are left
     /// out: they are this store's own record of what it could not read.
@@ -395,6 +405,22 @@ mod tests {
     }
 
     #[test]
+    fn a_batchs_alarm_change_is_its_last_for_that_room() {
+        let (a, b, c) = (RoomKey::new("main", "a"), RoomKey::new("main", "b"), RoomKey::new("main", "c"));
+        let batch = sample();
+        assert_eq!(batch.alarm_change(&a), Some(Some(u64::MAX - 1)));
+        assert_eq!(batch.alarm_change(&b), Some(None));
+        assert_eq!(batch.alarm_change(&c), None);
+        let mut later = Batch::new();
+        later.delete_alarm(&a);
+        later.set_alarm(&b, 7);
+        let mut both = sample();
+        both.append(later);
+        assert_eq!(both.alarm_change(&a), Some(None));
+        assert_eq!(both.alarm_change(&b), Some(Some(7)));
+    }
+
+    #[test]
     fn a_cut_or_padded_encoding_is_refused() {
         let bytes = sample().encode();
         for len in 0..bytes.len() {
@@ -418,5 +444,6 @@ mod tests {
         assert_eq!(first.rooms, vec![a.clone(), b.clone(), a.clone()]);
         assert!(ops[1].contains("room: 1") && ops[2].contains("room: 2"), "{ops:?}");
         assert!(first.touches(&b) && !Batch::new().touches(&a));
+        assert_eq!(first.alarm_change(&a), None);
     }
 }

@@ -79,6 +79,12 @@ struct Queued {
     bytes: Bytes,
 }
 
+/// What an entry in flight holds: whom to tell, and what for.
+pub(super) struct Appending {
+    waiters: Vec<Waiter>,
+    marks: Marks,
+}
+
 /// What an entry did to a checkpoint in progress.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Marks {
@@ -150,7 +156,7 @@ pub(super) enum JournalEvent {
     Loaded { room: Arc<RoomKey>, result: Result<Entries, String> },
     Took { room: Arc<RoomKey>, outcome: Appended },
     Applied { room: Arc<RoomKey>, error: Option<String> },
-    Appended { room: Arc<RoomKey>, epoch: u64, waiters: Vec<Waiter>, marks: Marks, outcome: Appended },
+    Appended { room: Arc<RoomKey>, epoch: u64, appended: Appending, outcome: Appended },
     Compacted { room: Arc<RoomKey>, result: Result<u64, String> },
 }
 
@@ -160,8 +166,8 @@ impl State {
             JournalEvent::Loaded { room, result } => self.on_loaded(room, result),
             JournalEvent::Took { room, outcome } => self.on_took(room, outcome),
             JournalEvent::Applied { room, error } => self.on_applied(room, error),
-            JournalEvent::Appended { room, epoch, waiters, marks, outcome } => {
-                self.on_appended(&room, epoch, waiters, marks, outcome);
+            JournalEvent::Appended { room, epoch, appended, outcome } => {
+                self.on_appended(&room, epoch, appended, outcome);
             }
             JournalEvent::Compacted { room, result } => match result {
                 Ok(purged) => tracing::debug!(party = %room.party, room = %room.id, purged, "journal compacted"),
@@ -295,6 +301,7 @@ impl State {
             tracing::error!(party = %room.party, room = %room.id, %error, "cannot read the room's alarm");
             None
         });
+        self.check_alarm(&room, alarm_ms);
         self.deliver_to_owner(&room, CoreMsg::Loaded { room: room.clone(), alarm_ms });
         self.placed(&room, Placed::Here);
     }
@@ -326,11 +333,24 @@ impl State {
     // ---- writing ----
 
     /// A committed batch of `room` for its journal.
-    pub(super) fn journal(&mut self, room: Arc<RoomKey>, core: u16, generation: u64, seq: u64, batch: Bytes) {
+    pub(super) fn journal(
+        &mut self,
+        room: Arc<RoomKey>,
+        core: u16,
+        generation: u64,
+        seq: u64,
+        batch: Bytes,
+        alarm: Option<Option<u64>>,
+    ) {
         let waiter = Waiter { core, room: room.clone(), generation, seq };
         match self.journals.get_mut(&room) {
             Some(journal) => {
                 journal.queue.push_back(Queued { waiter: Some(waiter), bytes: batch });
+                if let Some(at_ms) = alarm {
+                    // Into the index first: it reaches NATS before the
+                    // batch's append, so an acknowledged alarm is indexed.
+                    self.write_alarm(&room, at_ms);
+                }
                 self.pump(&room);
             }
             None => self.fail_waiting([waiter], "the room's lease is not held here"),
@@ -357,25 +377,33 @@ impl State {
             self.stalled.insert(room.clone(), ());
             return;
         }
-        let (payload, waiters, marks) = next_entry(journal, budget);
+        let (payload, appended) = next_entry(journal, budget);
         journal.busy = true;
         journal.bytes_since += payload.len() as u64;
         let (epoch, last) = (journal.epoch, journal.last);
         let events = self.events.clone();
         let key = room.clone();
+        // What the entry holds is shared with the callback, so that an
+        // append refused here (its callback dropped, never run) still
+        // answers its waiters.
+        let slot = Arc::new(std::sync::Mutex::new(Some(appended)));
+        let theirs = slot.clone();
         let sent = self.cluster.append(&room.party, &room.id, last, payload, move |outcome| {
-            let event = JournalEvent::Appended { room: key, epoch, waiters, marks, outcome };
+            let appended = theirs.lock().unwrap_or_else(|e| e.into_inner()).take().expect("taken once");
+            let event = JournalEvent::Appended { room: key, epoch, appended, outcome };
             let _ = events.send(super::Event::Journal(event));
         });
         if sent.is_err() {
             // The NATS thread is that far behind: the room cannot keep up.
+            let appended = slot.lock().unwrap_or_else(|e| e.into_inner()).take().expect("never sent");
             let outcome = Appended::Failed("the cluster's queue is full".into());
-            self.on_appended(room, epoch, Vec::new(), marks, outcome);
+            self.on_appended(room, epoch, appended, outcome);
         }
     }
 
-    fn on_appended(&mut self, room: &Arc<RoomKey>, epoch: u64, waiters: Vec<Waiter>, marks: Marks, outcome: Appended) {
+    fn on_appended(&mut self, room: &Arc<RoomKey>, epoch: u64, appended: Appending, outcome: Appended) {
         let current = self.journals.get(room).is_some_and(|j| j.epoch == epoch);
+        let Appending { waiters, marks } = appended;
         match outcome {
             Appended::At(seq) => {
                 // In the journal: done, whether or not the room is still ours.
@@ -514,7 +542,7 @@ impl State {
 /// The next entry to append from `journal`'s queue: whole batches that
 /// fit in `budget`, or the next piece of one that does not (its waiter
 /// answered with the last).
-fn next_entry(journal: &mut Journal, budget: usize) -> (Bytes, Vec<Waiter>, Marks) {
+fn next_entry(journal: &mut Journal, budget: usize) -> (Bytes, Appending) {
     let front = journal.queue.front().expect("something queued");
     let checkpoint = front.waiter.is_none();
     if front.bytes.len() > budget {
@@ -526,11 +554,11 @@ fn next_entry(journal: &mut Journal, budget: usize) -> (Bytes, Vec<Waiter>, Mark
         let payload = encode(&Entry::Piece { bytes: piece, last });
         if !last {
             journal.sent = end;
-            return (payload, Vec::new(), marks);
+            return (payload, Appending { waiters: Vec::new(), marks });
         }
         journal.sent = 0;
         let waiter = journal.queue.pop_front().expect("something queued").waiter;
-        return (payload, waiter.into_iter().collect(), marks);
+        return (payload, Appending { waiters: waiter.into_iter().collect(), marks });
     }
     let (mut batches, mut waiters, mut size, mut marks) = (Vec::new(), Vec::new(), 0, Marks::default());
     while let Some(queued) = journal.queue.front() {
@@ -545,7 +573,7 @@ fn next_entry(journal: &mut Journal, budget: usize) -> (Bytes, Vec<Waiter>, Mark
         batches.push(queued.bytes.to_vec());
         waiters.extend(queued.waiter);
     }
-    (encode(&Entry::Batches(batches)), waiters, marks)
+    (encode(&Entry::Batches(batches)), Appending { waiters, marks })
 }
 
 /// The batch that makes the store's records of `room` what its journal
@@ -630,21 +658,21 @@ mod tests {
         journal.queue.push_back(queued(Some(waiter(1)), vec![1; 30]));
         journal.queue.push_back(queued(Some(waiter(2)), vec![2; 30]));
         journal.queue.push_back(queued(Some(waiter(3)), vec![3; 250]));
-        let (_, first, marks) = next_entry(&mut journal, 100);
-        assert_eq!(first.iter().map(|w| w.seq).collect::<Vec<_>>(), [1, 2]);
-        assert_eq!(marks, Marks::default());
-        let pieces: Vec<usize> = (0..3).map(|_| next_entry(&mut journal, 100).1.len()).collect();
+        let (_, first) = next_entry(&mut journal, 100);
+        assert_eq!(first.waiters.iter().map(|w| w.seq).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(first.marks, Marks::default());
+        let pieces: Vec<usize> = (0..3).map(|_| next_entry(&mut journal, 100).1.waiters.len()).collect();
         // 250 bytes in pieces of 100: answered with the third.
         assert_eq!(pieces, [0, 0, 1]);
         assert!(journal.queue.is_empty());
         // A checkpoint in pieces: its first piece starts it, its last ends it.
         journal.queue.push_back(queued(None, vec![4; 150]));
-        let marks: Vec<Marks> = (0..2).map(|_| next_entry(&mut journal, 100).2).collect();
+        let marks: Vec<Marks> = (0..2).map(|_| next_entry(&mut journal, 100).1.marks).collect();
         assert_eq!(marks, [Marks { starts: true, ends: false }, Marks { starts: false, ends: true }]);
         // One that fits, among batches: the entry holds all of it.
         journal.queue.push_back(queued(Some(waiter(5)), vec![5; 10]));
         journal.queue.push_back(queued(None, vec![6; 10]));
-        let (_, waiters, marks) = next_entry(&mut journal, 100);
-        assert_eq!((waiters.len(), marks), (1, Marks { starts: true, ends: true }));
+        let (_, entry) = next_entry(&mut journal, 100);
+        assert_eq!((entry.waiters.len(), entry.marks), (1, Marks { starts: true, ends: true }));
     }
 }

@@ -120,6 +120,15 @@ pub struct ClusterSection {
     /// heartbeats is gone.
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_ms: u64,
+    /// How long an HTTP request sent to a room on another node waits for
+    /// its answer (60 s) before it is answered 504: what crosses nodes
+    /// goes at most once, so an answer lost in a NATS failover never comes.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+}
+
+fn default_request_timeout_ms() -> u64 {
+    60_000
 }
 
 fn default_replicas() -> usize {
@@ -779,6 +788,9 @@ impl Config {
                     "must be at least 1000 and longer than three heartbeats (cluster.heartbeat_ms, above 0)",
                 );
             }
+            if c.request_timeout_ms == 0 {
+                return invalid("cluster.request_timeout_ms", "must be above 0");
+            }
         }
         Ok(())
     }
@@ -896,7 +908,7 @@ mod tests {
         assert!(Config::from_toml("").unwrap().cluster.is_none(), "no section: a single node");
         let ok = Config::from_toml("[cluster]\nnats = [\"nats://127.0.0.1:4222\"]\nnode_id = \"node-a\"\n").unwrap();
         let c = ok.cluster.unwrap();
-        assert_eq!((c.replicas, c.lease_ms, c.heartbeat_ms), (1, 10_000, 2_000));
+        assert_eq!((c.replicas, c.lease_ms, c.heartbeat_ms, c.request_timeout_ms), (1, 10_000, 2_000, 60_000));
         let bad = |toml: &str, field: &str| {
             let err = Config::from_toml(&format!("[cluster]\n{toml}")).unwrap_err().to_string();
             assert!(err.contains(field), "{err}");
@@ -905,6 +917,7 @@ mod tests {
         bad("nats = [\"nats://x:1\"]\nnode_id = \"a b\"", "cluster.node_id");
         bad("nats = [\"nats://x:1\"]\nnode_id = \"a\"\nreplicas = 0", "cluster.replicas");
         bad("nats = [\"nats://x:1\"]\nnode_id = \"a\"\nlease_ms = 3000\nheartbeat_ms = 1000", "cluster.lease_ms");
+        bad("nats = [\"nats://x:1\"]\nnode_id = \"a\"\nrequest_timeout_ms = 0", "cluster.request_timeout_ms");
         bad("node_id = \"a\"", "nats");
     }
 

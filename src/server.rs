@@ -231,7 +231,8 @@ impl Server {
                 let gateway =
                     crate::cluster::start(section, link, from_cores).map_err(|e| StartError::Cluster(e.to_string()))?;
                 fit_nats(&mut limits, gateway.max_item_bytes());
-                (Some(gateway), Some(crate::cluster::GatewayLink { to_gateway, stats }))
+                let request_timeout_ms = section.request_timeout_ms;
+                (Some(gateway), Some(crate::cluster::GatewayLink { to_gateway, stats, request_timeout_ms }))
             }
         };
         let shared = Arc::new(Shared {

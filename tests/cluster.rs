@@ -19,6 +19,7 @@ const LEASE: &str = "DORMOUSE_TEST_LEASE_MS";
 const HEARTBEAT: &str = "DORMOUSE_TEST_HEARTBEAT_MS";
 const REPLICAS: &str = "DORMOUSE_TEST_REPLICAS";
 const TOKEN: &str = "cluster-publish-token-0123";
+const INSPECTOR: &str = "authorization: Bearer cluster-inspector-token-45\r\n";
 /// Why a room stopped on a node closes its members (1012).
 const MOVING_REASON: &str = "try again: the room is moving between nodes";
 
@@ -134,9 +135,9 @@ fn child_server() {
         .with_writer(std::io::stderr)
         .init();
     let toml = format!(
-        "listen = \"127.0.0.1:0\"\ncores = 2\ndata_dir = '{dir}'\npublish_token = \"{TOKEN}\"\n\
+        "listen = \"127.0.0.1:0\"\ncores = 2\ndata_dir = '{dir}'\npublish_token = \"{TOKEN}\"\ninspector_token = \"cluster-inspector-token-45\"\n\
          [parties.main]\nkind = \"relay\"\n[parties.brief]\nidle_drop_ms = 100\n\
-         [cluster]\nnats = [{nats}]\nnode_id = \"{node}\"\nreplicas = {replicas}\nlease_ms = {lease_ms}\nheartbeat_ms = {heartbeat_ms}\n"
+         [cluster]\nnats = [{nats}]\nnode_id = \"{node}\"\nreplicas = {replicas}\nlease_ms = {lease_ms}\nheartbeat_ms = {heartbeat_ms}\nrequest_timeout_ms = 5000\n"
     );
     let server = dormouse::Server::new(dormouse::Config::from_toml(&toml).unwrap())
         .party::<Counter>("counter")
@@ -285,6 +286,55 @@ fn clients_on_three_nodes_share_one_room_and_hear_each_other_in_order() {
 }
 
 #[test]
+fn the_inspector_of_every_node_shows_a_room_where_it_runs_and_closes_its_sockets_on_any_node() {
+    let cluster = Cluster::start();
+    let mut a = Client::connect(cluster.addr(1), "/parties/main/looked-at?_pk=a");
+    let mut b = Client::connect(cluster.addr(2), "/parties/main/looked-at?_pk=b");
+    // Both are members once each hears the other.
+    a.send_text("from a");
+    assert_eq!(b.recv_text(), "from a");
+    b.send_text("from b");
+    assert_eq!(a.recv_text(), "from b");
+    let owner = lease_holder(&cluster, &[0, 1, 2]);
+    for node in 0..3 {
+        let detail = http(cluster.addr(node), "GET", "/_dormouse/api/room?party=main&room=looked-at", INSPECTOR, "");
+        assert_eq!(detail.status, 200, "node {node}: {}", detail.text());
+        let detail: serde_json::Value = serde_json::from_slice(&detail.body).unwrap();
+        assert_eq!(detail["hosted"], true, "node {node}: {detail}");
+        assert_eq!(detail["members_total"], 2, "node {node}: {detail}");
+        let mut members: Vec<(String, bool)> = detail["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["id"].as_str().unwrap().to_owned(), m["remote"].as_bool().unwrap()))
+            .collect();
+        members.sort();
+        // Remote to the owner: the sockets of the other nodes.
+        assert_eq!(members, [("a".to_owned(), owner != 1), ("b".to_owned(), owner != 2)], "node {node}");
+    }
+    // An admin on a node other than b's and the owner's closes b.
+    let admin = (0..3).find(|&n| n != 2 && n != owner).unwrap();
+    let closed =
+        http(cluster.addr(admin), "POST", "/_dormouse/api/close?party=main&room=looked-at&id=b", INSPECTOR, "");
+    assert_eq!((closed.status, closed.text()), (200, r#"{"closed":"b"}"#.to_owned()));
+    assert_eq!(b.expect_close(), (1008, "closed by an administrator".to_owned()));
+    // A room nobody runs shows as on disk only, and keeps no lease.
+    let cold = http(cluster.addr(admin), "GET", "/_dormouse/api/room?party=main&room=nobody-here", INSPECTOR, "");
+    let cold: serde_json::Value = serde_json::from_slice(&cold.body).unwrap();
+    assert_eq!((cold["hosted"].as_bool(), cold["members_total"].as_u64()), (Some(false), Some(0)), "{cold}");
+    until_leases(&cluster, 1);
+}
+
+/// Waits until the nodes hold `n` leases between them.
+fn until_leases(cluster: &Cluster, n: u64) {
+    let deadline = std::time::Instant::now() + GUARD;
+    while leases(cluster) != n {
+        assert!(std::time::Instant::now() < deadline, "{} leases held, not {n}", leases(cluster));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
 fn requests_to_a_room_from_every_node_reach_its_one_instance() {
     let cluster = Cluster::start();
     for round in 0..3 {
@@ -321,12 +371,13 @@ fn a_tagged_publish_from_a_node_without_members_reaches_exactly_the_tagged_set()
 }
 
 /// GET `path` from `addr`, again while the answer is 503 (the room is
-/// between owners: its Retry-After), until GUARD.
+/// between owners: its Retry-After) or 504 (sent to a node that died or
+/// was cut off before the others saw it go), until GUARD.
 fn get_placed(addr: SocketAddr, path: &str) -> String {
     let deadline = std::time::Instant::now() + GUARD;
     loop {
         let response = http(addr, "GET", path, "", "");
-        if response.status != 503 {
+        if response.status != 503 && response.status != 504 {
             assert_eq!(response.status, 200, "{}", response.text());
             return response.text();
         }
@@ -471,6 +522,22 @@ fn a_node_whose_nats_cannot_be_reached_does_not_start() {
     );
     let error = dormouse::Server::new(dormouse::Config::from_toml(&toml).unwrap()).start().err().expect("no start");
     assert!(error.to_string().contains("cluster: cannot reach NATS"), "{error}");
+}
+
+#[test]
+fn a_request_to_a_room_whose_node_stops_answering_is_answered_504_in_time() {
+    // Heartbeats of 5 s: the stopped node stays in the view for 15 s,
+    // past the nodes' request_timeout_ms (5 s).
+    let cluster = Cluster::start_with_times(20_000, 5_000);
+    assert_eq!(get_placed(cluster.addr(0), "/parties/counter/stalled"), "stalled 1");
+    let owner = lease_holder(&cluster, &[0, 1, 2]);
+    let via = (owner + 1) % 3;
+    cluster.nodes[owner].signal(libc::SIGSTOP);
+    let response = http(cluster.addr(via), "GET", "/parties/counter/stalled", "", "");
+    cluster.nodes[owner].signal(libc::SIGCONT);
+    assert_eq!(response.status, 504, "{}", response.text());
+    assert!(response.text().contains("did not answer in time"), "{}", response.text());
+    assert_eq!(response.header("retry-after"), Some("1"));
 }
 
 #[test]

@@ -857,9 +857,8 @@ impl State {
             }
             CoreMsg::Published { conn, delivered } => Item::Published { conn: self.wire_conn(node, conn), delivered },
             CoreMsg::Broadcast(b) => return self.encode_broadcast(node, &b, None),
-            CoreMsg::Inspect { conn, .. } => {
-                let response = crate::http::Response::text(501, "the inspector reaches this node's rooms only");
-                return self.deliver_to_conn(conn, CoreMsg::Respond { conn, response: Box::new(response) });
+            CoreMsg::Inspect { conn, room: r, action } => {
+                Item::Inspect { conn: self.wire_conn(node, conn), room: room(&r), action: *action }
             }
             _ => return tracing::warn!("a core message that stays on its node was addressed to another; dropped"),
         };
@@ -1019,6 +1018,10 @@ impl State {
                 let conn = self.local_conn(batch, conn)?;
                 let request = wire::into_request(head, body);
                 self.for_owner(CoreMsg::Request { conn, room: key(room), request });
+            }
+            Item::Inspect { conn, room, action } => {
+                let conn = self.local_conn(batch, conn)?;
+                self.for_owner(CoreMsg::Inspect { conn, room: key(room), action: Box::new(action) });
             }
             Item::RoomRequest { from, id, room, head, body } => {
                 let request = wire::into_request(head, body);

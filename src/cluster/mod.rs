@@ -73,6 +73,8 @@ pub(crate) enum FromCore {
 pub(crate) struct GatewayLink {
     pub to_gateway: crossbeam_channel::Sender<FromCore>,
     pub stats: Arc<ClusterStats>,
+    /// `[cluster] request_timeout_ms`.
+    pub request_timeout_ms: u64,
 }
 
 /// The gateway's figures, for `/metrics`.

@@ -123,6 +123,13 @@ pub(crate) enum Item {
         conn: Conn,
         delivered: u64,
     },
+    /// An admin's ask of `room` (the inspector), for its owner; answered
+    /// with a `Respond`.
+    Inspect {
+        conn: Conn,
+        room: Room,
+        action: crate::inspector::Action,
+    },
     /// The sender no longer runs `room`: the receiver's routes to it go.
     Unroute {
         room: Room,
@@ -159,6 +166,10 @@ impl Item {
             Item::Broadcast { frame, deflated, without, .. } => {
                 frame.len() + deflated.as_ref().map_or(0, Vec::len) + 16 * without.len()
             }
+            Item::Inspect { action, .. } => match action {
+                crate::inspector::Action::Close { id } => id.len(),
+                _ => 0,
+            },
             Item::Refused { .. } | Item::Close { .. } | Item::Published { .. } | Item::Unroute { .. } => 0,
         }
     }

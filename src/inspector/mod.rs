@@ -23,7 +23,7 @@
 use crate::http::{RequestHead, Response};
 use crate::metrics::CoreStats;
 use crate::party::{ConnRef, Party, Request, Room};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
@@ -67,8 +67,8 @@ pub struct RoomSummary {
     pub snapshot_bytes: u64,
 }
 
-/// What an admin asks of one room.
-#[derive(Debug)]
+/// What an admin asks of one room (it crosses nodes in a cluster).
+#[derive(Debug, Serialize, Deserialize)]
 pub enum Action {
     /// Its figures and (up to `limit` of) its connections.
     Detail { limit: usize },
@@ -118,6 +118,9 @@ pub struct MemberDetail {
     pub backlog_bytes: Option<u64>,
     /// It is another room's socket (`Room::connect_room`).
     pub room_socket: bool,
+    /// It is a socket of another node of the cluster (its backlog is
+    /// that node's; `core` is then this node's number for it).
+    pub remote: bool,
     #[serde(skip)]
     pub(crate) conn: ConnRef,
 }

@@ -129,6 +129,16 @@ impl State {
         };
         let response = Box::new(answer);
         self.send_to(usize::from(conn.core), CoreMsg::Respond { conn, response });
+        self.let_go_if_unused(room);
+    }
+
+    /// An ask placed a room here that has no object and nothing due (in
+    /// a cluster it took the lease for it): the lease goes back at once,
+    /// as for a room that left memory.
+    fn let_go_if_unused(&mut self, room: &Arc<RoomKey>) {
+        if !self.hosts.contains_key(room) && !self.alarms.contains_key(room) {
+            self.hand_back(room);
+        }
     }
 
     /// Evicts the room's object to its snapshot, when it can go.
@@ -186,14 +196,20 @@ impl State {
                     core: conn.core,
                     backlog_bytes: None,
                     room_socket: is_link(conn),
+                    remote: !is_link(conn) && usize::from(conn.core) >= self.shared.cores,
                     conn,
                 });
             }
-            detail.cores_left = detail.members.iter().filter(|m| !m.room_socket).map(|m| m.core).collect();
+            // This node's cores add their sockets' backlogs; another node's
+            // sockets (its virtual cores here) show none.
+            let cores = self.shared.cores as u16;
+            detail.cores_left =
+                detail.members.iter().filter(|m| !m.room_socket && m.core < cores).map(|m| m.core).collect();
             detail.cores_left.sort_unstable();
             detail.cores_left.dedup();
         }
         self.forward_detail(conn, Box::new(detail));
+        self.let_go_if_unused(room);
     }
 
     /// This core adds the backlogs of its connections in the detail.

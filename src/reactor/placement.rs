@@ -28,6 +28,8 @@ const NODE_GONE: &str = "its node left the cluster";
 
 /// Why a socket whose room ran on a node that left is closed (1012).
 const ROOM_NODE_GONE: &str = "reconnect: the room's node left the cluster";
+/// A request to another node's room that waited `request_timeout_ms`.
+const REMOTE_TIMEOUT: &str = "the room's node did not answer in time (cluster.request_timeout_ms)";
 
 /// A core's routes in a cluster.
 #[derive(Default)]
@@ -40,9 +42,10 @@ pub(super) struct Routes {
     /// Until when this core may run each room it owns (`now_ms`).
     leases: RoomMap<u64>,
     /// This core's upgrades and requests sent to other nodes' rooms, with
-    /// the virtual core of that node: answered 503 if the node leaves
-    /// first. Pruned of the answered ones as it grows.
-    awaiting: Vec<(ConnRef, u16)>,
+    /// the virtual core of that node and when (`now_ms`), oldest first:
+    /// answered 503 if the node leaves first, a request 504 once it waited
+    /// `request_timeout_ms`. Pruned of the answered ones as it grows.
+    awaiting: VecDeque<(ConnRef, u16, u64)>,
 }
 
 impl Routes {
@@ -123,7 +126,7 @@ impl State {
                 // Keep those still waiting: a socket in its upgrade or request,
                 // a link that still exists (its refusal checks its phase).
                 let (conns, links) = (&self.conns, &self.links);
-                routes.awaiting.retain(|(c, _)| {
+                routes.awaiting.retain(|(c, _, _)| {
                     if is_link(*c) {
                         links.contains((c.slot & !LINK_BIT) as usize)
                     } else {
@@ -133,9 +136,33 @@ impl State {
                     }
                 });
             }
-            routes.awaiting.push((*conn, to));
+            routes.awaiting.push_back((*conn, to, self.now_ms));
         }
         self.send_to(usize::from(to), msg);
+    }
+
+    /// Answers 504 the requests that waited `request_timeout_ms` for
+    /// another node's room (the request or its answer was lost between
+    /// nodes, or the room is that slow), closing their connections so that
+    /// a late answer finds nobody; upgrades keep waiting (their clients
+    /// time out themselves, and their close reaches the room).
+    pub(super) fn expire_remote_requests(&mut self) {
+        let Some(timeout) = self.shared.gateway.as_ref().map(|g| g.request_timeout_ms) else { return };
+        loop {
+            let Some(routes) = self.routes.as_deref_mut() else { return };
+            match routes.awaiting.front() {
+                Some(&(_, _, sent)) if sent + timeout <= self.now_ms => {}
+                _ => return,
+            }
+            let (conn, _, _) = routes.awaiting.pop_front().expect("looked at");
+            if is_link(conn) {
+                continue;
+            }
+            if let Some(slot) = self.current(conn, Phase::AwaitResponse) {
+                let response = Response::text(504, REMOTE_TIMEOUT).with_header("retry-after", "1");
+                self.respond(slot, &response, false);
+            }
+        }
     }
 
     /// The room moved: the next message for it asks again.
@@ -185,9 +212,10 @@ impl State {
         }
         // What waited for the node's rooms gets no answer from it.
         let Some(routes) = self.routes.as_deref_mut() else { return };
-        let (lost, kept): (Vec<_>, Vec<_>) = routes.awaiting.drain(..).partition(|(_, to)| cores.contains(to));
+        let (lost, kept): (VecDeque<_>, VecDeque<_>) =
+            routes.awaiting.drain(..).partition(|(_, to, _)| cores.contains(to));
         routes.awaiting = kept;
-        for (conn, _) in lost {
+        for (conn, _, _) in lost {
             if is_link(conn) {
                 self.on_link_refused(conn, NODE_GONE);
             } else {

@@ -50,6 +50,7 @@ impl<B: Backend> Core<B> {
             self.take_messages();
             self.st.run_fanout_jobs();
             self.st.expire_timers();
+            self.st.expire_remote_requests();
             self.st.run_due_alarms();
             self.st.run_due_timers();
             self.st.evict_idle();

@@ -41,10 +41,11 @@ pub(super) struct Routes {
     pub(super) pending_total: usize,
     /// Until when this core may run each room it owns (`now_ms`).
     leases: RoomMap<u64>,
-    /// This core's upgrades and requests sent to other nodes' rooms, with
-    /// the virtual core of that node and when (`now_ms`), oldest first:
-    /// answered 503 if the node leaves first, a request 504 once it waited
-    /// `request_timeout_ms`. Pruned of the answered ones as it grows.
+    /// This core's upgrades and requests (the inspector's too) sent to
+    /// other nodes' rooms, with the virtual core of that node and when
+    /// (`now_ms`), oldest first: answered 503 if the node leaves first, a
+    /// request 504 once it waited `request_timeout_ms`. Pruned of the
+    /// answered ones as it grows.
     awaiting: VecDeque<(ConnRef, u16, u64)>,
 }
 
@@ -119,8 +120,10 @@ impl State {
     /// Sends a message for a room to the node (virtual core `to`) that
     /// runs it, noting the upgrades and requests that wait for its answer.
     fn send_remote(&mut self, to: u16, msg: CoreMsg) {
-        if let (CoreMsg::Connect { conn, .. } | CoreMsg::Request { conn, .. }, Some(routes)) =
-            (&msg, self.routes.as_deref_mut())
+        if let (
+            CoreMsg::Connect { conn, .. } | CoreMsg::Request { conn, .. } | CoreMsg::Inspect { conn, .. },
+            Some(routes),
+        ) = (&msg, self.routes.as_deref_mut())
         {
             if routes.awaiting.len() >= 2 * (self.conns.len() + self.links.len()) + 64 {
                 // Keep those still waiting: a socket in its upgrade or request,
